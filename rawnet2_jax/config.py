@@ -1,0 +1,177 @@
+"""Model configurations: one frozen dataclass and named presets.
+
+Every point where the RawNet2 variants differ is a field here, never a copy of the
+model code. Presets:
+
+* ``caa_rawnet2``: the improved RawNet2 whose PyTorch ``best.pt`` we port ("seed" layout).
+  Its forward is not public; the fields marked *ambiguous* are our documented choice
+  and can be switched (see ``convert --check-bn-stats`` to rank the candidates).
+* ``tak2021``: the official RawNet2 of Tak et al., ICASSP 2021 ("official" layout).
+* ``asvspoof2021_baseline``: the ASVspoof 2021 LA/DF RawNet2 baseline ("official" layout).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Literal
+
+SincScale = Literal["mel", "inverse_mel", "linear"]
+# "official": the eurecom SincConv (ideal band-pass from band edges, full Hamming window).
+# "sincnet":  Ravanelli's SincConv_fast built from stored low_hz_ / band_hz_ / n_axis / window.
+SincFormula = Literal["official", "sincnet"]
+Activation = Literal["selu", "leaky_relu", "relu", "none"]
+FmsMode = Literal["add", "mul"]  # x * s + s (Tak et al.) or x * s
+FmsPosition = Literal["after_pool", "before_add"]
+PadMode = Literal["zero", "repeat"]
+Layout = Literal["seed", "official"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """A complete description of one RawNet2 variant (architecture + input policy)."""
+
+    name: str
+    layout: Layout  # which PyTorch state-dict naming the converter uses
+
+    # Input policy (used by the data pipeline, not by the model).
+    sample_rate: int = 16000
+    num_samples: int = 64000
+    pad_mode: PadMode = "zero"
+
+    # Sinc front-end.
+    sinc_filters: int = 128
+    sinc_kernel_size: int = 129  # always odd
+    sinc_scale: SincScale = "linear"
+    sinc_formula: SincFormula = "sincnet"
+    sinc_learnable: bool = False
+    sinc_min_low_hz: float = 0.0  # sincnet formula only  (ambiguous for the seed)
+    sinc_min_band_hz: float = 0.0  # sincnet formula only (ambiguous for the seed)
+    sinc_padding: Literal["valid", "same"] = "same"  # ambiguous for the seed
+    sinc_abs: bool = False  # abs() after the sinc conv           (ambiguous for the seed)
+    sinc_pool: int = 1  # max-pool size after the sinc conv; 1 = none (ambiguous for the seed)
+    front_activation: Activation = "leaky_relu"  # after front BN        (ambiguous for the seed)
+
+    # Residual blocks: channels (C1 x n1, then C2 x n2).
+    first_block_channels: int = 128
+    second_block_channels: int = 512
+    num_first_blocks: int = 2
+    num_second_blocks: int = 4
+    block_kernel_size: int = 3
+    block_pool: int = 3
+    leaky_relu_slope: float = 0.3
+    first_block_bn1: bool = True  # official: the very first block has no bn1
+    bn1_bypassed: bool = False  # ASVspoof 2021 baseline: conv1 reads the block input, bn1 unused
+
+    # Filter-wise feature map scaling.
+    fms_mode: FmsMode = "add"  # ambiguous for the seed
+    fms_position: FmsPosition = "after_pool"  # ambiguous for the seed
+
+    # Recurrent part and head.
+    pre_gru_activation: Activation = "leaky_relu"  # ambiguous for the seed
+    gru_hidden: int = 1024
+    gru_layers: int = 1
+    embedding_dim: int = 1024
+    head_activation: Activation = "none"  # between fc (embedding) and classifier
+    num_classes: int = 2  # index 0 = spoof, 1 = bona fide
+
+    # BatchNorm (torch semantics: momentum 0.1 == flax 0.9, unbiased running var).
+    bn_momentum: float = 0.1
+    bn_eps: float = 1e-5
+
+    def __post_init__(self):
+        if self.sinc_kernel_size % 2 != 1:
+            raise ValueError(f"sinc_kernel_size must be odd, got {self.sinc_kernel_size}")
+        if self.num_samples <= 0:
+            raise ValueError(f"num_samples must be positive, got {self.num_samples}")
+
+    @property
+    def block_channels(self) -> tuple[tuple[int, int], ...]:
+        """(in, out) channels of every residual block, in order."""
+        c0, c1, c2 = self.sinc_filters, self.first_block_channels, self.second_block_channels
+        chans = []
+        cin = c0
+        for _ in range(self.num_first_blocks):
+            chans.append((cin, c1))
+            cin = c1
+        for _ in range(self.num_second_blocks):
+            chans.append((cin, c2))
+            cin = c2
+        return tuple(chans)
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown model config fields: {', '.join(unknown)}")
+        return cls(**d)
+
+
+CAA_RAWNET2 = ModelConfig(
+    name="caa_rawnet2",
+    layout="seed",
+    num_samples=64000,
+    pad_mode="zero",
+    sinc_filters=128,
+    sinc_kernel_size=129,
+    sinc_scale="linear",
+    sinc_formula="sincnet",
+    sinc_learnable=False,
+)
+
+TAK2021 = ModelConfig(
+    name="tak2021",
+    layout="official",
+    num_samples=64600,
+    pad_mode="repeat",
+    sinc_filters=128,
+    sinc_kernel_size=129,
+    sinc_scale="mel",
+    sinc_formula="official",
+    sinc_padding="valid",
+    sinc_abs=True,
+    sinc_pool=3,
+    front_activation="selu",
+    first_block_channels=128,
+    second_block_channels=512,
+    first_block_bn1=False,
+    fms_mode="add",
+    fms_position="after_pool",
+    pre_gru_activation="selu",
+    gru_hidden=1024,
+    gru_layers=3,
+    embedding_dim=1024,
+    head_activation="none",
+)
+
+ASVSPOOF2021_BASELINE = TAK2021.replace(
+    name="asvspoof2021_baseline",
+    sinc_filters=20,
+    sinc_kernel_size=1025,
+    first_block_channels=20,
+    second_block_channels=128,
+    first_block_bn1=True,
+    bn1_bypassed=True,
+)
+
+PRESETS: dict[str, ModelConfig] = {
+    c.name: c for c in (CAA_RAWNET2, TAK2021, ASVSPOOF2021_BASELINE)
+}
+
+
+def get_config(name: str, **overrides: Any) -> ModelConfig:
+    """A named preset, optionally with fields replaced."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    cfg = PRESETS[name]
+    return cfg.replace(**overrides) if overrides else cfg

@@ -1,0 +1,21 @@
+"""User-facing errors: one line that says what was wrong and what to do."""
+
+
+class UserError(Exception):
+    """Bad input from a user (file, checkpoint, config). CLIs print it on one line and exit 1."""
+
+
+class AudioError(UserError):
+    """An audio file that cannot be used."""
+
+
+class CheckpointError(UserError):
+    """A checkpoint that cannot be converted or restored."""
+
+
+class DataError(UserError):
+    """A dataset tree or protocol that does not match what is expected."""
+
+
+class TrainingError(UserError):
+    """A training run that cannot continue (for example a non-finite loss)."""
