@@ -1,0 +1,208 @@
+"""Audio I/O for RawNet2: decode, downmix, resample, pad/cut, with one-line errors.
+
+Everything the model sees goes through two functions:
+
+* :func:`load_audio` decodes any file libsndfile reads (WAV PCM 8/16/24/32/float, FLAC,
+  OGG/Vorbis/Opus, MP3 with libsndfile >= 1.1, AIFF, ...), downmixes to mono (mean of the
+  channels) and resamples to ``sample_rate`` with soxr. Result: float32 in [-1, 1].
+* :func:`fit_length` brings a waveform to exactly ``num_samples`` samples: cut the head
+  ``x[:num_samples]`` when too long; when too short, ``"zero"`` appends zeros (the seed
+  checkpoint's recipe) and ``"repeat"`` tiles the waveform (the official eurecom recipe:
+  ``np.tile(x, n // len(x) + 1)[:n]``).
+
+Bad input raises :class:`rawnet2_jax.errors.AudioError` with one line naming the file:
+missing, not a file, unreadable/corrupt, empty, NaN/Inf samples, silent (all zeros;
+``on_silent="warn"`` or ``"ignore"`` to accept it) and longer than ``max_seconds`` (checked
+from the header *before* decoding, so a 10-hour file costs nothing).
+
+The dataset builders store audio as int16 PCM bytes; :func:`pcm16_to_float` /
+:func:`float_to_pcm16` convert with the same scale as soundfile (x / 32768).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Literal
+
+import numpy as np
+import soundfile as sf
+
+from rawnet2_jax.errors import AudioError
+
+PadMode = Literal["zero", "repeat"]
+OnSilent = Literal["error", "warn", "ignore"]
+
+DEFAULT_SAMPLE_RATE = 16000
+#: Default cap on the duration of one file (seconds). ``None`` disables the check.
+DEFAULT_MAX_SECONDS = 600.0
+# libsndfile reports SF_COUNT_MAX frames for streams whose length is not in the header.
+_UNKNOWN_FRAMES = 1 << 62
+
+
+class SilentAudioWarning(UserWarning):
+    """An audio file whose samples are all zero (scored anyway with ``on_silent="warn"``)."""
+
+
+def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
+    """Resample a 1-D (or (frames, channels)) float signal with soxr (high quality)."""
+    if int(orig_sr) == int(target_sr):
+        return np.asarray(x, dtype=np.float32)
+    import soxr
+
+    y = soxr.resample(np.asarray(x, dtype=np.float32), int(orig_sr), int(target_sr), quality="HQ")
+    return np.asarray(y, dtype=np.float32)
+
+
+def _header(path: str) -> sf._SoundFileInfo:
+    if not os.path.exists(path):
+        raise AudioError(f"{path}: audio file not found")
+    if not os.path.isfile(path):
+        raise AudioError(f"{path}: not a regular file")
+    if os.path.getsize(path) == 0:
+        raise AudioError(f"{path}: empty file (0 bytes)")
+    try:
+        return sf.info(path)
+    except Exception as e:  # libsndfile: unknown format, truncated header, ...
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioError(f"{path}: cannot read audio ({msg}); is it a WAV/FLAC/OGG/MP3 file?") from e
+
+
+def check_waveform(x: np.ndarray, name: str, *, on_silent: OnSilent = "error") -> None:
+    """Raise AudioError for an empty or non-finite waveform; handle all-zero per ``on_silent``."""
+    if x.size == 0:
+        raise AudioError(f"{name}: audio has zero samples")
+    if not np.all(np.isfinite(x)):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise AudioError(f"{name}: audio contains {bad} NaN/Inf sample(s) of {x.size}; the file is corrupt")
+    if on_silent != "ignore" and not np.any(x):
+        msg = f"{name}: audio is silent (all {x.size} samples are zero); its score carries no information"
+        if on_silent == "error":
+            raise AudioError(msg + " (pass on_silent='warn' to score it anyway)")
+        warnings.warn(msg, SilentAudioWarning, stacklevel=3)
+
+
+def load_audio(
+    path: str | os.PathLike,
+    *,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    on_silent: OnSilent = "error",
+) -> np.ndarray:
+    """Decode ``path`` to float32 mono at ``sample_rate`` Hz.
+
+    Args:
+      path: any file libsndfile reads.
+      sample_rate: output rate; other rates are resampled with soxr ("HQ").
+      max_seconds: refuse files longer than this (from the header, before decoding);
+        ``None`` accepts any length.
+      on_silent: all-zero audio: ``"error"`` (AudioError), ``"warn"`` (SilentAudioWarning)
+        or ``"ignore"``.
+
+    Returns:
+      float32 array of shape (num_samples,).
+
+    Raises:
+      AudioError: one line naming the file and the problem.
+    """
+    path = os.fspath(path)
+    info = _header(path)
+    sr = int(info.samplerate)
+    if sr <= 0:
+        raise AudioError(f"{path}: invalid sample rate {sr} in the header")
+    frames = int(info.frames)
+    known = 0 <= frames < _UNKNOWN_FRAMES
+    if known and frames == 0:
+        raise AudioError(f"{path}: audio has zero samples")
+    cap = None if max_seconds is None else int(np.ceil(max_seconds * sr))
+    if cap is not None and known and frames > cap:
+        raise AudioError(
+            f"{path}: audio is {frames / sr:.1f} s long, over the {max_seconds:g} s limit "
+            "(raise max_seconds or cut the file)"
+        )
+    try:
+        # With an unknown length read at most cap + 1 frames, then check.
+        n = -1 if (known or cap is None) else cap + 1
+        data, _ = sf.read(path, frames=n, dtype="float32", always_2d=True)
+    except Exception as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioError(f"{path}: cannot decode audio ({msg}); the file may be corrupt") from e
+    if cap is not None and data.shape[0] > cap:
+        raise AudioError(f"{path}: audio is over the {max_seconds:g} s limit (raise max_seconds or cut the file)")
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: audio has zero samples")
+    x = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
+    # Check before resampling so NaN/Inf are reported as such (soxr would smear them).
+    check_waveform(x, path, on_silent=on_silent)
+    x = resample(x, sr, sample_rate)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def fit_length(x: np.ndarray, num_samples: int, mode: PadMode = "zero") -> np.ndarray:
+    """Cut the head or pad ``x`` (1-D) to exactly ``num_samples`` samples.
+
+    ``"zero"`` appends zeros; ``"repeat"`` tiles the waveform like the official RawNet2
+    code (``np.tile(x, num_samples // len(x) + 1)[:num_samples]``). Longer input keeps its
+    first ``num_samples`` samples in both modes.
+    """
+    x = np.asarray(x)
+    if x.ndim != 1:
+        raise ValueError(f"fit_length expects a 1-D waveform, got shape {x.shape}")
+    n = x.shape[0]
+    if n >= num_samples:
+        return x[:num_samples]
+    if n == 0:
+        raise AudioError("cannot pad a waveform with zero samples")
+    if mode == "zero":
+        out = np.zeros(num_samples, dtype=x.dtype)
+        out[:n] = x
+        return out
+    if mode == "repeat":
+        return np.tile(x, num_samples // n + 1)[:num_samples]
+    raise ValueError(f"unknown pad mode {mode!r}; use 'zero' or 'repeat'")
+
+
+def pcm16_to_float(data: bytes | np.ndarray) -> np.ndarray:
+    """int16 PCM (bytes or array) -> float32 in [-1, 1), the scale soundfile uses (x / 32768)."""
+    a = np.frombuffer(data, dtype=np.int16) if isinstance(data, (bytes, bytearray, memoryview)) else data
+    return a.astype(np.float32) * np.float32(1.0 / 32768.0)
+
+
+def float_to_pcm16(x: np.ndarray) -> np.ndarray:
+    """float in [-1, 1] -> int16 (rounded, clipped); inverse of :func:`pcm16_to_float`."""
+    y = np.rint(np.asarray(x, dtype=np.float64) * 32768.0)
+    return np.clip(y, -32768, 32767).astype(np.int16)
+
+
+def load_pcm16(
+    path: str | os.PathLike,
+    *,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    on_silent: OnSilent = "warn",
+) -> np.ndarray:
+    """Decode to int16 mono at ``sample_rate`` (for dataset builders).
+
+    16-bit mono files already at ``sample_rate`` (all of ASVspoof 2019 LA) are read as int16
+    directly, bit-exact; anything else goes through :func:`load_audio` and is re-quantised.
+    """
+    path = os.fspath(path)
+    info = _header(path)
+    if info.samplerate == sample_rate and info.channels == 1 and info.subtype in ("PCM_16",):
+        frames = int(info.frames)
+        if frames == 0:
+            raise AudioError(f"{path}: audio has zero samples")
+        if max_seconds is not None and frames > max_seconds * sample_rate:
+            raise AudioError(
+                f"{path}: audio is {frames / sample_rate:.1f} s long, over the {max_seconds:g} s limit"
+            )
+        try:
+            data, _ = sf.read(path, dtype="int16")
+        except Exception as e:
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            raise AudioError(f"{path}: cannot decode audio ({msg}); the file may be corrupt") from e
+        if data.size == 0:
+            raise AudioError(f"{path}: audio has zero samples")
+        check_waveform(data, path, on_silent=on_silent)
+        return np.ascontiguousarray(data, dtype=np.int16)
+    return float_to_pcm16(load_audio(path, sample_rate=sample_rate, max_seconds=max_seconds, on_silent=on_silent))
