@@ -1,0 +1,194 @@
+"""Pooled and per-attack EER / min t-DCF of a CM score list (what the metrics CLI prints)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from rawnet2_jax.metrics.eer import MetricsError, compute_eer
+from rawnet2_jax.metrics.scorefile import ASVScores, CMScores
+from rawnet2_jax.metrics.tdcf import (
+    ASVSPOOF_COST_MODEL,
+    TDCF_VERSIONS,
+    AsvErrorRates,
+    CostModel,
+    asv_error_rates,
+    min_tdcf,
+)
+
+
+@dataclasses.dataclass
+class AttackResult:
+    """One attack's spoofs against all bona fide trials."""
+
+    attack: str
+    n_spoof: int
+    eer: float  # fraction
+    eer_threshold: float
+    min_tdcf: float | None = None
+    asv: AsvErrorRates | None = None  # ASV operating point used for this attack's t-DCF
+
+
+@dataclasses.dataclass
+class EvalReport:
+    n_bonafide: int
+    n_spoof: int
+    eer: float  # fraction
+    eer_threshold: float
+    min_tdcf: float | None
+    tdcf_version: str | None
+    asv: AsvErrorRates | None
+    per_attack: dict[str, AttackResult]
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary; EERs in percent."""
+        out: dict = {"eer": 100.0 * self.eer, "eer_threshold": self.eer_threshold}
+        if self.min_tdcf is not None:
+            out["min_tdcf"] = self.min_tdcf
+            out["t_dcf_version"] = self.tdcf_version
+        out["n_bonafide"] = self.n_bonafide
+        out["n_spoof"] = self.n_spoof
+        if self.asv is not None:
+            out["asv"] = {
+                "eer": 100.0 * self.asv.eer,
+                "threshold": self.asv.threshold,
+                "p_fa": self.asv.p_fa,
+                "p_miss": self.asv.p_miss,
+                "p_miss_spoof": self.asv.p_miss_spoof,
+            }
+        per = {}
+        for name, r in self.per_attack.items():
+            entry: dict = {"eer": 100.0 * r.eer}
+            if r.min_tdcf is not None:
+                entry["min_tdcf"] = r.min_tdcf
+            entry["n_spoof"] = r.n_spoof
+            per[name] = entry
+        out["per_attack"] = per
+        if self.warnings:
+            out["warnings"] = list(self.warnings)
+        return out
+
+    def format_table(self) -> str:
+        """Human-readable summary and per-attack table."""
+        lines = [
+            f"trials:     {self.n_bonafide:,} bona fide, {self.n_spoof:,} spoof",
+            f"EER:        {100 * self.eer:.4f} %   (CM threshold {self.eer_threshold:.6g})",
+        ]
+        if self.min_tdcf is not None:
+            a = self.asv
+            lines.append(
+                f"min t-DCF:  {self.min_tdcf:.6f}   ({self.tdcf_version} formulation; ASV EER "
+                f"{100 * a.eer:.3f} %, Pfa {100 * a.p_fa:.3f} %, Pmiss {100 * a.p_miss:.3f} %, "
+                f"Pmiss_spoof {100 * a.p_miss_spoof:.3f} %)"
+            )
+        else:
+            lines.append("min t-DCF:  - (give --asv-scores to compute it)")
+        if self.per_attack:
+            lines.append("")
+            width = max(6, *(len(k) for k in self.per_attack))
+            header = f"{'attack':<{width}}  {'spoofs':>8}  {'EER (%)':>9}"
+            if self.min_tdcf is not None:
+                header += f"  {'min t-DCF':>10}"
+            lines.append(header)
+            for name, r in self.per_attack.items():
+                row = f"{name:<{width}}  {r.n_spoof:>8,}  {100 * r.eer:>9.4f}"
+                if r.min_tdcf is not None:
+                    row += f"  {r.min_tdcf:>10.6f}"
+                lines.append(row)
+        return "\n".join(lines)
+
+
+def _tie_warnings(bona, spoof) -> list[str]:
+    out = []
+    distinct = np.unique(np.concatenate([bona, spoof])).size
+    if distinct < 3:
+        out.append(
+            f"the CM scores take only {distinct} distinct value(s): hard decisions, not scores; "
+            "the EER and t-DCF are then of little meaning"
+        )
+    else:
+        tied = float(np.mean(np.isin(bona, spoof)))
+        if tied > 0.01:
+            out.append(
+                f"{100 * tied:.1f} % of bona fide scores equal a spoof score (saturated "
+                "probabilities?); the official tie rule counts ties against the CM. Score with "
+                "the log-odds logit[1] - logit[0] instead"
+            )
+    return out
+
+
+def evaluate_scores(
+    cm: CMScores,
+    asv: ASVScores | None = None,
+    tdcf_version: str = "2019",
+    cost_model: CostModel = ASVSPOOF_COST_MODEL,
+) -> EvalReport:
+    """EER (pooled and per attack) and, with ASV scores, the min t-DCF.
+
+    Per attack, the CM scores of that attack's spoofs are compared with all bona fide
+    scores; the ASV spoof miss rate is that of the same attack's ASV spoof trials when the
+    ASV file has them (source column = attack id, as in the organisers' files), else of
+    all ASV spoof trials. Use the ASV file of the same split (dev for dev, eval for eval).
+    """
+    if tdcf_version not in TDCF_VERSIONS:
+        raise MetricsError(f"unknown t-DCF version {tdcf_version!r}; use one of {TDCF_VERSIONS}")
+    bona = cm.bonafide_scores()
+    spoof = cm.spoof_scores()
+    if bona.size == 0:
+        raise MetricsError("the CM scores have no bona fide trials; EER needs both classes")
+    if spoof.size == 0:
+        raise MetricsError("the CM scores have no spoof trials; EER needs both classes")
+    warnings = _tie_warnings(bona, spoof)
+    eer, eer_thr = compute_eer(bona, spoof)
+
+    asv_pooled = None
+    tdcf = None
+    tar = non = asv_spoof = None
+    asv_sources: set[str] = set()
+    if asv is not None:
+        tar, non, asv_spoof = asv.of_key("target"), asv.of_key("nontarget"), asv.of_key("spoof")
+        for name, arr in (("target", tar), ("nontarget", non), ("spoof", asv_spoof)):
+            if arr.size == 0:
+                raise MetricsError(
+                    f"the ASV scores have no {name} trials; the tandem t-DCF needs target, "
+                    "nontarget and spoof ASV scores"
+                )
+        asv_pooled = asv_error_rates(tar, non, asv_spoof)
+        tdcf, _ = min_tdcf(bona, spoof, asv_pooled, tdcf_version, cost_model)
+        asv_sources = {s for s, k in zip(asv.sources, asv.keys) if k == "spoof"}
+
+    per_attack: dict[str, AttackResult] = {}
+    attacks = cm.spoof_attacks()
+    if asv is not None and attacks and asv_sources and not (set(attacks) & asv_sources):
+        warnings.append(
+            f"none of the CM attacks ({', '.join(attacks)}) is in the ASV score file "
+            f"(which has {', '.join(sorted(asv_sources))}); is it the ASV file of the same split?"
+        )
+    for attack in attacks:
+        s = cm.spoof_scores(attack)
+        a_eer, a_thr = compute_eer(bona, s)
+        result = AttackResult(attack, int(s.size), a_eer, a_thr)
+        if asv is not None:
+            own = asv.of_key("spoof", source=attack)
+            if own.size:
+                rates = asv_error_rates(tar, non, own, threshold=asv_pooled.threshold)
+            else:
+                rates = asv_pooled
+            result.asv = rates
+            result.min_tdcf, _ = min_tdcf(bona, s, rates, tdcf_version, cost_model)
+        per_attack[attack] = result
+
+    return EvalReport(
+        n_bonafide=int(bona.size),
+        n_spoof=int(spoof.size),
+        eer=eer,
+        eer_threshold=eer_thr,
+        min_tdcf=tdcf,
+        tdcf_version=tdcf_version if asv is not None else None,
+        asv=asv_pooled,
+        per_attack=per_attack,
+        warnings=warnings,
+    )
+
