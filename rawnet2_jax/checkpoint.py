@@ -1,0 +1,405 @@
+"""Model directories: save/restore converted or trained RawNet2 variables, ``load_pretrained``.
+
+A *model directory* holds everything needed to rebuild one model, and nothing else::
+
+    MODEL_DIR/
+      config.json      ModelConfig.to_json()
+      metadata.json    {"format_version": 1, "source": ..., ...}
+      variables/       orbax checkpoint of {"params", "batch_stats", "buffers"}
+
+Writers (the converter, the trainer) call :func:`save_model`, which writes into a temporary
+sibling directory and renames it into place, so a reader never sees a half-written model.
+
+Readers call :func:`load_pretrained` with a model directory or a training workdir (the
+trainer saves its best model with ``save_model(workdir / BEST_MODEL_DIRNAME, ...)``).
+
+No torch here: this module is what users import to *run* a model.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from rawnet2_jax.config import ModelConfig
+from rawnet2_jax.errors import CheckpointError
+
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+METADATA_FILE = "metadata.json"
+VARIABLES_DIR = "variables"
+BEST_MODEL_DIRNAME = "best_model"  # where the trainer puts its best model inside a workdir
+COLLECTIONS = ("params", "batch_stats", "buffers")
+
+__all__ = [
+    "BEST_MODEL_DIRNAME",
+    "FORMAT_VERSION",
+    "Pretrained",
+    "check_variables",
+    "find_model_dir",
+    "is_model_dir",
+    "load_config",
+    "load_metadata",
+    "load_pretrained",
+    "restore_variables",
+    "save_model",
+]
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _to_numpy_tree(tree: Any) -> Any:
+    """Nested mapping of arrays -> nested plain dict of numpy arrays (host copies)."""
+    if isinstance(tree, Mapping):
+        return {str(k): _to_numpy_tree(v) for k, v in tree.items()}
+    return np.asarray(tree)
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        path = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, path))
+        else:
+            out[path] = v
+    return out
+
+
+def _summarize(items: list[str], limit: int = 8) -> str:
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f", ... ({len(items) - limit} more)"
+
+
+def _unfreeze(tree: Any) -> Any:
+    if isinstance(tree, Mapping):
+        return {str(k): _unfreeze(v) for k, v in tree.items()}
+    return tree
+
+
+# ----------------------------------------------------------------------------- shapes
+
+
+def expected_shapes(config: ModelConfig) -> dict[str, tuple[tuple[int, ...], str]]:
+    """``{"collection/module/.../name": (shape, dtype)}`` of the variables ``config`` builds.
+
+    Uses ``jax.eval_shape`` on ``model.init``: no computation, no memory.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    from rawnet2_jax.model import RawNet2
+
+    model = RawNet2(config)
+    x = jax.ShapeDtypeStruct((1, config.num_samples), jnp.float32)
+    abstract = jax.eval_shape(
+        lambda x: model.init(jax.random.key(0), x, train=False), x
+    )
+    flat = _flatten(_unfreeze(abstract))
+    return {k: (tuple(v.shape), str(v.dtype)) for k, v in flat.items()}
+
+
+def check_variables(variables: Mapping[str, Any], config: ModelConfig, what: str = "variables") -> None:
+    """Raise one-line :class:`CheckpointError` if ``variables`` do not fit ``config``.
+
+    Missing, unexpected and misshapen arrays are all listed in the same message.
+    """
+    want = expected_shapes(config)
+    got = {k: tuple(np.shape(v)) for k, v in _flatten(_unfreeze(variables)).items()}
+    missing = sorted(set(want) - set(got))
+    unexpected = sorted(set(got) - set(want))
+    misshapen = sorted(
+        f"{k} {got[k]} (config {config.name!r} expects {want[k][0]})"
+        for k in set(want) & set(got)
+        if got[k] != want[k][0]
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing {len(missing)}: {_summarize(missing)}")
+    if unexpected:
+        problems.append(f"unexpected {len(unexpected)}: {_summarize(unexpected)}")
+    if misshapen:
+        problems.append(f"wrong shape {len(misshapen)}: {_summarize(misshapen)}")
+    if problems:
+        raise CheckpointError(
+            f"{what} do not match model config {config.name!r}: " + "; ".join(problems)
+            + " (was config.json edited, or the model code changed since this was saved?)"
+        )
+
+
+# ----------------------------------------------------------------------------- save
+
+
+def save_model(
+    directory: str | os.PathLike,
+    variables: Mapping[str, Any],
+    config: ModelConfig,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    overwrite: bool = True,
+    validate: bool = True,
+) -> Path:
+    """Write a model directory atomically and return its path.
+
+    ``variables``: mapping with collections ``params``, ``batch_stats``, ``buffers`` (missing
+    collections are saved empty). ``metadata``: small JSON-serialisable dict (source, epoch,
+    dev EER, ...); ``format_version`` and ``saved_at`` are added. The directory is first
+    written as a hidden temporary sibling and renamed into place; with ``overwrite=False`` a
+    non-empty existing ``directory`` raises :class:`CheckpointError`. An existing model is only
+    replaced once the new one is complete.
+    """
+    import orbax.checkpoint as ocp
+
+    directory = Path(directory).absolute()
+    variables = _to_numpy_tree(variables)
+    unknown = sorted(set(variables) - set(COLLECTIONS))
+    if unknown:
+        raise CheckpointError(
+            f"cannot save variable collections {unknown}; expected only {list(COLLECTIONS)}"
+        )
+    variables = {c: variables.get(c, {}) for c in COLLECTIONS}
+    if validate:
+        check_variables(variables, config)
+
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"{directory} exists and is not a directory; choose another output path")
+    if directory.exists() and any(directory.iterdir()) and not overwrite:
+        raise CheckpointError(
+            f"{directory} exists and is not empty; choose another output directory or pass --force"
+        )
+
+    meta = dict(metadata or {})
+    meta["format_version"] = FORMAT_VERSION
+    meta.setdefault("saved_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    meta.setdefault("model", config.name)
+    try:
+        meta_text = json.dumps(meta, indent=2, sort_keys=True, default=str)
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"model metadata is not JSON-serialisable: {e}") from None
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        (tmp / CONFIG_FILE).write_text(config.to_json() + "\n")
+        (tmp / METADATA_FILE).write_text(meta_text + "\n")
+        ckptr = ocp.StandardCheckpointer()
+        try:
+            ckptr.save(tmp / VARIABLES_DIR, variables)
+            ckptr.wait_until_finished()
+        finally:
+            ckptr.close()
+        _replace_dir(tmp, directory)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return directory
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    """Rename ``src`` to ``dst``; an existing ``dst`` is moved aside first and removed after."""
+    if not dst.exists():
+        os.rename(src, dst)
+        return
+    if not any(dst.iterdir()):
+        dst.rmdir()
+        os.rename(src, dst)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+    old.rmdir()
+    os.rename(dst, old)
+    try:
+        os.rename(src, dst)
+    except BaseException:
+        os.rename(old, dst)  # put the previous model back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- load
+
+
+def is_model_dir(directory: str | os.PathLike) -> bool:
+    d = Path(directory)
+    return (d / CONFIG_FILE).is_file() and (d / VARIABLES_DIR).is_dir()
+
+
+def find_model_dir(directory: str | os.PathLike) -> Path:
+    """Resolve a model directory or a training workdir to the model directory to load.
+
+    Order: ``directory`` itself; ``directory/best_model``; the only model directory among its
+    children (one level down). Raises one-line :class:`CheckpointError` otherwise.
+    """
+    d = Path(directory)
+    if not d.exists():
+        raise CheckpointError(f"model directory {d} does not exist")
+    if not d.is_dir():
+        raise CheckpointError(
+            f"{d} is a file, not a model directory; convert a PyTorch .pt first with "
+            f"`python -m convert {d} OUT_DIR`"
+        )
+    if (d / CONFIG_FILE).exists() or (d / VARIABLES_DIR).exists():
+        return d
+    if is_model_dir(d / BEST_MODEL_DIRNAME):
+        return d / BEST_MODEL_DIRNAME
+    children = sorted(
+        c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".") and is_model_dir(c)
+    )
+    if len(children) == 1:
+        return children[0]
+    if len(children) > 1:
+        raise CheckpointError(
+            f"{d} holds several model directories ({_summarize([c.name for c in children])}); "
+            "pass one of them"
+        )
+    raise CheckpointError(
+        f"{d} is not a model directory (no {CONFIG_FILE} / {VARIABLES_DIR}/) nor a training "
+        f"workdir with a {BEST_MODEL_DIRNAME}/ inside; pass the output of `python -m convert` "
+        "or of `python -m train`"
+    )
+
+
+def load_config(directory: str | os.PathLike) -> ModelConfig:
+    """The :class:`ModelConfig` stored in a model directory (one-line errors)."""
+    path = Path(directory) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing; {directory} is not a complete model directory")
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path} is corrupt (not valid JSON: {e}); re-create the model directory") from None
+    if not isinstance(d, dict):
+        raise CheckpointError(f"{path} is corrupt: expected a JSON object, got {type(d).__name__}")
+    try:
+        return ModelConfig.from_dict(d)
+    except (TypeError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise CheckpointError(f"{path} is not a valid model config: {msg}") from None
+
+
+def load_metadata(directory: str | os.PathLike) -> dict[str, Any]:
+    """The metadata dict of a model directory ({} if the file is absent or unreadable)."""
+    path = Path(directory) / METADATA_FILE
+    try:
+        d = json.loads(path.read_text())
+        return d if isinstance(d, dict) else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+
+
+def restore_variables(
+    directory: str | os.PathLike, config: ModelConfig | None = None
+) -> dict[str, Any]:
+    """Variables (nested dicts of numpy arrays) of a model directory, checked against its config.
+
+    ``config`` defaults to the directory's own ``config.json``. Raises one-line
+    :class:`CheckpointError` on a missing directory, a failed orbax restore, or arrays that do
+    not fit the config.
+    """
+    import orbax.checkpoint as ocp
+
+    d = Path(directory).absolute()
+    if not d.is_dir():
+        raise CheckpointError(f"model directory {d} does not exist")
+    if config is None:
+        config = load_config(d)
+    vdir = d / VARIABLES_DIR
+    if not vdir.is_dir():
+        raise CheckpointError(f"{vdir} is missing; {d} is not a complete model directory")
+    ckptr = ocp.StandardCheckpointer()
+    try:
+        restored = ckptr.restore(vdir)
+    except Exception as e:  # orbax/tensorstore raise many types; all mean "unreadable"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        raise CheckpointError(
+            f"cannot restore variables from {vdir} ({type(e).__name__}: {first}); "
+            "the checkpoint is incomplete or corrupt, re-create it"
+        ) from None
+    finally:
+        ckptr.close()
+    if not isinstance(restored, Mapping):
+        raise CheckpointError(f"{vdir} does not hold a variables dict; re-create the model directory")
+    variables = _to_numpy_tree(restored)
+    unknown = sorted(set(variables) - set(COLLECTIONS))
+    if unknown:
+        raise CheckpointError(f"{vdir} holds unexpected collections {unknown}")
+    variables = {c: variables.get(c, {}) for c in COLLECTIONS}
+    check_variables(variables, config, what=f"variables in {vdir}")
+    return variables
+
+
+class Pretrained:
+    """A restored model ready for inference.
+
+    ``logits(x)``: float32 numpy (B, T) audio at 16 kHz (a 1-D (T,) array is one utterance)
+    -> numpy (B, 2) logits, index 0 = spoof, 1 = bona fide, before softmax, from the jitted
+    model in eval mode on ``x`` exactly as given (no padding or cutting; jit compiles once per
+    input shape). ``scores(x)`` = logit[1] - logit[0] (higher = more bona fide).
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        variables: Mapping[str, Any],
+        metadata: Mapping[str, Any] | None = None,
+        directory: str | os.PathLike | None = None,
+    ):
+        import jax
+
+        from rawnet2_jax.model import RawNet2
+
+        self.config = config
+        self.model = RawNet2(config)
+        self.variables = jax.device_put(dict(variables))
+        self.metadata = dict(metadata or {})
+        self.directory = Path(directory) if directory is not None else None
+
+        model = self.model
+
+        def _logits(variables, x):
+            logits, _ = model.apply(variables, x, train=False)
+            return logits
+
+        self._logits = jax.jit(_logits)
+
+    def _prepare(self, x: Any) -> np.ndarray:
+        x = np.asarray(x)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.ndim != 2:
+            raise ValueError(f"audio must be (B, T) or (T,), got shape {x.shape}")
+        if not np.issubdtype(x.dtype, np.floating):
+            raise ValueError(f"audio must be floating point in [-1, 1], got dtype {x.dtype}")
+        return x.astype(np.float32, copy=False)
+
+    def logits(self, x: Any) -> np.ndarray:
+        return np.asarray(self._logits(self.variables, self._prepare(x)))
+
+    def scores(self, x: Any) -> np.ndarray:
+        lg = self.logits(x)
+        return lg[:, 1] - lg[:, 0]
+
+    def __repr__(self) -> str:
+        where = f" from {self.directory}" if self.directory else ""
+        return f"Pretrained({self.config.name!r}{where})"
+
+
+def load_pretrained(directory: str | os.PathLike) -> Pretrained:
+    """Load a model directory (or a training workdir's best model) for inference.
+
+    >>> m = load_pretrained("models/caa_rawnet2")      # doctest: +SKIP
+    >>> m.logits(audio)          # (B, T) float32 at 16 kHz -> (B, 2)
+    >>> m.scores(audio)          # logit[1] - logit[0]
+    """
+    d = find_model_dir(directory)
+    config = load_config(d)
+    variables = restore_variables(d, config)
+    return Pretrained(config, variables, load_metadata(d), d)
