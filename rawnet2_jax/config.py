@@ -20,6 +20,11 @@ SincScale = Literal["mel", "inverse_mel", "linear"]
 # "official": the eurecom SincConv (ideal band-pass from band edges, full Hamming window).
 # "sincnet":  Ravanelli's SincConv_fast built from stored low_hz_ / band_hz_ / n_axis / window.
 SincFormula = Literal["official", "sincnet"]
+# Band edges of the official formula (N = sinc_filters):
+# "eurecom":      linspace(lo, hi, N + 3)[: N + 1] on the chosen scale (the eurecom SincConv makes
+#                 N + 1 "out_channels" and N + 2 + 1 grid points), so the top filter stops below sr/2.
+# "asvspoof2021": linspace(lo, hi, N + 1), mel only (the ASVspoof 2021 baseline SincConv).
+SincEdges = Literal["eurecom", "asvspoof2021"]
 Activation = Literal["selu", "leaky_relu", "relu", "none"]
 FmsMode = Literal["add", "mul"]  # x * s + s (Tak et al.) or x * s
 FmsPosition = Literal["after_pool", "before_add"]
@@ -44,7 +49,8 @@ class ModelConfig:
     sinc_kernel_size: int = 129  # always odd
     sinc_scale: SincScale = "linear"
     sinc_formula: SincFormula = "sincnet"
-    sinc_learnable: bool = False
+    sinc_edges: SincEdges = "eurecom"  # official formula only
+    sinc_learnable: bool = False  # sincnet formula only: low_hz_/band_hz_ in `params`, else `buffers`
     sinc_min_low_hz: float = 0.0  # sincnet formula only  (ambiguous for the seed)
     sinc_min_band_hz: float = 0.0  # sincnet formula only (ambiguous for the seed)
     sinc_padding: Literal["valid", "same"] = "same"  # ambiguous for the seed
@@ -74,6 +80,12 @@ class ModelConfig:
     embedding_dim: int = 1024
     head_activation: Activation = "none"  # between fc (embedding) and classifier
     num_classes: int = 2  # index 0 = spoof, 1 = bona fide
+    # The ASVspoof 2021 baseline returns log_softmax(logits); scores (logit[1] - logit[0]) and
+    # the cross-entropy are unchanged by it, but parity of the raw output needs it.
+    output_log_softmax: bool = False
+    # Loss weights stored *with the model* (the seed checkpoint has a `class_weights` tensor).
+    # None: the layout has no such tensor. Kept in the `buffers` collection as `class_weights`.
+    stored_class_weights: tuple[float, ...] | None = None
 
     # BatchNorm (torch semantics: momentum 0.1 == flax 0.9, unbiased running var).
     bn_momentum: float = 0.1
@@ -84,6 +96,19 @@ class ModelConfig:
             raise ValueError(f"sinc_kernel_size must be odd, got {self.sinc_kernel_size}")
         if self.num_samples <= 0:
             raise ValueError(f"num_samples must be positive, got {self.num_samples}")
+        if self.stored_class_weights is not None:
+            # JSON gives a list back; keep the frozen dataclass hashable.
+            object.__setattr__(
+                self, "stored_class_weights", tuple(float(w) for w in self.stored_class_weights)
+            )
+            if len(self.stored_class_weights) != self.num_classes:
+                raise ValueError("stored_class_weights must have num_classes entries")
+        if self.layout == "official" and self.sinc_formula != "official":
+            raise ValueError("the official layout stores no sinc tensors: use sinc_formula='official'")
+        if self.sinc_learnable and self.sinc_formula != "sincnet":
+            raise ValueError("sinc_learnable needs sinc_formula='sincnet' (official filters are fixed)")
+        if self.sinc_edges == "asvspoof2021" and self.sinc_scale != "mel":
+            raise ValueError("sinc_edges='asvspoof2021' only exists with sinc_scale='mel'")
 
     @property
     def block_channels(self) -> tuple[tuple[int, int], ...]:
@@ -127,6 +152,7 @@ CAA_RAWNET2 = ModelConfig(
     sinc_scale="linear",
     sinc_formula="sincnet",
     sinc_learnable=False,
+    stored_class_weights=(8.837, 1.0),
 )
 
 TAK2021 = ModelConfig(
@@ -160,8 +186,12 @@ ASVSPOOF2021_BASELINE = TAK2021.replace(
     sinc_kernel_size=1025,
     first_block_channels=20,
     second_block_channels=128,
-    first_block_bn1=True,
+    sinc_edges="asvspoof2021",
+    # The baseline builds block0 with first=True too (no bn1); blocks 1..5 own a bn1 whose
+    # output is discarded because conv1 reads the block input.
+    first_block_bn1=False,
     bn1_bypassed=True,
+    output_log_softmax=True,
 )
 
 PRESETS: dict[str, ModelConfig] = {

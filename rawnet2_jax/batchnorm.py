@@ -1,0 +1,62 @@
+"""BatchNorm over the channel (last) axis with exact ``torch.nn.BatchNorm1d`` semantics.
+
+Differences from ``flax.linen.BatchNorm`` that matter for parity with PyTorch checkpoints:
+
+* momentum is torch-style: ``running = (1 - m) * running + m * batch`` with m = 0.1;
+* the running variance is updated with the UNBIASED batch variance (n / (n - 1)), while the
+  batch itself is normalised with the biased one;
+* statistics are always float32 (inputs may be bfloat16).
+
+Variables: ``params/{scale, bias}`` (C,), ``batch_stats/{mean, var}`` (C,) and
+``buffers/num_batches_tracked`` () int32, carried from torch checkpoints only so that the
+conversion round trip is exact (torch uses it only when momentum is None; JAX training never
+updates it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Array = jax.Array
+
+
+class BatchNorm(nn.Module):
+    """(..., C) -> (..., C), normalising over every axis but the last."""
+
+    momentum: float = 0.1  # torch convention
+    eps: float = 1e-5
+    dtype: Any = None  # output dtype; None = input dtype
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool) -> Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+        self.variable("buffers", "num_batches_tracked", lambda: jnp.zeros((), jnp.int32))
+
+        x32 = x.astype(jnp.float32)
+        axes = tuple(range(x.ndim - 1))
+        if train:
+            n = x32.size // c
+            mean = jnp.mean(x32, axis=axes)
+            # Two-pass variance: as accurate as torch's Welford in float32.
+            var = jnp.mean(jnp.square(x32 - mean), axis=axes)
+            if not self.is_initializing():
+                m = self.momentum
+                unbiased = var * (n / max(n - 1, 1))
+                ra_mean.value = (1 - m) * ra_mean.value + m * mean
+                ra_var.value = (1 - m) * ra_var.value + m * unbiased
+        else:
+            mean, var = ra_mean.value, ra_var.value
+        # (x - mean) * (w / sqrt(var + eps)) + b: subtract first (no cancellation when the mean
+        # is large against the spread), then one multiply-add.
+        a = scale.astype(jnp.float32) * jax.lax.rsqrt(var + self.eps)
+        y = (x32 - mean) * a + bias.astype(jnp.float32)
+        return y.astype(self.dtype or x.dtype)

@@ -1,0 +1,118 @@
+"""RawNet2: sinc front-end -> residual blocks with FMS -> GRU -> head.
+
+    x (B, T)
+    -> sinc     SincConv (+abs, +max-pool)        (B, T0, C0)
+    -> front    front_bn -> activation            (B, T0, C0)
+    -> block{i} ResidualBlock + FMS, i = 0..n-1   (B, T0 / 3^(i+1), C_i)
+    -> pre_gru  pre_gru_bn -> activation          (B, T6, C)
+    -> gru      GRU, last time step               (B, H)
+    -> embedding fc -> head activation            (B, E)
+    -> logits   classifier (+ log_softmax)        (B, num_classes); 0 = spoof, 1 = bona fide
+
+All features are channels-last. ``__call__`` returns ``(logits, intermediates)`` with the
+names above; under jit, intermediates nobody uses are dead code.
+
+Variable tree (same for every layout; ``convert/tables.py`` maps torch names onto it):
+
+    params/sinc/{low_hz_, band_hz_}            only sincnet formula with sinc_learnable
+    buffers/sinc/{low_hz_, band_hz_, n_axis, window}   sincnet formula (fixed tensors)
+    params/front_bn/{scale, bias}; batch_stats/front_bn/{mean, var}
+    params/block{i}/{bn1?, conv1, bn2, conv2, shortcut?, fms/fc}/...
+    params/pre_gru_bn/...; params/gru/l{k}/{w_ih, w_hh, b_ih, b_hh}
+    params/fc/{kernel, bias}; params/classifier/{kernel, bias}
+    buffers/<every bn>/num_batches_tracked ();  buffers/class_weights (if stored_class_weights)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rawnet2_jax.batchnorm import BatchNorm
+from rawnet2_jax.config import Activation, ModelConfig
+from rawnet2_jax.fms import torch_bias_init, torch_kernel_init
+from rawnet2_jax.gru import GRU
+from rawnet2_jax.residual import ResidualBlock
+from rawnet2_jax.sinc import SincConv
+
+Array = jax.Array
+
+
+def activate(x: Array, name: Activation, slope: float) -> Array:
+    if name == "selu":
+        return jax.nn.selu(x)  # same constants as torch.nn.SELU
+    if name == "leaky_relu":
+        return nn.leaky_relu(x, slope)
+    if name == "relu":
+        return nn.relu(x)
+    return x
+
+
+class RawNet2(nn.Module):
+    config: ModelConfig
+    dtype: Any = jnp.float32  # computation dtype (e.g. jnp.bfloat16); params stay float32
+
+    @nn.compact
+    def __call__(self, x: Array, train: bool = False) -> tuple[Array, dict[str, Array]]:
+        cfg = self.config
+        dt = self.dtype
+        bn = lambda name: BatchNorm(cfg.bn_momentum, cfg.bn_eps, dtype=dt, name=name)  # noqa: E731
+        inter: dict[str, Array] = {}
+
+        if cfg.stored_class_weights is not None:
+            # Carried with the model (seed checkpoints store the loss weights); training may read it.
+            self.variable(
+                "buffers", "class_weights",
+                lambda: jnp.asarray(cfg.stored_class_weights, jnp.float32),
+            )
+
+        h = SincConv(cfg, dtype=dt, name="sinc")(x.astype(jnp.float32))  # (B, T0, C0)
+        inter["sinc"] = h
+        h = activate(bn("front_bn")(h, train), cfg.front_activation, cfg.leaky_relu_slope)
+        inter["front"] = h
+
+        for i, (_, c_out) in enumerate(cfg.block_channels):
+            h = ResidualBlock(
+                c_out,
+                has_bn1=cfg.first_block_bn1 or i > 0,
+                bn1_bypassed=cfg.bn1_bypassed,
+                kernel_size=cfg.block_kernel_size,
+                pool=cfg.block_pool,
+                slope=cfg.leaky_relu_slope,
+                fms_mode=cfg.fms_mode,
+                fms_position=cfg.fms_position,
+                bn_momentum=cfg.bn_momentum,
+                bn_eps=cfg.bn_eps,
+                dtype=dt,
+                name=f"block{i}",
+            )(h, train)  # (B, T / 3^(i+1), C_out)
+            inter[f"block{i}"] = h
+
+        h = activate(bn("pre_gru_bn")(h, train), cfg.pre_gru_activation, cfg.leaky_relu_slope)
+        inter["pre_gru"] = h
+        h = GRU(cfg.gru_hidden, cfg.gru_layers, dtype=dt, name="gru")(h)  # (B, H)
+        inter["gru"] = h
+        dense = lambda n, fan_in, name: nn.Dense(  # noqa: E731
+            n, dtype=dt, kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in), name=name
+        )
+        h = dense(cfg.embedding_dim, cfg.gru_hidden, "fc")(h)
+        h = activate(h, cfg.head_activation, cfg.leaky_relu_slope)
+        inter["embedding"] = h
+        logits = dense(cfg.num_classes, cfg.embedding_dim, "classifier")(h).astype(jnp.float32)
+        if cfg.output_log_softmax:
+            logits = jax.nn.log_softmax(logits, axis=-1)
+        return logits, inter
+
+
+def init_variables(config: ModelConfig, rng: Array | int = 0, num_samples: int | None = None,
+                   dtype: Any = jnp.float32) -> dict:
+    """Fresh variables (``params``, ``batch_stats``, ``buffers``) for ``config``."""
+    if isinstance(rng, int):
+        rng = jax.random.PRNGKey(rng)
+    t = num_samples or config.num_samples
+    x = jnp.zeros((1, t), jnp.float32)
+    model = RawNet2(config, dtype=dtype)
+    return jax.jit(lambda r: model.init(r, x, train=False))(rng)
