@@ -295,6 +295,13 @@ def test_report_empty_class_and_tie_warnings():
         evaluate_scores(cm)
     cm = parse_cm_scores(["a - bonafide 1", "b A01 spoof 1", "c A01 spoof 0"])
     assert any("distinct" in w for w in evaluate_scores(cm).warnings)
+    # Ties that move the EER (saturated probabilities) are flagged; mere ties are not.
+    lines = [f"b{i} - bonafide 1" for i in range(10)] + ["b10 - bonafide 2"]
+    lines += [f"s{i} A01 spoof {1 if i < 5 else 0}" for i in range(10)]
+    rep = evaluate_scores(parse_cm_scores(lines))
+    assert rep.eer > 0.4 and any("move the EER from 0.000 %" in w for w in rep.warnings)
+    lines = ["b0 - bonafide 2", "b1 - bonafide 5", "b2 - bonafide 6", "s0 A01 spoof 5", "s1 A01 spoof 3", "s2 A01 spoof -1"]
+    assert evaluate_scores(parse_cm_scores(lines)).warnings == []
     asv = parse_asv_scores(["bonafide target 1", "bonafide nontarget 0"])
     with pytest.raises(MetricsError, match="no spoof trials"):
         evaluate_scores(cm, asv)

@@ -100,6 +100,19 @@ class EvalReport:
         return "\n".join(lines)
 
 
+def _eer_ties_for_cm(bona, spoof) -> float:
+    """EER with ties broken in the CM's favour (spoofs sort before tied bona fide)."""
+    scores = np.concatenate([bona, spoof])
+    is_bona = np.concatenate([np.ones(bona.size), np.zeros(spoof.size)])
+    order = np.lexsort((is_bona, scores))
+    bona_below = np.cumsum(is_bona[order])
+    rank = np.arange(1, scores.size + 1)
+    frr = np.concatenate([[0.0], bona_below / bona.size])
+    far = np.concatenate([[1.0], (spoof.size - (rank - bona_below)) / spoof.size])
+    i = int(np.argmin(np.abs(frr - far)))
+    return float((frr[i] + far[i]) / 2)
+
+
 def _tie_warnings(bona, spoof) -> list[str]:
     out = []
     distinct = np.unique(np.concatenate([bona, spoof])).size
@@ -109,12 +122,13 @@ def _tie_warnings(bona, spoof) -> list[str]:
             "the EER and t-DCF are then of little meaning"
         )
     else:
-        tied = float(np.mean(np.isin(bona, spoof)))
-        if tied > 0.01:
+        official = compute_eer(bona, spoof)[0]
+        favourable = _eer_ties_for_cm(bona, spoof)
+        if official - favourable > 1e-3:
             out.append(
-                f"{100 * tied:.1f} % of bona fide scores equal a spoof score (saturated "
-                "probabilities?); the official tie rule counts ties against the CM. Score with "
-                "the log-odds logit[1] - logit[0] instead"
+                f"tied bona fide / spoof scores move the EER from {100 * favourable:.3f} % to "
+                f"{100 * official:.3f} % (the official rule counts ties against the CM); "
+                "saturated probabilities? Score with the log-odds logit[1] - logit[0]"
             )
     return out
 
