@@ -1,0 +1,207 @@
+"""Evaluation and training plots written as PNG files (matplotlib, Agg canvas).
+
+Uses matplotlib's object-oriented API with an explicit Agg canvas: no pyplot, no global
+backend switch, safe to call from any thread or a headless machine.
+
+* :func:`plot_det_curve`: DET curve on normal-deviate (probit) axes, EER point marked.
+* :func:`plot_score_histogram`: bona fide vs spoof score densities (+ optional threshold).
+* :func:`plot_learning_curves`: train/dev loss, dev EER and learning rate per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from statistics import NormalDist
+
+import numpy as np
+
+from rawnet2_jax.metrics.eer import compute_det_curve, compute_eer
+
+_NORMAL = NormalDist()
+# Axis ticks in percent, as on the usual DET plots.
+_DET_TICKS = (0.01, 0.1, 1, 2, 5, 10, 20, 40, 60, 80, 95, 99)
+
+
+def _probit(p) -> np.ndarray:
+    """Inverse standard normal CDF, clipped away from 0 and 1 (where it is infinite)."""
+    p = np.clip(np.asarray(p, dtype=np.float64), 1e-6, 1 - 1e-6)
+    return np.vectorize(_NORMAL.inv_cdf, otypes=[np.float64])(p)
+
+
+def _figure(width=6.0, height=5.0, nrows=1, ncols=1):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _save(fig, path) -> str:
+    path = os.fspath(path)
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    fig.savefig(path, format="png")
+    return path
+
+
+def _as_systems(bonafide, spoof, label):
+    if isinstance(bonafide, Mapping):  # {label: (bonafide, spoof)}
+        return [(name, np.asarray(b), np.asarray(s)) for name, (b, s) in bonafide.items()]
+    return [(label, np.asarray(bonafide), np.asarray(spoof))]
+
+
+def plot_det_curve(bonafide, spoof=None, path="det.png", *, label: str | None = None, title: str = "DET curve"):
+    """DET curve (miss rate of bona fide vs false-alarm rate of spoof) on probit axes.
+
+    Args:
+        bonafide: bona fide scores, or a mapping ``{label: (bonafide, spoof)}`` to draw
+            several systems (for example one curve per attack) on one plot.
+        spoof: spoof scores (unused with a mapping).
+        path: output PNG.
+        label: legend label of a single system.
+
+    Returns:
+        The path written.
+    """
+    fig, axes = _figure()
+    ax = axes[0, 0]
+    for name, b, s in _as_systems(bonafide, spoof, label):
+        frr, far, _ = compute_det_curve(b, s)
+        eer, _ = compute_eer(b, s)
+        text = f"EER {100 * eer:.2f} %"
+        line = ax.plot(_probit(far), _probit(frr), lw=1.5, label=f"{name} ({text})" if name else text)[0]
+        ax.plot(_probit(eer), _probit(eer), "o", mfc="none", color=line.get_color())
+    ticks = _probit(np.array(_DET_TICKS) / 100)
+    labels = [f"{t:g}" for t in _DET_TICKS]
+    lim = (_probit(0.0001), _probit(0.99))
+    ax.plot(lim, lim, ":", color="0.6", lw=0.8)
+    ax.set_xticks(ticks, labels)
+    ax.set_yticks(ticks, labels)
+    ax.set_xlim(*lim)
+    ax.set_ylim(*lim)
+    ax.set_xlabel("False acceptance rate of spoofs (%)")
+    ax.set_ylabel("False rejection rate of bona fide (%)")
+    ax.set_title(title)
+    ax.grid(True, lw=0.4, alpha=0.6)
+    ax.legend(loc="upper right", fontsize="small")
+    return _save(fig, path)
+
+
+def plot_score_histogram(
+    bonafide,
+    spoof,
+    path="scores.png",
+    *,
+    threshold: float | None = None,
+    bins: int = 60,
+    title: str = "CM score distribution",
+    xlabel: str = "score (higher = more bona fide)",
+):
+    """Density histograms of bona fide and spoof scores (and an optional threshold line).
+
+    Returns:
+        The path written.
+    """
+    b = np.asarray(bonafide, dtype=np.float64)
+    s = np.asarray(spoof, dtype=np.float64)
+    both = np.concatenate([b, s])
+    both = both[np.isfinite(both)]
+    fig, axes = _figure(6.0, 4.0)
+    ax = axes[0, 0]
+    if both.size:
+        lo, hi = float(both.min()), float(both.max())
+        if lo == hi:
+            lo, hi = lo - 0.5, hi + 0.5
+        edges = np.linspace(lo, hi, bins + 1)
+        for name, x, color in (("bona fide", b, "tab:green"), ("spoof", s, "tab:red")):
+            x = x[np.isfinite(x)]
+            if x.size:
+                ax.hist(x, bins=edges, density=True, alpha=0.45, color=color, label=f"{name} (n={x.size:,})")
+    if threshold is not None and math.isfinite(threshold):
+        ax.axvline(threshold, color="k", ls="--", lw=1, label=f"threshold {threshold:.4g}")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    return _save(fig, path)
+
+
+# Keys read from each per-epoch record; the first present key of each tuple is used.
+_EPOCH_KEYS = ("epoch",)
+_TRAIN_LOSS_KEYS = ("train_loss", "loss")
+_DEV_LOSS_KEYS = ("dev_loss", "val_loss")
+_DEV_EER_KEYS = ("dev_eer", "eer", "val_eer")
+_LR_KEYS = ("lr", "learning_rate")
+
+
+def _series(records, keys):
+    for key in keys:
+        if any(key in r for r in records):
+            values = []
+            for r in records:
+                v = r.get(key)
+                try:
+                    values.append(float(v) if v is not None else math.nan)
+                except (TypeError, ValueError):
+                    values.append(math.nan)
+            return key, np.asarray(values)
+    return None, None
+
+
+def plot_learning_curves(records: Sequence[Mapping], path="learning_curves.png", *, title: str | None = None):
+    """Learning curves from per-epoch records.
+
+    Each record is a dict; recognised keys (missing ones are skipped, as are None/NaN
+    values): ``epoch`` (default 1, 2, ...), ``train_loss``/``loss``, ``dev_loss``/
+    ``val_loss``, ``dev_eer``/``eer``/``val_eer`` (percent), ``lr``/``learning_rate``.
+    Three panels: losses, dev EER, learning rate (log scale).
+
+    Returns:
+        The path written.
+    """
+    records = list(records)
+    _, epochs = _series(records, _EPOCH_KEYS)
+    if epochs is None or np.isnan(epochs).any():
+        epochs = np.arange(1, len(records) + 1, dtype=np.float64)
+    fig, axes = _figure(7.0, 8.0, nrows=3)
+    ax_loss, ax_eer, ax_lr = axes[:, 0]
+
+    def draw(ax, keys, label, **kw):
+        key, y = _series(records, keys)
+        if key is None:
+            return False
+        ok = np.isfinite(y)
+        if not ok.any():
+            return False
+        ax.plot(epochs[ok], y[ok], marker="o", ms=3, label=label, **kw)
+        return True
+
+    drawn = draw(ax_loss, _TRAIN_LOSS_KEYS, "train loss")
+    drawn |= draw(ax_loss, _DEV_LOSS_KEYS, "dev loss")
+    ax_loss.set_ylabel("loss")
+    if drawn:
+        ax_loss.legend(fontsize="small")
+    if draw(ax_eer, _DEV_EER_KEYS, "dev EER", color="tab:red"):
+        key, y = _series(records, _DEV_EER_KEYS)
+        ok = np.isfinite(y)
+        best = int(np.argmin(np.where(ok, y, np.inf)))
+        ax_eer.plot(epochs[best], y[best], "*", ms=12, color="gold", mec="k", label=f"best {y[best]:.3f} %")
+        ax_eer.legend(fontsize="small")
+    ax_eer.set_ylabel("dev EER (%)")
+    key, lr = _series(records, _LR_KEYS)
+    if draw(ax_lr, _LR_KEYS, "learning rate", color="tab:purple", drawstyle="steps-post"):
+        if np.nanmin(lr) > 0 and np.nanmax(lr) / np.nanmin(lr) > 10:
+            ax_lr.set_yscale("log")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("epoch")
+    for ax in (ax_loss, ax_eer, ax_lr):
+        ax.grid(True, lw=0.4, alpha=0.6)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
