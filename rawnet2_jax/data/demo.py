@@ -1,0 +1,259 @@
+"""A small synthetic corpus in the exact ASVspoof 2019 LA layout (for demos and tests).
+
+``make_demo_corpus(out_dir)`` writes::
+
+    OUT/LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.{train.trn,dev.trl,eval.trl}.txt
+    OUT/LA/ASVspoof2019_LA_{train,dev,eval}/flac/<utt>.flac          (16 kHz, PCM_16)
+    OUT/LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt
+
+so the real builder, pipeline, training and metrics run on it unchanged.
+
+Bona fide "speech": glottal pulse trains with a varying f0 (declination, per-syllable
+accents, jitter), aspiration noise, through vowel formant resonators that change per
+syllable, under syllable envelopes with pauses, plus a faint noise floor. Each speaker has
+its own f0 range, vocal-tract scale and speaking rate; speakers are disjoint across splits.
+
+Spoofs are the same kind of speech passed through a synthetic "attack" with a distinct
+vocoder-like artefact:
+
+=====  ==========================================================  ===========
+A01    buzzy: monotone f0, no jitter, no aspiration (simple vocoder)  train, dev
+A02    band-limited to 4 kHz (8 kHz vocoder upsampled)                train, dev
+A03    STFT magnitude with random phase (phase-less reconstruction)   train, dev
+A04    6-bit mu-law quantisation noise (low-bit waveform codec)       train, dev
+A07    over-smoothed: wide formants, flattened f0 (parametric TTS)    eval only
+A08    STFT magnitude with zero phase (frame-rate buzz)               eval only
+A16    = A04 algorithm (as in the real corpus, A16 = A04)             eval only
+=====  ==========================================================  ===========
+
+Everything is a function of ``seed`` (each utterance has its own generator keyed by
+(seed, split, index)), so the corpus is byte-identical across runs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from rawnet2_jax.data import protocols as P
+
+SR = 16000
+
+TRAIN_ATTACKS = ("A01", "A02", "A03", "A04")
+EVAL_ATTACKS = ("A07", "A08", "A16")
+_PREFIX = {"train": "T", "dev": "D", "eval": "E"}
+
+# Vowel formants (Hz) of an adult male vocal tract: F1, F2, F3, F4.
+_VOWELS = np.array(
+    [
+        [730, 1090, 2440, 3400],  # a
+        [530, 1840, 2480, 3500],  # e
+        [270, 2290, 3010, 3700],  # i
+        [570, 840, 2410, 3300],  # o
+        [300, 870, 2240, 3300],  # u
+        [660, 1720, 2410, 3400],  # ae
+        [490, 1350, 1690, 3300],  # er
+    ],
+    dtype=np.float64,
+)
+_BANDWIDTHS = np.array([80.0, 100.0, 140.0, 200.0])
+
+
+@dataclasses.dataclass(frozen=True)
+class DemoConfig:
+    """Sizes of the demo corpus (defaults: building + training the demo preset in minutes)."""
+
+    num_train: int = 400
+    num_dev: int = 300
+    num_eval: int = 400
+    seconds: float = 2.0  # mean clip length; lengths vary +-25 %
+    bonafide_fraction: float = 0.25
+    speakers_per_split: int = 4
+    seed: int = 0
+
+    def count(self, split: str) -> int:
+        return {"train": self.num_train, "dev": self.num_dev, "eval": self.num_eval}[split]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Speaker:
+    f0: float  # mean f0 (Hz)
+    tract: float  # formant scale (1 = adult male, ~1.2 female)
+    rate: float  # syllables per second
+
+
+def _speakers(split_index: int, cfg: DemoConfig) -> list[tuple[str, _Speaker]]:
+    rng = np.random.default_rng([cfg.seed, 1000 + split_index])
+    out = []
+    for k in range(cfg.speakers_per_split):
+        female = k % 2 == 1
+        spk = _Speaker(
+            f0=float(rng.uniform(190, 240) if female else rng.uniform(95, 140)),
+            tract=float(rng.uniform(1.12, 1.25) if female else rng.uniform(0.95, 1.05)),
+            rate=float(rng.uniform(3.5, 5.5)),
+        )
+        out.append((f"LA_{(split_index * 100 + 30 + k):04d}", spk))
+    return out
+
+
+def _resonator_sos(freqs: np.ndarray, bws: np.ndarray) -> np.ndarray:
+    """Cascade of 2-pole resonators (unit gain at DC), as second-order sections."""
+    r = np.exp(-np.pi * bws / SR)
+    theta = 2 * np.pi * freqs / SR
+    a1, a2 = -2 * r * np.cos(theta), r**2
+    g = 1 + a1 + a2
+    sos = np.zeros((len(freqs), 6))
+    sos[:, 0], sos[:, 3], sos[:, 4], sos[:, 5] = g, 1.0, a1, a2
+    return sos
+
+
+def _speech(rng: np.random.Generator, spk: _Speaker, n: int, *, monotone=False, breathy=True, smooth=False):
+    """Synthetic voiced speech of n samples."""
+    from scipy import signal
+
+    t = np.arange(n) / SR
+    # Syllable plan: durations, pauses, vowels, accents.
+    bounds, pos = [], 0
+    while pos < n:
+        dur = int(SR * rng.uniform(0.6, 1.4) / spk.rate)
+        gap = int(SR * (rng.uniform(0.08, 0.25) if rng.random() < 0.2 else rng.uniform(0.0, 0.03)))
+        bounds.append((pos, min(n, pos + dur)))
+        pos += dur + gap
+    # f0 contour: declination + per-syllable accents + slow drift + jitter.
+    f0 = spk.f0 * (1.1 - 0.2 * t / max(t[-1], 1e-3))
+    if not monotone:
+        acc = np.zeros(n)
+        for a, b in bounds:
+            acc[a:b] = rng.normal(0, 0.08)
+        acc = np.convolve(acc, np.hanning(801) / np.hanning(801).sum(), mode="same")
+        drift = 0.03 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t + rng.uniform(0, 6.3))
+        f0 = f0 * (1 + (acc if not smooth else 0.3 * acc) + drift)
+        if not smooth:
+            f0 = f0 * (1 + rng.normal(0, 0.004, n))
+    else:
+        f0 = np.full(n, spk.f0)
+    phase = np.cumsum(f0 / SR)
+    pulses = np.diff(np.floor(phase), prepend=0.0)
+    # Glottal flow derivative: lowpass (tilt) then differentiate (lip radiation).
+    exc = signal.lfilter([1.0], [1.0, -1.9, 0.9025], pulses)
+    exc = np.diff(exc, prepend=0.0)
+    exc /= np.max(np.abs(exc)) + 1e-9
+    if breathy:
+        exc += 0.08 * rng.standard_normal(n) * (0.5 + 0.5 * np.cos(2 * np.pi * phase))
+    out = np.zeros(n)
+    bw_scale = 3.0 if smooth else 1.0
+    for a, b in bounds:
+        v = _VOWELS[rng.integers(len(_VOWELS))] * spk.tract * rng.uniform(0.95, 1.05, 4)
+        v = np.minimum(v, 0.45 * SR)
+        seg = signal.sosfilt(_resonator_sos(v, _BANDWIDTHS * bw_scale), exc[a:b])
+        m = b - a
+        env = np.sin(np.pi * np.arange(m) / max(m, 1)) ** 0.7
+        out[a:b] = seg * env * rng.uniform(0.6, 1.0)
+    out /= np.max(np.abs(out)) + 1e-9
+    return out
+
+
+def _stft_resynth(x: np.ndarray, rng: np.random.Generator, mode: str) -> np.ndarray:
+    nfft, hop = 512, 128
+    win = np.hanning(nfft + 1)[:-1]
+    pad = np.concatenate([np.zeros(nfft), x, np.zeros(nfft)])
+    nfr = 1 + (len(pad) - nfft) // hop
+    idx = np.arange(nfft)[None, :] + hop * np.arange(nfr)[:, None]
+    mag = np.abs(np.fft.rfft(pad[idx] * win, axis=1))
+    if mode == "random":
+        spec = mag * np.exp(1j * rng.uniform(0, 2 * np.pi, mag.shape))
+    else:  # zero phase
+        spec = mag.astype(np.complex128)
+    frames = np.fft.irfft(spec, n=nfft, axis=1)
+    if mode != "random":
+        frames = np.fft.fftshift(frames, axes=1)
+    frames *= win
+    y = np.zeros(len(pad))
+    np.add.at(y, idx, frames)
+    norm = np.zeros(len(pad))
+    np.add.at(norm, idx, np.broadcast_to(win**2, frames.shape))
+    y = y / np.maximum(norm, 1e-3)
+    return y[nfft : nfft + len(x)]
+
+
+def _mulaw(x: np.ndarray, bits: int) -> np.ndarray:
+    mu = 2**bits - 1
+    y = np.sign(x) * np.log1p(mu * np.abs(np.clip(x, -1, 1))) / np.log1p(mu)
+    q = np.round((y + 1) / 2 * mu) / mu * 2 - 1
+    return np.sign(q) * ((1 + mu) ** np.abs(q) - 1) / mu
+
+
+def synthesize(rng: np.random.Generator, spk: _Speaker, n: int, attack: str) -> np.ndarray:
+    """One utterance (float64 in [-1, 1]) of bona fide speech (attack "-") or an attack."""
+    from scipy import signal
+
+    if attack == "A01":
+        x = _speech(rng, spk, n, monotone=True, breathy=False)
+    elif attack == "A07":
+        x = _speech(rng, spk, n, smooth=True, breathy=False)
+    else:
+        x = _speech(rng, spk, n)
+    if attack == "A02":
+        sos = signal.butter(10, 3800, fs=SR, output="sos")
+        x = signal.sosfilt(sos, x)
+    elif attack == "A03":
+        x = _stft_resynth(x, rng, "random")
+    elif attack == "A08":
+        x = _stft_resynth(x, rng, "zero")
+    elif attack in ("A04", "A16"):
+        x = _mulaw(x / (np.max(np.abs(x)) + 1e-9), 6)
+    x = x / (np.max(np.abs(x)) + 1e-9)
+    x = x + rng.normal(0, 10 ** (-55 / 20), n)  # faint noise floor (channel)
+    return x / (np.max(np.abs(x)) + 1e-9) * rng.uniform(0.3, 0.8)
+
+
+def _asv_scores(rng: np.random.Generator, entries: list[P.CmEntry]) -> list[str]:
+    """Organiser-style ASV score lines: bona fide targets / nontargets, and spoofs."""
+    mean_spoof = {a: m for a, m in zip(TRAIN_ATTACKS + EVAL_ATTACKS, (7.0, -2.0, 30.0, 35.0, 10.0, 20.0, 35.0))}
+    n_bona = sum(e.key == "bonafide" for e in entries)
+    lines = [f"bonafide target {rng.normal(26, 14):.5f}" for _ in range(n_bona)]
+    lines += [f"bonafide nontarget {rng.normal(-30, 15):.5f}" for _ in range(4 * n_bona)]
+    lines += [f"{e.attack} spoof {rng.normal(mean_spoof[e.attack], 13):.5f}" for e in entries if e.key == "spoof"]
+    return lines
+
+
+def make_demo_corpus(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(), *, progress: bool = True) -> Path:
+    """Write the demo corpus under ``out_dir/LA`` and return that ``LA`` path."""
+    la = Path(out_dir) / "LA"
+    (la / "ASVspoof2019_LA_cm_protocols").mkdir(parents=True, exist_ok=True)
+    (la / "ASVspoof2019_LA_asv_scores").mkdir(parents=True, exist_ok=True)
+    for si, split in enumerate(P.LA_SPLITS):
+        count = cfg.count(split)
+        attacks = EVAL_ATTACKS if split == "eval" else TRAIN_ATTACKS
+        speakers = _speakers(si, cfg)
+        rng = np.random.default_rng([cfg.seed, si])
+        ids = rng.choice(9_000_000, size=count, replace=False) + 1_000_000
+        n_bona = int(round(count * cfg.bonafide_fraction))
+        keys = ["-"] * n_bona + [attacks[i % len(attacks)] for i in range(count - n_bona)]
+        keys = [keys[i] for i in rng.permutation(count)]
+        audio_dir = P.la_audio_dir(la, split)
+        audio_dir.mkdir(parents=True, exist_ok=True)
+        entries = []
+        it = range(count)
+        if progress:
+            from tqdm.auto import tqdm
+
+            it = tqdm(it, desc=f"demo/{split}", unit="utt")
+        for i in it:
+            urng = np.random.default_rng([cfg.seed, si, i])
+            spk_id, spk = speakers[int(urng.integers(len(speakers)))]
+            n = int(SR * cfg.seconds * urng.uniform(0.75, 1.25))
+            x = synthesize(urng, spk, n, keys[i])
+            utt = f"LA_{_PREFIX[split]}_{ids[i]}"
+            sf.write(audio_dir / f"{utt}.flac", x, SR, subtype="PCM_16")
+            key = "bonafide" if keys[i] == "-" else "spoof"
+            entries.append(P.CmEntry(speaker=spk_id, utt_id=utt, attack=keys[i], key=key))
+        lines = [f"{e.speaker} {e.utt_id} - {e.attack} {e.key}" for e in entries]
+        P.la_protocol_path(la, split).write_text("\n".join(lines) + "\n")
+        if split != "train":
+            P.la_asv_scores_path(la, split).write_text("\n".join(_asv_scores(rng, entries)) + "\n")
+    return la
