@@ -1,0 +1,189 @@
+"""``rawnet2-jax``: score audio files, evaluate on a dataset split, compute metrics.
+
+Thin layer over :mod:`rawnet2_jax.scoring` and :mod:`rawnet2_jax.metrics`: parse
+arguments, call the library, print. User errors are one ``error:`` line on stderr, exit 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EPILOG = """\
+score convention: log-odds = logit[1] - logit[0], HIGHER = MORE BONA FIDE (index 0 = spoof,
+1 = bona fide); spoof probability = softmax[0]. Official score files hold the log-odds.
+
+commands:
+  score     score audio files or folders with a model directory
+  evaluate  run a model on an ASVspoof 2019 LA / In-the-Wild split, write score file,
+            per-attack EER / min t-DCF tables, DET and histogram PNGs, summary.json
+  metrics   EER / min t-DCF of an existing score file (= python -m rawnet2_jax.metrics)
+
+Run `rawnet2-jax COMMAND --help` for each command's options.
+"""
+
+SCORE_HELP = """\
+Score audio files with an anti-spoofing model. PATH may be files (any format libsndfile
+reads: WAV, FLAC, OGG, MP3, ...; any sample rate; stereo is averaged to mono) or folders
+(searched recursively for audio extensions). Audio is resampled to the model's rate; by
+default the first num_samples (4 s at 16 kHz for the shipped presets) are scored, padded
+like in training when shorter; --windows averages the log-odds over windows covering the
+whole file.
+
+Output per file: P(spoof) = softmax[0] and log-odds = logit[1] - logit[0] (> 0 leans bona
+fide; 0 is not a calibrated threshold). A file that cannot be scored is reported on one
+line on stderr and the others are still scored; the exit status is then 1.
+"""
+
+EVALUATE_HELP = """\
+Run a model on a built TFDS split (see `python -m rawnet2_jax.data build ...`) and write
+into --out: scores_DATASET_SPLIT.txt (official CM format `utt_id attack_id key score`,
+score = logit[1] - logit[0]), per_attack.txt / per_attack.csv, det.png,
+det_per_attack.png, score_histogram.png and summary.json (EER in %, min t-DCF, per attack).
+
+For the min t-DCF give --asv-scores: the organisers' ASV score file OF THE SAME SPLIT,
+LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="rawnet2-jax",
+        description="RawNet2 speech anti-spoofing (JAX/Flax).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    s = sub.add_parser("score", help="score audio files or folders", description=SCORE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--checkpoint", required=True, metavar="DIR",
+                   help="model directory (converted or trained; a training workdir uses its best model)")
+    s.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders")
+    s.add_argument("--windows", action="store_true",
+                   help="average the log-odds over windows covering the whole file")
+    s.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+                   help="window hop with --windows (default: window length, no overlap)")
+    s.add_argument("--batch-size", type=int, default=32, metavar="N", help="rows per model call (default 32)")
+    s.add_argument("--max-seconds", type=float, default=600.0, metavar="S",
+                   help="skip (as failed) files longer than this (default 600; 0 = no limit)")
+    fmt = s.add_mutually_exclusive_group()
+    fmt.add_argument("--csv", action="store_const", dest="format", const="csv", help="CSV on stdout")
+    fmt.add_argument("--json", action="store_const", dest="format", const="json", help="one JSON object on stdout")
+    s.add_argument("--output", "-o", metavar="FILE", help="write the table / CSV / JSON here instead of stdout")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar")
+    s.set_defaults(format="table")
+
+    e = sub.add_parser("evaluate", help="evaluate on a dataset split", description=EVALUATE_HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("--checkpoint", required=True, metavar="DIR", help="model directory")
+    e.add_argument("--dataset", default="asvspoof2019_la", choices=("asvspoof2019_la", "in_the_wild"))
+    e.add_argument("--split", required=True, help="dev or eval (train also works; in_the_wild: eval)")
+    e.add_argument("--data-dir", required=True, metavar="DIR", help="TFDS data directory the dataset was built in")
+    e.add_argument("--asv-scores", metavar="FILE", help="organisers' ASV scores of the same split (for min t-DCF)")
+    e.add_argument("--t-dcf", dest="t_dcf", choices=("2019", "2021"), default="2019",
+                   help="t-DCF formulation (default 2019)")
+    e.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    e.add_argument("--batch-size", type=int, default=32, metavar="N", help="batch size (default 32)")
+    e.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    # Listed for --help; `metrics` arguments are parsed by the metrics CLI itself.
+    sub.add_parser("metrics", help="EER / min t-DCF of a score file", add_help=False)
+    return p
+
+
+def _err(msg: str) -> None:
+    print(f"error: {msg}", file=sys.stderr)
+
+
+def _load_model(directory: str):
+    from rawnet2_jax import load_pretrained
+
+    return load_pretrained(directory)
+
+
+def cmd_score(args) -> int:
+    from rawnet2_jax.scoring import format_file_scores, score_files
+
+    model = _load_model(args.checkpoint)
+    results = score_files(
+        model,
+        args.paths,
+        windows=args.windows,
+        hop_seconds=args.hop,
+        batch_size=args.batch_size,
+        max_seconds=args.max_seconds or None,
+        progress=not args.no_progress,
+        on_error=lambda fs: _err(fs.error),
+    )
+    text = format_file_scores(results, args.format)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(text + "\n")
+    else:
+        print(text)
+    failed = sum(not r.ok for r in results)
+    if failed:
+        print(f"{failed} of {len(results)} files failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def cmd_evaluate(args) -> int:
+    from rawnet2_jax.scoring import evaluate_split
+
+    if args.batch_size <= 0:
+        _err(f"--batch-size must be positive, got {args.batch_size}")
+        return 1
+    model = _load_model(args.checkpoint)
+    outputs = evaluate_split(
+        model,
+        dataset=args.dataset,
+        split=args.split,
+        data_dir=args.data_dir,
+        out_dir=args.out,
+        asv_scores=args.asv_scores,
+        tdcf_version=args.t_dcf,
+        batch_size=args.batch_size,
+        progress=not args.no_progress,
+        extra_summary={"checkpoint": os.path.abspath(args.checkpoint)},
+    )
+    for w in outputs.report.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(outputs.report.format_table())
+    print(f"\nwrote {outputs.score_file}, {outputs.summary_json.name}, per_attack.txt/.csv and PNGs in {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "metrics":
+        from rawnet2_jax.metrics.__main__ import main as metrics_main
+
+        return metrics_main(argv[1:], prog="rawnet2-jax metrics")
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from rawnet2_jax.errors import UserError
+
+    try:
+        if args.command == "score":
+            return cmd_score(args)
+        return cmd_evaluate(args)
+    except UserError as e:
+        _err(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        return 1
+    except KeyboardInterrupt:
+        _err("interrupted")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
