@@ -121,6 +121,7 @@ def build(
     manual_dir = Path(manual_dir).expanduser()
     if not manual_dir.is_dir():
         raise DataError(f"{manual_dir}: manual dir not found")
+    builder_kwargs.setdefault("file_format", "array_record")
     builder = builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs)
     removed = remove_stale_incomplete_dirs(data_dir / builder.name)
     for p in removed:
@@ -130,7 +131,6 @@ def build(
         mode = tfds.download.GenerateMode.FORCE_REDOWNLOAD
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir), download_mode=mode),
-        file_format="array_record",
     )
     if expected_counts:
         for split, n in expected_counts.items():

@@ -1,0 +1,174 @@
+"""TFDS builders without TensorFlow: round trip, errors, interrupted builds, splits > 1 GB."""
+
+import importlib.util
+import resource
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+tfds = pytest.importorskip("tensorflow_datasets")
+
+from rawnet2_jax.data import asvspoof2019_la, in_the_wild  # noqa: E402
+from rawnet2_jax.data import tfds_common as C  # noqa: E402
+from rawnet2_jax.errors import AudioError, DataError  # noqa: E402
+from tensorflow_datasets.core import shuffle as tfds_shuffle  # noqa: E402
+from tests.data_fixtures import write_la_tree, write_wild_tree  # noqa: E402
+
+HAS_TF = importlib.util.find_spec("tensorflow") is not None
+
+
+def _check_split(src, recs):
+    assert len(src) == len(recs)
+    for ex, r in zip(src, recs):  # protocol order is kept
+        assert ex["utt_id"].decode() == r["utt_id"]
+        assert ex["speaker"].decode() == r["speaker"]
+        assert ex["attack"].decode() == r["attack"]
+        assert ex["label"] == r["label"]
+        assert ex["num_samples"] == len(r["pcm"])
+        assert ex["audio"] == r["pcm"].astype("<i2").tobytes()
+
+
+def test_la_roundtrip(tmp_path):
+    exp = write_la_tree(tmp_path / "corpus")
+    b = asvspoof2019_la.build(tmp_path / "corpus", tmp_path / "data")
+    assert b.info.file_format.value == "array_record"
+    assert b.info.features["label"].names == ["spoof", "bonafide"]
+    for split, recs in exp.items():
+        assert b.info.splits[split].num_examples == len(recs)
+        _check_split(tfds.data_source("asvspoof2019_la", split=split, data_dir=str(tmp_path / "data")), recs)
+        _check_split(b.as_data_source(split=split), recs)
+    # a second build reuses the dataset
+    b2 = asvspoof2019_la.build(tmp_path / "corpus", tmp_path / "data")
+    assert b2.info.splits["train"].num_examples == len(exp["train"])
+
+
+def test_la_missing_file_named(tmp_path):
+    write_la_tree(tmp_path / "c")
+    victim = next((tmp_path / "c/LA/ASVspoof2019_LA_dev/flac").glob("*.flac"))
+    victim.unlink()
+    with pytest.raises(DataError, match=f"asvspoof2019_la/dev: missing audio file .*{victim.name}") as e:
+        asvspoof2019_la.build(tmp_path / "c", tmp_path / "data")
+    assert "\n" not in str(e.value)
+
+
+def test_la_count_mismatch(tmp_path):
+    write_la_tree(tmp_path / "c")
+    asvspoof2019_la.build(tmp_path / "c", tmp_path / "data")
+    proto = tmp_path / "c/LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.eval.trl.txt"
+    proto.write_text("\n".join(proto.read_text().splitlines()[:-1]) + "\n")
+    with pytest.raises(DataError, match=r"asvspoof2019_la/eval .* has 5 utterances but its protocol lists 4"):
+        asvspoof2019_la.build(tmp_path / "c", tmp_path / "data")
+    b = asvspoof2019_la.build(tmp_path / "c", tmp_path / "data", overwrite=True)
+    assert b.info.splits["eval"].num_examples == 4
+
+
+def test_interrupted_build_restarts_cleanly(tmp_path):
+    write_la_tree(tmp_path / "c")
+    bad = sorted((tmp_path / "c/LA/ASVspoof2019_LA_eval/flac").glob("*.flac"))[2]
+    good = bad.read_bytes()
+    bad.write_bytes(b"not audio at all" * 10)  # fails mid-build (after train and dev)
+    with pytest.raises(AudioError, match=bad.name):
+        asvspoof2019_la.build(tmp_path / "c", tmp_path / "data")
+    ds_dir = tmp_path / "data" / "asvspoof2019_la"
+    assert not (ds_dir / "1.0.0").exists()
+    # A killed build (SIGKILL) leaves an incomplete.* dir behind: it is removed.
+    (ds_dir / "incomplete.ABC123_1.0.0").mkdir(parents=True)
+    (ds_dir / "incomplete.ABC123_1.0.0" / "junk").write_text("x")
+    bad.write_bytes(good)
+    b = asvspoof2019_la.build(tmp_path / "c", tmp_path / "data")
+    assert b.info.splits["eval"].num_examples == 5
+    assert sorted(p.name for p in ds_dir.iterdir()) == ["1.0.0"]
+
+
+def test_in_the_wild_roundtrip(tmp_path):
+    recs = write_wild_tree(tmp_path / "w")
+    b = in_the_wild.build(tmp_path / "w", tmp_path / "data")
+    src = b.as_data_source(split="eval")
+    assert len(src) == len(recs)
+    for ex, r in zip(src, recs):
+        assert ex["utt_id"].decode() == r["utt_id"]
+        assert ex["speaker"].decode() == r["speaker"]
+        assert ex["label"] == r["label"]
+        n = ex["num_samples"]
+        assert abs(n - round(r["frames"] * 16000 / r["sr"])) <= 1  # resampled to 16 kHz
+        x = np.frombuffer(ex["audio"], "<i2") / 32768.0
+        spec = np.abs(np.fft.rfft(x * np.hanning(n)))
+        assert abs(np.argmax(spec) * 16000 / n - 440) < 16000 / n + 1
+
+
+# ---- splits over the Shuffler's 1 GB in-memory buffer ---------------------------------
+
+
+class _SpillProbe(tfds.core.GeneratorBasedBuilder):
+    """The TFDS default path (GeneratorBasedBuilder -> Shuffler), to show the limit."""
+
+    VERSION = tfds.core.Version("1.0.0")
+
+    def _info(self):
+        return self.dataset_info_from_configs(features=C.audio_features({}))
+
+    def _split_generators(self, dl_manager):
+        return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+        for i in range(30):
+            pcm = np.full(2000, i, np.int16)
+            yield i, C.pcm_example(pcm, label=0, utt_id=str(i), speaker="s")
+
+
+@pytest.mark.skipif(HAS_TF, reason="with TensorFlow installed the Shuffler can spill to disk")
+def test_generator_builder_fails_past_buffer_without_tf(tmp_path, monkeypatch):
+    # Control experiment: with the buffer lowered to 10 kB, 30 x 4 kB examples spill through
+    # tf.io.gfile, which needs TensorFlow -> the default TFDS path cannot build the split.
+    monkeypatch.setattr(tfds_shuffle, "MAX_MEM_BUFFER_SIZE", 10_000)
+    with pytest.raises(Exception):
+        _SpillProbe(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
+
+
+def test_shard_builder_never_uses_shuffler(tmp_path, monkeypatch):
+    # Our builders write shard by shard (ShardBasedBuilder -> ShardWriter): no Shuffler, so no
+    # 1 GB buffer and no tf.io.gfile spill, whatever the split size.
+    monkeypatch.setattr(tfds_shuffle, "MAX_MEM_BUFFER_SIZE", 1_000)
+
+    def boom(*a, **k):
+        raise AssertionError("Shuffler used")
+
+    monkeypatch.setattr(tfds_shuffle.Shuffler, "__init__", boom)
+    monkeypatch.setattr(asvspoof2019_la.Asvspoof2019La, "SHARD_SIZE", 2)
+    exp = write_la_tree(tmp_path / "c", {"train": 7, "dev": 2, "eval": 3})
+    b = asvspoof2019_la.build(tmp_path / "c", tmp_path / "data")
+    assert b.info.splits["train"].num_shards == 4  # 7 utterances, 2 per shard
+    assert b.info.splits["train"].num_bytes > 1_000
+    _check_split(b.as_data_source(split="train"), exp["train"])
+
+
+@pytest.mark.slow
+def test_split_over_1gb(tmp_path):
+    """A real > 1 GB train split (8,600 x 4 s FLAC noise) builds and reads back, memory bounded."""
+    n, t = 8600, 64000  # 8600 * 128000 B = 1.10 GB of int16 PCM
+    la = tmp_path / "c" / "LA"
+    (la / "ASVspoof2019_LA_cm_protocols").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    noise = (rng.standard_normal(t + n) * 8000).astype(np.int16)
+    for split, count, pre in (("train", n, "T"), ("dev", 3, "D"), ("eval", 3, "E")):
+        d = la / f"ASVspoof2019_LA_{split}" / "flac"
+        d.mkdir(parents=True)
+        lines = []
+        for i in range(count):
+            utt = f"LA_{pre}_{1000000 + i}"
+            sf.write(d / f"{utt}.flac", noise[i : i + t], 16000, subtype="PCM_16")
+            lines.append(f"LA_0001 {utt} - {'-' if i % 10 == 0 else 'A01'} {'bonafide' if i % 10 == 0 else 'spoof'}")
+        suffix = {"train": "train.trn", "dev": "dev.trl", "eval": "eval.trl"}[split]
+        (la / "ASVspoof2019_LA_cm_protocols" / f"ASVspoof2019.LA.cm.{suffix}.txt").write_text("\n".join(lines) + "\n")
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB
+    b = asvspoof2019_la.build(tmp_path / "c", tmp_path / "data")
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    info = b.info.splits["train"]
+    print(f"train: {info.num_examples} utts, {info.num_bytes / 1e9:.2f} GB, {info.num_shards} shards; "
+          f"peak RSS {rss0:.0f} -> {rss1:.0f} MiB")
+    assert info.num_examples == n and info.num_bytes > 1.0e9
+    assert rss1 - rss0 < 800, "memory grew with the split size"
+    src = b.as_data_source(split="train")
+    for i in (0, 4321, n - 1):
+        assert src[i]["audio"] == noise[i : i + t].astype("<i2").tobytes()
