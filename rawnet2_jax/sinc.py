@@ -62,23 +62,40 @@ def official_band_edges(cfg: ModelConfig) -> np.ndarray:
     return np.linspace(f.min(), f.max(), n + 3)[: n + 1]
 
 
-def official_filters(cfg: ModelConfig) -> Array:
-    """(N, K) float32 official filter bank, jnp.
+def _scaled_sinc(c: np.ndarray, n: Array) -> Array:
+    """(len(c), len(n)) float32 ``c * sinc(c * n)`` for float64 constants c in [0, 1] and
+    integer-valued float32 n with |n| < 2^11, accurate to float32 rounding of the exact value.
 
-    The op order follows the official forward (float32 sinc argument, as there the time axis is
-    a float32 torch tensor), so the two agree to float32 rounding.
+    The naive float32 argument ``c * n`` is off by up to ~|n| ulp, i.e. ~1e-5 rad of phase
+    at the ends of a 1025-tap kernel. Instead c = c_hi + c_lo with c_hi on a 2^-12 grid, so
+    c_hi * n is exact in float32 and can be reduced mod 2 exactly (sin(pi x) has period 2);
+    only the small c_lo * n term is rounded.
+    """
+    c_hi = np.round(c * 4096.0) / 4096.0
+    c_lo = jnp.asarray(c - c_hi, jnp.float32)[:, None]
+    p = jnp.asarray(c_hi, jnp.float32)[:, None] * n[None, :]  # exact
+    reduced = p - 2.0 * jnp.round(p / 2.0)  # exact, in [-1, 1]
+    num = jnp.sin(jnp.pi * (reduced + c_lo * n[None, :]))
+    den = jnp.pi * (p + c_lo * n[None, :])
+    safe = jnp.where(den == 0, 1.0, den)
+    sinc = jnp.where(den == 0, 1.0, num / safe)  # sinc(0) = 1
+    return jnp.asarray(c, jnp.float32)[:, None] * sinc
+
+
+def official_filters(cfg: ModelConfig) -> Array:
+    """(N, K) float32 official filter bank, jnp:
+    ``hamming(K) * (2 f_hi/sr sinc(2 f_hi t/sr) - 2 f_lo/sr sinc(2 f_lo t/sr))``.
+
+    Accurate to float32 rounding of the float64 formula (the official code itself evaluates
+    the sinc argument in float32, so it differs from both by up to ~5e-6 relative).
     """
     k = cfg.sinc_kernel_size
     edges = official_band_edges(cfg)
-    hsupp = jnp.arange(-(k - 1) / 2, (k - 1) / 2 + 1, dtype=jnp.float32)  # (K,)
+    t = jnp.arange(k, dtype=jnp.float32) - (k - 1) // 2  # (K,) integer taps -(K-1)/2 .. (K-1)/2
     window = jnp.asarray(np.hamming(k), jnp.float32)  # full symmetric Hamming window
-
-    def lowpass(fc: np.ndarray) -> Array:  # ideal low-pass with cut-off fc (Hz): (N, K)
-        arg = jnp.asarray(2 * fc, jnp.float32)[:, None] * hsupp[None, :] / cfg.sample_rate
-        y = jnp.pi * jnp.where(arg == 0, 1e-20, arg)  # np.sinc's guard against 0/0
-        return jnp.asarray(2 * fc / cfg.sample_rate, jnp.float32)[:, None] * (jnp.sin(y) / y)
-
-    return window[None, :] * (lowpass(edges[1:]) - lowpass(edges[:-1]))
+    sr = cfg.sample_rate
+    ideal = _scaled_sinc(2 * edges[1:] / sr, t) - _scaled_sinc(2 * edges[:-1] / sr, t)
+    return window[None, :] * ideal
 
 
 # --------------------------------------------------------------------------------------------

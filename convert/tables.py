@@ -1,0 +1,228 @@
+"""Torch state-dict key <-> Flax variable path, per checkpoint layout.
+
+The ONLY module that knows both namings. Every torch key of a layout is listed explicitly with
+its Flax ``(collection, path)`` and a transform; nothing is guessed from tensor ranks.
+
+Transforms (torch -> flax; the inverse is applied by ``flax_to_torch``):
+
+    conv      Conv1d weight (out, in, k)   -> kernel (k, in, out)
+    linear    Linear weight (out, in)      -> kernel (in, out)
+    gru       GRU weight_{ih,hh}_l{k} (3H, in) -> w_{ih,hh} (in, 3H); rows r, z, n kept in order
+    identity  biases, BN weight/bias/running_mean/running_var, sinc tensors, class_weights
+    count     BN num_batches_tracked int64 () -> int32 () in ``buffers`` (exact round trip)
+
+Flax tree: see ``rawnet2_jax/model.py``. BN: weight -> ``scale``, bias -> ``bias``,
+running_mean -> ``batch_stats/.../mean``, running_var -> ``batch_stats/.../var``.
+
+Public API: ``table``, ``expected_torch_shapes``, ``torch_to_flax``, ``flax_to_torch``,
+``detect_layout``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from typing import Any, Literal
+
+import numpy as np
+
+from rawnet2_jax.config import ModelConfig
+from rawnet2_jax.errors import CheckpointError
+
+Transform = Literal["conv", "linear", "gru", "identity", "count"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    torch_key: str
+    collection: str  # "params" | "batch_stats" | "buffers"
+    path: tuple[str, ...]  # path inside the collection
+    transform: Transform
+    torch_shape: tuple[int, ...]
+
+
+def _bn(torch_prefix: str, flax_path: tuple[str, ...], c: int) -> list[Entry]:
+    return [
+        Entry(f"{torch_prefix}.weight", "params", flax_path + ("scale",), "identity", (c,)),
+        Entry(f"{torch_prefix}.bias", "params", flax_path + ("bias",), "identity", (c,)),
+        Entry(f"{torch_prefix}.running_mean", "batch_stats", flax_path + ("mean",), "identity", (c,)),
+        Entry(f"{torch_prefix}.running_var", "batch_stats", flax_path + ("var",), "identity", (c,)),
+        Entry(f"{torch_prefix}.num_batches_tracked", "buffers",
+              flax_path + ("num_batches_tracked",), "count", ()),
+    ]
+
+
+def _conv(torch_prefix: str, flax_path: tuple[str, ...], c_out: int, c_in: int, k: int) -> list[Entry]:
+    return [
+        Entry(f"{torch_prefix}.weight", "params", flax_path + ("kernel",), "conv", (c_out, c_in, k)),
+        Entry(f"{torch_prefix}.bias", "params", flax_path + ("bias",), "identity", (c_out,)),
+    ]
+
+
+def _linear(torch_prefix: str, flax_path: tuple[str, ...], n_out: int, n_in: int) -> list[Entry]:
+    return [
+        Entry(f"{torch_prefix}.weight", "params", flax_path + ("kernel",), "linear", (n_out, n_in)),
+        Entry(f"{torch_prefix}.bias", "params", flax_path + ("bias",), "identity", (n_out,)),
+    ]
+
+
+def table(cfg: ModelConfig) -> list[Entry]:
+    """Every torch key of a real checkpoint of ``cfg.layout``, in state-dict order."""
+    seed = cfg.layout == "seed"
+    if cfg.layout not in ("seed", "official"):
+        raise CheckpointError(f"unknown layout {cfg.layout!r}")
+    c0, k = cfg.sinc_filters, cfg.block_kernel_size
+    out: list[Entry] = []
+    if seed:
+        half = cfg.sinc_kernel_size // 2
+        sinc_col = "params" if cfg.sinc_learnable else "buffers"
+        out += [
+            Entry("sinc.low_hz_", sinc_col, ("sinc", "low_hz_"), "identity", (c0, 1)),
+            Entry("sinc.band_hz_", sinc_col, ("sinc", "band_hz_"), "identity", (c0, 1)),
+            Entry("sinc.n_axis", "buffers", ("sinc", "n_axis"), "identity", (1, half)),
+            Entry("sinc.window", "buffers", ("sinc", "window"), "identity", (half,)),
+        ]
+    # (the official layout stores no sinc tensors: filters are rebuilt from the config)
+    out += _bn("front_bn" if seed else "first_bn", ("front_bn",), c0)
+    for i, (ci, co) in enumerate(cfg.block_channels):
+        tp = f"blocks.{i}" if seed else f"block{i}.0"
+        fp = (f"block{i}",)
+        if cfg.first_block_bn1 or i > 0:
+            out += _bn(f"{tp}.bn1", fp + ("bn1",), ci)
+        out += _conv(f"{tp}.conv1", fp + ("conv1",), co, ci, k)
+        out += _bn(f"{tp}.bn2", fp + ("bn2",), co)
+        out += _conv(f"{tp}.conv2", fp + ("conv2",), co, co, k)
+        if ci != co:
+            sc = "shortcut" if seed else "conv_downsample"
+            out += _conv(f"{tp}.{sc}", fp + ("shortcut",), co, ci, 1)
+        fms_key = f"{tp}.fms.fc" if seed else f"fc_attention{i}.0"
+        out += _linear(fms_key, fp + ("fms", "fc"), co, co)
+    c_last = cfg.block_channels[-1][1]
+    out += _bn("pre_gru_bn" if seed else "bn_before_gru", ("pre_gru_bn",), c_last)
+    h = cfg.gru_hidden
+    for layer in range(cfg.gru_layers):
+        d_in = c_last if layer == 0 else h
+        fp = ("gru", f"l{layer}")
+        out += [
+            Entry(f"gru.weight_ih_l{layer}", "params", fp + ("w_ih",), "gru", (3 * h, d_in)),
+            Entry(f"gru.weight_hh_l{layer}", "params", fp + ("w_hh",), "gru", (3 * h, h)),
+            Entry(f"gru.bias_ih_l{layer}", "params", fp + ("b_ih",), "identity", (3 * h,)),
+            Entry(f"gru.bias_hh_l{layer}", "params", fp + ("b_hh",), "identity", (3 * h,)),
+        ]
+    out += _linear("fc" if seed else "fc1_gru", ("fc",), cfg.embedding_dim, h)
+    out += _linear("classifier" if seed else "fc2_gru", ("classifier",), cfg.num_classes,
+                   cfg.embedding_dim)
+    if cfg.stored_class_weights is not None:
+        if not seed:
+            raise CheckpointError("the official layout has no class_weights tensor; "
+                                  "set stored_class_weights=None")
+        out.append(Entry("class_weights", "buffers", ("class_weights",), "identity",
+                         (cfg.num_classes,)))
+    return out
+
+
+def expected_torch_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """torch key -> shape for every key of a real checkpoint of this config."""
+    return {e.torch_key: e.torch_shape for e in table(cfg)}
+
+
+def _to_flax(value: np.ndarray, transform: Transform) -> np.ndarray:
+    if transform == "count":
+        return np.asarray(value, dtype=np.int32)
+    value = np.asarray(value, dtype=np.float32)
+    if transform == "conv":
+        return np.ascontiguousarray(value.transpose(2, 1, 0))
+    if transform in ("linear", "gru"):
+        return np.ascontiguousarray(value.T)
+    return value
+
+
+def _to_torch(value: Any, transform: Transform) -> np.ndarray:
+    if transform == "count":
+        return np.asarray(value, dtype=np.int64)
+    value = np.asarray(value, dtype=np.float32)
+    if transform == "conv":
+        return np.ascontiguousarray(value.transpose(2, 1, 0))
+    if transform in ("linear", "gru"):
+        return np.ascontiguousarray(value.T)
+    return value
+
+
+def _short_list(items: list[str], limit: int = 12) -> str:
+    if len(items) <= limit:
+        return ", ".join(items)
+    return ", ".join(items[:limit]) + f", ... ({len(items) - limit} more)"
+
+
+def torch_to_flax(state_dict: Mapping[str, Any], cfg: ModelConfig) -> dict:
+    """Flax variables ``{"params", "batch_stats", "buffers"}`` from a torch state dict.
+
+    Values may be numpy arrays or CPU torch tensors. All problems (missing, unexpected and
+    misshapen keys) are reported together in ONE CheckpointError.
+    """
+    entries = table(cfg)
+    expected = {e.torch_key: e for e in entries}
+    arrays = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
+              for k, v in state_dict.items()}
+    missing = [k for k in expected if k not in arrays]
+    unexpected = sorted(k for k in arrays if k not in expected)
+    misshapen = [f"{k} {tuple(arrays[k].shape)} (expected {expected[k].torch_shape})"
+                 for k in expected if k in arrays and tuple(arrays[k].shape) != expected[k].torch_shape]
+    if missing or unexpected or misshapen:
+        parts = []
+        if missing:
+            parts.append(f"missing {len(missing)}: {_short_list(missing)}")
+        if unexpected:
+            parts.append(f"unexpected {len(unexpected)}: {_short_list(unexpected)}")
+        if misshapen:
+            parts.append(f"misshapen {len(misshapen)}: {_short_list(misshapen)}")
+        raise CheckpointError(
+            f"state dict does not match the {cfg.layout!r} layout of preset {cfg.name!r}: "
+            + "; ".join(parts)
+            + " (pick the preset matching the checkpoint, or override its fields)"
+        )
+    variables: dict[str, dict] = {"params": {}, "batch_stats": {}, "buffers": {}}
+    for e in entries:
+        node = variables[e.collection]
+        for p in e.path[:-1]:
+            node = node.setdefault(p, {})
+        node[e.path[-1]] = _to_flax(arrays[e.torch_key], e.transform)
+    return variables
+
+
+def flax_to_torch(variables: Mapping[str, Any], cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """Inverse of ``torch_to_flax`` (float32 tensors, int64 counters), in state-dict order."""
+    out: dict[str, np.ndarray] = {}
+    missing = []
+    for e in table(cfg):
+        node: Any = variables.get(e.collection, {})
+        try:
+            for p in e.path:
+                node = node[p]
+        except (KeyError, TypeError):
+            missing.append("/".join((e.collection,) + e.path))
+            continue
+        out[e.torch_key] = _to_torch(node, e.transform)
+    if missing:
+        raise CheckpointError(f"flax variables lack {len(missing)} entries: {_short_list(missing)}")
+    return out
+
+
+_SEED_MARKERS = ("sinc.", "front_bn.", "blocks.", "pre_gru_bn.", "classifier.")
+_OFFICIAL_MARKERS = ("first_bn.", "block0.0.", "fc_attention", "bn_before_gru.", "fc1_gru.", "fc2_gru.")
+
+
+def detect_layout(keys: Iterable[str]) -> Literal["seed", "official"]:
+    """"seed" or "official" from state-dict keys (a ``module.`` prefix is tolerated)."""
+    keys = [k[len("module."):] if k.startswith("module.") else k for k in keys]
+    seed = sum(any(k.startswith(m) for m in _SEED_MARKERS) for k in keys)
+    official = sum(any(k.startswith(m) for m in _OFFICIAL_MARKERS) for k in keys)
+    if seed and not official:
+        return "seed"
+    if official and not seed:
+        return "official"
+    sample = _short_list(sorted(keys)[:8], 8) if keys else "(no keys)"
+    raise CheckpointError(
+        "cannot tell the checkpoint layout: expected RawNet2 keys such as 'front_bn.weight' "
+        f"(seed) or 'first_bn.weight' (official), got {sample}"
+    )

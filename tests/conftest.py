@@ -1,0 +1,138 @@
+"""Shared test helpers (importable as ``from tests.conftest import ...``).
+
+* ``import_torch()`` / fixture ``torch``: torch or a clean skip.
+* ``speech_like(num_samples, batch=None, seed=0)``: a deterministic speech-like waveform.
+* ``assert_close(a, b, rtol, atol, name)``: allclose with max abs/rel differences in the message.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+
+def import_torch():
+    """torch, or skip the calling test with the reason."""
+    return pytest.importorskip("torch", reason="PyTorch not installed (pip install '.[torch]')")
+
+
+@pytest.fixture
+def torch():
+    return import_torch()
+
+
+def speech_like(num_samples: int, batch: int | None = None, seed: int = 0,
+                sample_rate: int = 16000) -> np.ndarray:
+    """Float32 (T,) or (B, T) waveform with the structure of voiced speech.
+
+    A glottal pulse train (f0 gliding 90..260 Hz with vibrato, different per row) drives three
+    formant resonators whose centre frequencies move between vowel targets; a syllable-rate
+    amplitude envelope, a little aspiration noise and a DC-free peak level of ~0.5 complete it.
+    Unlike white noise it has a harmonic, strongly coloured, non-stationary spectrum, which is
+    what exercises the sinc filters, the BN statistics and the GRU the way real audio does.
+    """
+    rng = np.random.default_rng(seed)
+    rows = 1 if batch is None else batch
+    t = np.arange(num_samples) / sample_rate
+    out = np.empty((rows, num_samples))
+    vowels = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480]])
+    for r in range(rows):
+        f0_start, f0_end = rng.uniform(90, 260, size=2)
+        f0 = np.linspace(f0_start, f0_end, num_samples) * (1 + 0.03 * np.sin(2 * np.pi * 5.5 * t))
+        phase = np.cumsum(f0) / sample_rate
+        pulses = np.diff(np.floor(phase), prepend=0.0)  # one impulse per glottal cycle
+        # Glottal flow derivative ~ decaying pulse: smooth the impulse train a little.
+        kernel = np.exp(-np.arange(40) / 6.0) * np.sin(np.arange(40) / 3.0)
+        src = np.convolve(pulses, kernel)[:num_samples] + 0.02 * rng.standard_normal(num_samples)
+        # Formant tracks: interpolate between random vowel targets.
+        n_targets = 4
+        targets = vowels[rng.integers(0, len(vowels), n_targets)].astype(float)
+        pos = np.linspace(0, num_samples - 1, n_targets)
+        y = src
+        for j in range(3):
+            fc = np.interp(np.arange(num_samples), pos, targets[:, j])
+            bw = 80.0 + 40.0 * j
+            rad = np.exp(-np.pi * bw / sample_rate)
+            a1 = -2 * rad * np.cos(2 * np.pi * fc / sample_rate)
+            a2 = rad * rad
+            z = np.zeros(num_samples)
+            z1 = z2 = 0.0
+            for n in range(num_samples):  # time-varying 2-pole resonator
+                v = y[n] - a1[n] * z1 - a2 * z2
+                z[n] = v
+                z2, z1 = z1, v
+            y = z * (1 - rad)
+        env = 0.6 + 0.4 * np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 2 * np.pi)) ** 2
+        y = y * env + 0.003 * rng.standard_normal(num_samples)
+        y -= y.mean()
+        out[r] = 0.5 * y / (np.max(np.abs(y)) + 1e-9)
+    out = out.astype(np.float32)
+    return out[0] if batch is None else out
+
+
+def assert_close(a, b, rtol: float = 1e-5, atol: float = 1e-6, name: str = "value") -> None:
+    """np.testing-style closeness check whose message names the tensor and the worst errors."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    assert a.shape == b.shape, f"{name}: shape {a.shape} != {b.shape}"
+    diff = np.abs(a - b)
+    if diff.size == 0:
+        return
+    tol = atol + rtol * np.abs(b)
+    bad = diff > tol
+    if np.any(bad) or not np.all(np.isfinite(a) == np.isfinite(b)):
+        rel = diff / np.maximum(np.abs(b), 1e-30)
+        worst = np.unravel_index(np.argmax(diff - tol), diff.shape)
+        raise AssertionError(
+            f"{name}: {int(bad.sum())}/{diff.size} elements off (rtol={rtol}, atol={atol}); "
+            f"max abs diff {diff.max():.3e}, max rel diff {rel.max():.3e}, "
+            f"worst at {tuple(int(i) for i in worst)}: {a[worst]:.8g} vs {b[worst]:.8g}; "
+            f"scale max|b| {np.abs(b).max():.3e}"
+        )
+
+
+def randomise_torch_model(model, x, seed: int = 0, stat_jitter: float = 0.1) -> None:
+    """Give a torch RawNet2 non-trivial, *realistic* weights and BN running statistics.
+
+    BN affine params are drawn around (1, 0). Running statistics are set, in forward order, from
+    the eval-mode input each BatchNorm actually receives for ``x`` (so every layer sees inputs
+    of a sane scale and nothing saturates), then jittered (mean shifted by ``stat_jitter`` std,
+    var scaled by U(0.7, 1.4)) so that eval differs from train mode. ``num_batches_tracked`` gets
+    a random count. Parameters keep torch's random default init.
+    """
+    torch = import_torch()
+    g = torch.Generator().manual_seed(seed)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+
+    def calibrate(mod, inputs):
+        v = inputs[0].detach()
+        dims = [0] + list(range(2, v.ndim))
+        mean, var = v.mean(dims), v.var(dims, unbiased=True)
+        var = torch.clamp(var, min=0.05 * float(var.mean()) + 1e-8)  # no near-constant channel
+        with torch.no_grad():
+            mod.running_mean.copy_(mean + stat_jitter * var.sqrt() * torch.randn(mean.shape, generator=g))
+            mod.running_var.copy_(var * torch.empty(var.shape).uniform_(0.7, 1.4, generator=g))
+            mod.num_batches_tracked.fill_(int(torch.randint(1, 100000, (1,), generator=g)))
+
+    with torch.no_grad():
+        for mod in bns:
+            mod.weight.uniform_(0.5, 1.5, generator=g)
+            mod.bias.normal_(0.0, 0.2, generator=g)
+    handles = [m.register_forward_pre_hook(calibrate) for m in bns]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.as_tensor(x))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
+def max_diffs(a, b) -> tuple[float, float]:
+    """(max abs diff, max abs diff / max |b|) for reporting."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    d = float(np.abs(a - b).max()) if a.size else 0.0
+    return d, d / max(float(np.abs(b).max()) if b.size else 0.0, 1e-30)
