@@ -1,0 +1,135 @@
+"""`rawnet2-jax score|evaluate|metrics`: in-process with a fake model, plus one end-to-end
+run of `score` on a tiny real model directory."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from rawnet2_jax import cli, scoring
+from tests.test_scoring import SR, T, FakeModel, _records
+
+
+@pytest.fixture()
+def fake_model(monkeypatch):
+    model = FakeModel()
+    monkeypatch.setattr(cli, "_load_model", lambda d: model)
+    return model
+
+
+@pytest.fixture()
+def wavs(tmp_path):
+    d = tmp_path / "wavs"
+    d.mkdir()
+    sf.write(d / "good.wav", np.full(T, 0.2, np.float32) + 0.01 * np.sin(np.arange(T)).astype(np.float32), SR,
+             subtype="FLOAT")
+    sf.write(d / "nan.wav", np.array([0.1, np.nan] * T, np.float32), SR, subtype="FLOAT")
+    (d / "corrupt.flac").write_bytes(b"fLaC\x00\x00\x00garbage")
+    return d
+
+
+def test_score_json_and_bad_files(fake_model, wavs, tmp_path, capsys):
+    rc = cli.main(["score", "--checkpoint", "x", str(wavs), str(tmp_path / "missing.wav"), "--json", "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 1
+    out = json.loads(cap.out)
+    assert out["num_scored"] == 1 and out["num_failed"] == 3
+    good = [f for f in out["files"] if f["path"].endswith("good.wav")][0]
+    assert good["log_odds"] > 0 and 0 <= good["spoof_probability"] < 0.5
+    err_lines = [l for l in cap.err.splitlines() if l.startswith("error: ")]
+    assert len(err_lines) == 3
+    assert any("nan.wav" in l for l in err_lines) and any("corrupt.flac" in l for l in err_lines)
+    assert any("missing.wav" in l for l in err_lines)
+
+
+def test_score_table_csv_output_file_all_good(fake_model, wavs, tmp_path, capsys):
+    good = str(wavs / "good.wav")
+    assert cli.main(["score", "--checkpoint", "x", good, "--no-progress"]) == 0
+    assert "bona fide" in capsys.readouterr().out
+    out = tmp_path / "s.csv"
+    assert cli.main(["score", "--checkpoint", "x", good, "--csv", "--windows", "-o", str(out), "--no-progress"]) == 0
+    rows = out.read_text().splitlines()
+    assert rows[0].startswith("path,spoof_probability,log_odds") and rows[1].startswith(good)
+
+
+def test_score_checkpoint_error_is_one_line(tmp_path, wavs, capsys):
+    rc = cli.main(["score", "--checkpoint", str(tmp_path / "no_model"), str(wavs / "good.wav"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_evaluate_with_fake_source(fake_model, monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(scoring, "open_split", lambda dataset, split, data_dir: _records())
+    out = tmp_path / "out"
+    rc = cli.main(["evaluate", "--checkpoint", "x", "--split", "dev", "--data-dir", str(tmp_path),
+                   "--out", str(out), "--batch-size", "4", "--no-progress"])
+    assert rc == 0, capsys.readouterr().err
+    assert "EER:" in capsys.readouterr().out
+    names = set(os.listdir(out))
+    assert {"scores_asvspoof2019_la_dev.txt", "summary.json", "per_attack.txt", "per_attack.csv",
+            "det.png", "det_per_attack.png", "score_histogram.png"} <= names
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["checkpoint"].endswith("x") and "min_tdcf" not in summary
+    # The written score file goes through the metrics alias unchanged.
+    assert cli.main(["metrics", str(out / "scores_asvspoof2019_la_dev.txt"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["eer"] == pytest.approx(summary["eer"])
+
+
+def test_evaluate_missing_data_dir(fake_model, tmp_path, capsys):
+    rc = cli.main(["evaluate", "--checkpoint", "x", "--split", "dev", "--data-dir", str(tmp_path / "nope"),
+                   "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "does not exist" in err and err.count("\n") == 1
+
+
+def test_metrics_alias_and_usage(tmp_path, capsys):
+    p = tmp_path / "s.txt"
+    p.write_text("a - bonafide 1\nb A01 spoof 0\nc A01 spoof 0.5\n")
+    assert cli.main(["metrics", str(p), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["eer"] == 0.0
+    assert cli.main(["metrics", str(tmp_path / "none.txt")]) == 1
+    with pytest.raises(SystemExit) as e:
+        cli.main(["metrics", "--help"])
+    assert e.value.code == 0 and "rawnet2-jax metrics" in capsys.readouterr().out
+    assert cli.main([]) == 2
+    with pytest.raises(SystemExit) as e:
+        cli.main(["score"])  # --checkpoint and PATH missing
+    assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
+
+
+@pytest.mark.slow
+def test_score_end_to_end_with_real_model(tmp_path):
+    """`rawnet2-jax score` in a subprocess on a tiny model directory saved by checkpoint.py."""
+    from rawnet2_jax import checkpoint as ck
+    from rawnet2_jax.config import get_config
+    from rawnet2_jax.model import init_variables
+
+    cfg = get_config("caa_rawnet2", sinc_filters=8, sinc_kernel_size=17, first_block_channels=8,
+                     second_block_channels=16, gru_hidden=16, embedding_dim=16, num_samples=2200)
+    ck.save_model(tmp_path / "model", init_variables(cfg, 0, num_samples=cfg.num_samples), cfg)
+    rng = np.random.default_rng(0)
+    sf.write(tmp_path / "a.wav", (0.1 * rng.standard_normal(3000)).astype(np.float32), 16000)
+    sf.write(tmp_path / "b.flac", (0.1 * rng.standard_normal((5000, 2))).astype(np.float32), 22050)
+    (tmp_path / "broken.wav").write_bytes(b"RIFFxxxxWAVEjunk")
+    res = subprocess.run(
+        [sys.executable, "-m", "rawnet2_jax.cli", "score", "--checkpoint", str(tmp_path / "model"),
+         str(tmp_path), "--json", "--no-progress", "--windows"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert res.returncode == 1, res.stderr
+    out = json.loads(res.stdout)
+    assert out["num_scored"] == 2 and out["num_failed"] == 1
+    for f in out["files"]:
+        if f["error"] is None:
+            assert np.isfinite(f["log_odds"])
+            assert f["spoof_probability"] == pytest.approx(1 / (1 + np.exp(f["log_odds"])))
+    assert "broken.wav" in [l for l in res.stderr.splitlines() if l.startswith("error:")][0]
+    # Same numbers as the library on the same model.
+    m = ck.load_pretrained(tmp_path / "model")
+    lib = scoring.score_files(m, [tmp_path / "a.wav"], windows=True, progress=False)[0]
+    cli_a = [f for f in out["files"] if f["path"].endswith("a.wav")][0]
+    assert cli_a["log_odds"] == pytest.approx(lib.log_odds, rel=1e-5, abs=1e-6)
