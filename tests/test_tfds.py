@@ -122,7 +122,7 @@ def test_generator_builder_fails_past_buffer_without_tf(tmp_path, monkeypatch):
     # Control experiment: with the buffer lowered to 10 kB, 30 x 4 kB examples spill through
     # tf.io.gfile, which needs TensorFlow -> the default TFDS path cannot build the split.
     monkeypatch.setattr(tfds_shuffle, "MAX_MEM_BUFFER_SIZE", 10_000)
-    with pytest.raises(Exception):
+    with pytest.raises(ModuleNotFoundError, match="tensorflow"):
         _SpillProbe(data_dir=str(tmp_path), file_format="array_record").download_and_prepare()
 
 
