@@ -47,20 +47,20 @@ TRAIN_ATTACKS = ("A01", "A02", "A03", "A04")
 EVAL_ATTACKS = ("A07", "A08", "A16")
 _PREFIX = {"train": "T", "dev": "D", "eval": "E"}
 
-# Vowel formants (Hz) of an adult male vocal tract: F1, F2, F3, F4.
+# Vowel formants (Hz) of an adult male vocal tract: F1..F5.
 _VOWELS = np.array(
     [
-        [730, 1090, 2440, 3400],  # a
-        [530, 1840, 2480, 3500],  # e
-        [270, 2290, 3010, 3700],  # i
-        [570, 840, 2410, 3300],  # o
-        [300, 870, 2240, 3300],  # u
-        [660, 1720, 2410, 3400],  # ae
-        [490, 1350, 1690, 3300],  # er
+        [730, 1090, 2440, 3400, 4500],  # a
+        [530, 1840, 2480, 3500, 4600],  # e
+        [270, 2290, 3010, 3700, 4700],  # i
+        [570, 840, 2410, 3300, 4400],  # o
+        [300, 870, 2240, 3300, 4400],  # u
+        [660, 1720, 2410, 3400, 4500],  # ae
+        [490, 1350, 1690, 3300, 4500],  # er
     ],
     dtype=np.float64,
 )
-_BANDWIDTHS = np.array([80.0, 100.0, 140.0, 200.0])
+_BANDWIDTHS = np.array([80.0, 100.0, 140.0, 200.0, 300.0])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,13 +147,22 @@ def _speech(rng: np.random.Generator, spk: _Speaker, n: int, *, monotone=False, 
     out = np.zeros(n)
     bw_scale = 3.0 if smooth else 1.0
     for a, b in bounds:
-        v = _VOWELS[rng.integers(len(_VOWELS))] * spk.tract * rng.uniform(0.95, 1.05, 4)
+        v = _VOWELS[rng.integers(len(_VOWELS))] * spk.tract * rng.uniform(0.95, 1.05, 5)
         v = np.minimum(v, 0.45 * SR)
         seg = signal.sosfilt(_resonator_sos(v, _BANDWIDTHS * bw_scale), exc[a:b])
         m = b - a
         env = np.sin(np.pi * np.arange(m) / max(m, 1)) ** 0.7
         out[a:b] = seg * env * rng.uniform(0.6, 1.0)
     out /= np.max(np.abs(out)) + 1e-9
+    # Fricative-like consonants: band-passed noise bursts at some syllable onsets.
+    lo = rng.uniform(2500, 3500)
+    sos = signal.butter(4, [lo, 7000], btype="bandpass", fs=SR, output="sos")
+    fric = signal.sosfilt(sos, rng.standard_normal(n))
+    fric /= np.max(np.abs(fric)) + 1e-9
+    for a, _ in bounds:
+        if rng.random() < 0.6:
+            m = min(n - a, int(SR * rng.uniform(0.04, 0.12)))
+            out[a : a + m] += fric[a : a + m] * np.hanning(m) * rng.uniform(0.15, 0.4)
     return out
 
 
