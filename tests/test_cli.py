@@ -101,22 +101,31 @@ def test_metrics_alias_and_usage(tmp_path, capsys):
     assert e.value.code == 2 and capsys.readouterr().err.count("\n") == 1
 
 
-@pytest.mark.slow
-def test_score_end_to_end_with_real_model(tmp_path):
-    """`rawnet2-jax score` in a subprocess on a tiny model directory saved by checkpoint.py."""
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory):
+    """A tiny real model directory saved by checkpoint.py."""
     from rawnet2_jax import checkpoint as ck
     from rawnet2_jax.config import get_config
     from rawnet2_jax.model import init_variables
 
     cfg = get_config("caa_rawnet2", sinc_filters=8, sinc_kernel_size=17, first_block_channels=8,
                      second_block_channels=16, gru_hidden=16, embedding_dim=16, num_samples=2200)
-    ck.save_model(tmp_path / "model", init_variables(cfg, 0, num_samples=cfg.num_samples), cfg)
+    d = tmp_path_factory.mktemp("model") / "model"
+    ck.save_model(d, init_variables(cfg, 0, num_samples=cfg.num_samples), cfg)
+    return d
+
+
+@pytest.mark.slow
+def test_score_end_to_end_with_real_model(tmp_path, tiny_model_dir):
+    """`rawnet2-jax score` in a subprocess on a real (tiny) model directory."""
+    from rawnet2_jax import checkpoint as ck
+
     rng = np.random.default_rng(0)
     sf.write(tmp_path / "a.wav", (0.1 * rng.standard_normal(3000)).astype(np.float32), 16000)
     sf.write(tmp_path / "b.flac", (0.1 * rng.standard_normal((5000, 2))).astype(np.float32), 22050)
     (tmp_path / "broken.wav").write_bytes(b"RIFFxxxxWAVEjunk")
     res = subprocess.run(
-        [sys.executable, "-m", "rawnet2_jax.cli", "score", "--checkpoint", str(tmp_path / "model"),
+        [sys.executable, "-m", "rawnet2_jax.cli", "score", "--checkpoint", str(tiny_model_dir),
          str(tmp_path), "--json", "--no-progress", "--windows"],
         capture_output=True, text=True, timeout=300,
     )
@@ -129,7 +138,46 @@ def test_score_end_to_end_with_real_model(tmp_path):
             assert f["spoof_probability"] == pytest.approx(1 / (1 + np.exp(f["log_odds"])))
     assert "broken.wav" in [l for l in res.stderr.splitlines() if l.startswith("error:")][0]
     # Same numbers as the library on the same model.
-    m = ck.load_pretrained(tmp_path / "model")
+    m = ck.load_pretrained(tiny_model_dir)
     lib = scoring.score_files(m, [tmp_path / "a.wav"], windows=True, progress=False)[0]
     cli_a = [f for f in out["files"] if f["path"].endswith("a.wav")][0]
     assert cli_a["log_odds"] == pytest.approx(lib.log_odds, rel=1e-5, abs=1e-6)
+
+
+@pytest.mark.slow
+def test_evaluate_end_to_end_on_built_tfds_split(tmp_path, tiny_model_dir, capsys):
+    """`rawnet2-jax evaluate` on a tiny ASVspoof 2019 LA tree built with the real TFDS builder."""
+    from rawnet2_jax import checkpoint as ck
+    from rawnet2_jax.data import asvspoof2019_la
+    from rawnet2_jax.metrics import read_cm_scores
+    from tests.data_fixtures import write_la_tree
+
+    expected = write_la_tree(tmp_path / "corpus", n={"train": 3, "dev": 3, "eval": 9})
+    asvspoof2019_la.build(tmp_path / "corpus", tmp_path / "data")
+    asv = tmp_path / "asv_eval.txt"
+    rng = np.random.default_rng(0)
+    asv.write_text("\n".join(
+        [f"bonafide target {rng.normal(3, 1):.3f}" for _ in range(20)]
+        + [f"bonafide nontarget {rng.normal(-2, 1):.3f}" for _ in range(20)]
+        + [f"{a} spoof {rng.normal(0, 2):.3f}" for a in ("A07", "A10", "A16") for _ in range(5)]
+    ) + "\n")
+    out = tmp_path / "out"
+    rc = cli.main(["evaluate", "--checkpoint", str(tiny_model_dir), "--split", "eval", "--data-dir",
+                   str(tmp_path / "data"), "--asv-scores", str(asv), "--out", str(out), "--batch-size", "4",
+                   "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    cm = read_cm_scores(out / "scores_asvspoof2019_la_eval.txt")
+    recs = expected["eval"]
+    assert cm.utt_ids == [r["utt_id"] for r in recs]
+    assert cm.attacks == [r["attack"] for r in recs]
+    assert cm.keys == ["bonafide" if r["label"] else "spoof" for r in recs]
+    # Scores = logit[1] - logit[0] of the model on the padded/cut audio, as in training.
+    from rawnet2_jax.audio import fit_length, pcm16_to_float
+
+    m = ck.load_pretrained(tiny_model_dir)
+    x = np.stack([fit_length(pcm16_to_float(r["pcm"]), m.config.num_samples, m.config.pad_mode) for r in recs])
+    np.testing.assert_allclose(cm.scores, m.scores(x), rtol=1e-4, atol=1e-5)
+    summary = json.loads((out / "summary.json").read_text())
+    assert {"eer", "min_tdcf", "per_attack"} <= set(summary)
+    assert set(summary["per_attack"]) == {r["attack"] for r in recs if r["attack"] != "-"}
