@@ -34,6 +34,10 @@ whole file.
 Output per file: P(spoof) = softmax[0] and log-odds = logit[1] - logit[0] (> 0 leans bona
 fide; 0 is not a calibrated threshold). A file that cannot be scored is reported on one
 line on stderr and the others are still scored; the exit status is then 1.
+
+examples:
+  rawnet2-jax score --checkpoint models/caa_rawnet2 clip.wav other.flac
+  rawnet2-jax score --checkpoint runs/demo recordings/ --windows --csv -o scores.csv
 """
 
 EVALUATE_HELP = """\
@@ -44,6 +48,11 @@ det_per_attack.png, score_histogram.png and summary.json (EER in %, min t-DCF, p
 
 For the min t-DCF give --asv-scores: the organisers' ASV score file OF THE SAME SPLIT,
 LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt.
+
+example:
+  rawnet2-jax evaluate --checkpoint models/caa_rawnet2 --split eval --data-dir ~/tfds \\
+      --asv-scores LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.eval.gi.trl.scores.txt \\
+      --out results/eval
 """
 
 

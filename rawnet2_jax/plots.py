@@ -138,6 +138,7 @@ _TRAIN_LOSS_KEYS = ("train_loss", "loss")
 _DEV_LOSS_KEYS = ("dev_loss", "val_loss")
 _DEV_EER_KEYS = ("dev_eer", "eer", "val_eer")
 _LR_KEYS = ("lr", "learning_rate")
+_DEV_TDCF_KEYS = ("dev_min_tdcf",)
 
 
 def _series(records, keys):
@@ -159,8 +160,9 @@ def plot_learning_curves(records: Sequence[Mapping], path="learning_curves.png",
 
     Each record is a dict; recognised keys (missing ones are skipped, as are None/NaN
     values): ``epoch`` (default 1, 2, ...), ``train_loss``/``loss``, ``dev_loss``/
-    ``val_loss``, ``dev_eer``/``eer``/``val_eer`` (percent), ``lr``/``learning_rate``.
-    Three panels: losses, dev EER, learning rate (log scale).
+    ``val_loss``, ``dev_eer``/``eer``/``val_eer`` (percent), ``dev_min_tdcf`` (right axis
+    of the EER panel), ``lr``/``learning_rate``. Three panels: losses, dev EER (+ min
+    t-DCF), learning rate (log scale when it spans more than a decade).
 
     Returns:
         The path written.
@@ -194,6 +196,13 @@ def plot_learning_curves(records: Sequence[Mapping], path="learning_curves.png",
         ax_eer.plot(epochs[best], y[best], "*", ms=12, color="gold", mec="k", label=f"best {y[best]:.3f} %")
         ax_eer.legend(fontsize="small")
     ax_eer.set_ylabel("dev EER (%)")
+    key, tdcf = _series(records, _DEV_TDCF_KEYS)
+    if key is not None and np.isfinite(tdcf).any():
+        ax_tdcf = ax_eer.twinx()
+        ok = np.isfinite(tdcf)
+        ax_tdcf.plot(epochs[ok], tdcf[ok], marker="s", ms=3, ls="--", color="tab:gray", label="dev min t-DCF")
+        ax_tdcf.set_ylabel("dev min t-DCF")
+        ax_tdcf.legend(loc="upper center", fontsize="small")
     key, lr = _series(records, _LR_KEYS)
     if draw(ax_lr, _LR_KEYS, "learning rate", color="tab:purple", drawstyle="steps-post"):
         if np.nanmin(lr) > 0 and np.nanmax(lr) / np.nanmin(lr) > 10:

@@ -45,7 +45,8 @@ def test_score_histogram_png(tmp_path, scores):
 
 def test_learning_curves_png(tmp_path):
     records = [
-        {"epoch": i + 1, "train_loss": 1 / (i + 1), "dev_loss": 1.1 / (i + 1), "dev_eer": 10 / (i + 1), "lr": 1e-4 / 2 ** (i // 3)}
+        {"epoch": i + 1, "train_loss": 1 / (i + 1), "dev_loss": 1.1 / (i + 1), "dev_eer": 10 / (i + 1), "lr": 1e-4 / 2 ** (i // 3),
+         "dev_min_tdcf": 0.5 / (i + 1) if i else None}
         for i in range(8)
     ]
     plots.plot_learning_curves(records, tmp_path / "lc.png", title="demo")
