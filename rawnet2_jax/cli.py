@@ -189,6 +189,9 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         _err(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
         return 1
+    except OSError as e:  # e.g. --output in a folder that does not exist
+        _err(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
+        return 1
     except KeyboardInterrupt:
         _err("interrupted")
         return 130

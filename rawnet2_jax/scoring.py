@@ -25,7 +25,6 @@ import csv
 import dataclasses
 import io
 import json
-import math
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -546,6 +545,14 @@ def evaluate_split(
     write_cm_scores(score_file, utts, attacks, keys, scores)
     cm = read_cm_scores(score_file)  # what a user re-evaluating the file would get
     report = evaluate_scores(cm, asv, tdcf_version=tdcf_version)
+    if asv_scores:
+        name = os.path.basename(os.fspath(asv_scores)).lower()
+        other = {"dev": ".eval.", "eval": ".dev."}.get(split)
+        if other and other in name:
+            report.warnings.append(
+                f"--asv-scores {name} looks like the ASV file of another split than {split!r}; "
+                "the min t-DCF needs the ASV scores of the same split"
+            )
 
     summary = {
         "dataset": dataset,

@@ -56,6 +56,13 @@ def test_score_table_csv_output_file_all_good(fake_model, wavs, tmp_path, capsys
     assert rows[0].startswith("path,spoof_probability,log_odds") and rows[1].startswith(good)
 
 
+def test_score_output_to_missing_folder(fake_model, wavs, tmp_path, capsys):
+    rc = cli.main(["score", "--checkpoint", "x", str(wavs / "good.wav"), "-o", str(tmp_path / "no" / "s.txt"),
+                   "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.startswith("error: ") and "s.txt" in err and err.count("\n") == 1
+
+
 def test_score_checkpoint_error_is_one_line(tmp_path, wavs, capsys):
     rc = cli.main(["score", "--checkpoint", str(tmp_path / "no_model"), str(wavs / "good.wav"), "--no-progress"])
     err = capsys.readouterr().err
@@ -74,6 +81,14 @@ def test_evaluate_with_fake_source(fake_model, monkeypatch, tmp_path, capsys):
             "det.png", "det_per_attack.png", "score_histogram.png"} <= names
     summary = json.loads((out / "summary.json").read_text())
     assert summary["checkpoint"].endswith("x") and "min_tdcf" not in summary
+    # An ASV file of the other split is flagged.
+    asv = tmp_path / "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt"
+    asv.write_text("bonafide target 3\nbonafide target 2\nbonafide nontarget -1\nbonafide nontarget 2.5\n"
+                   "A07 spoof 1\nA08 spoof 4\n")
+    rc = cli.main(["evaluate", "--checkpoint", "x", "--split", "dev", "--data-dir", str(tmp_path),
+                   "--out", str(out), "--batch-size", "4", "--no-progress", "--asv-scores", str(asv)])
+    cap = capsys.readouterr()
+    assert rc == 0 and "another split" in cap.err and "min t-DCF:" in cap.out
     # The written score file goes through the metrics alias unchanged.
     assert cli.main(["metrics", str(out / "scores_asvspoof2019_la_dev.txt"), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["eer"] == pytest.approx(summary["eer"])

@@ -378,3 +378,18 @@ def test_metrics_import_does_not_load_jax():
     code = "import sys, rawnet2_jax.metrics, rawnet2_jax.metrics.__main__; print('jax' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_undefined_tdcf_for_one_attack_is_a_warning_not_a_failure():
+    rng = np.random.default_rng(9)
+    cm = parse_cm_scores(_cm_lines(rng, attacks=("A01", "A02")))
+    lines = [f"bonafide target {rng.normal(3, 1):.4f}" for _ in range(40)]
+    lines += [f"bonafide nontarget {rng.normal(-2, 1):.4f}" for _ in range(40)]
+    lines += ["A01 spoof -100"] * 5 + ["A02 spoof 5"] * 5  # the ASV rejects every A01 spoof: C2 = 0
+    rep = evaluate_scores(cm, parse_asv_scores(lines))
+    assert rep.min_tdcf is not None and rep.per_attack["A02"].min_tdcf is not None
+    assert rep.per_attack["A01"].min_tdcf is None
+    assert any("A01" in w and "undefined" in w for w in rep.warnings)
+    d = rep.to_dict()
+    assert "min_tdcf" not in d["per_attack"]["A01"] and "min_tdcf" in d["per_attack"]["A02"]
+    assert "A01" in rep.format_table()

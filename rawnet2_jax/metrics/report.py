@@ -47,6 +47,7 @@ class EvalReport:
         out: dict = {"eer": 100.0 * self.eer, "eer_threshold": self.eer_threshold}
         if self.min_tdcf is not None:
             out["min_tdcf"] = self.min_tdcf
+        if self.tdcf_version is not None:
             out["t_dcf_version"] = self.tdcf_version
         out["n_bonafide"] = self.n_bonafide
         out["n_spoof"] = self.n_spoof
@@ -76,10 +77,11 @@ class EvalReport:
             f"trials:     {self.n_bonafide:,} bona fide, {self.n_spoof:,} spoof",
             f"EER:        {100 * self.eer:.4f} %   (CM threshold {self.eer_threshold:.6g})",
         ]
-        if self.min_tdcf is not None:
+        if self.asv is not None:
             a = self.asv
+            value = "undefined" if self.min_tdcf is None else f"{self.min_tdcf:.6f}"
             lines.append(
-                f"min t-DCF:  {self.min_tdcf:.6f}   ({self.tdcf_version} formulation; ASV EER "
+                f"min t-DCF:  {value}   ({self.tdcf_version} formulation; ASV EER "
                 f"{100 * a.eer:.3f} %, Pfa {100 * a.p_fa:.3f} %, Pmiss {100 * a.p_miss:.3f} %, "
                 f"Pmiss_spoof {100 * a.p_miss_spoof:.3f} %)"
             )
@@ -89,13 +91,13 @@ class EvalReport:
             lines.append("")
             width = max(6, *(len(k) for k in self.per_attack))
             header = f"{'attack':<{width}}  {'spoofs':>8}  {'EER (%)':>9}"
-            if self.min_tdcf is not None:
+            if self.asv is not None:
                 header += f"  {'min t-DCF':>10}"
             lines.append(header)
             for name, r in self.per_attack.items():
                 row = f"{name:<{width}}  {r.n_spoof:>8,}  {100 * r.eer:>9.4f}"
-                if r.min_tdcf is not None:
-                    row += f"  {r.min_tdcf:>10.6f}"
+                if self.asv is not None:
+                    row += f"  {r.min_tdcf:>10.6f}" if r.min_tdcf is not None else f"  {'-':>10}"
                 lines.append(row)
         return "\n".join(lines)
 
@@ -131,6 +133,16 @@ def _tie_warnings(bona, spoof) -> list[str]:
                 "saturated probabilities? Score with the log-odds logit[1] - logit[0]"
             )
     return out
+
+
+def _safe_min_tdcf(bona, spoof, rates, version, cost_model, what, warnings) -> float | None:
+    """min t-DCF, or None plus a warning where the ASV operating point leaves it undefined
+    (the EER and the other attacks are still reported)."""
+    try:
+        return min_tdcf(bona, spoof, rates, version, cost_model)[0]
+    except MetricsError as e:
+        warnings.append(f"min t-DCF ({what}) not computed: {e}")
+        return None
 
 
 def evaluate_scores(
@@ -170,7 +182,7 @@ def evaluate_scores(
                     "nontarget and spoof ASV scores"
                 )
         asv_pooled = asv_error_rates(tar, non, asv_spoof)
-        tdcf, _ = min_tdcf(bona, spoof, asv_pooled, tdcf_version, cost_model)
+        tdcf = _safe_min_tdcf(bona, spoof, asv_pooled, tdcf_version, cost_model, "pooled", warnings)
         asv_sources = {s for s, k in zip(asv.sources, asv.keys) if k == "spoof"}
 
     per_attack: dict[str, AttackResult] = {}
@@ -191,7 +203,7 @@ def evaluate_scores(
             else:
                 rates = asv_pooled
             result.asv = rates
-            result.min_tdcf, _ = min_tdcf(bona, s, rates, tdcf_version, cost_model)
+            result.min_tdcf = _safe_min_tdcf(bona, s, rates, tdcf_version, cost_model, attack, warnings)
         per_attack[attack] = result
 
     return EvalReport(
