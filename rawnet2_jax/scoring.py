@@ -292,7 +292,7 @@ def score_files(
         hop_seconds: window hop (default: the window length, no overlap).
         batch_size: rows per model call; every call gets exactly this many rows.
         max_seconds: refuse longer files (``None``: any length).
-        progress: tqdm bar on stderr.
+        progress: tqdm bar on stderr (only when stderr is a terminal).
         on_error: called with each failed :class:`FileScore` as soon as it fails.
         load_workers: threads decoding files ahead of the model.
 
@@ -313,7 +313,7 @@ def score_files(
     entries = expand_inputs(paths)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(entries), desc="scoring", unit="file", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(entries), desc="scoring", unit="file", disable=None if progress else True, dynamic_ncols=True)
 
     def done(fs: FileScore) -> None:
         bar.update(1)
@@ -492,7 +492,7 @@ def score_source(
         recorder, model.config, batch_size, process_index=0, process_count=1, local_device_count=1
     )
     total = num_eval_batches(len(source), batch_size)
-    for batch in tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress, dynamic_ncols=True):
+    for batch in tqdm(batches, total=total, desc=desc, unit="batch", disable=None if progress else True, dynamic_ncols=True):
         mask = np.asarray(batch["mask"], dtype=bool)
         lo = log_odds(model.logits(np.asarray(batch["audio"], dtype=np.float32)))[mask]
         scores.append(lo)
