@@ -492,12 +492,18 @@ def score_source(
         recorder, model.config, batch_size, process_index=0, process_count=1, local_device_count=1
     )
     total = num_eval_batches(len(source), batch_size)
-    for batch in tqdm(batches, total=total, desc=desc, unit="batch", disable=None if progress else True, dynamic_ncols=True):
-        mask = np.asarray(batch["mask"], dtype=bool)
-        lo = log_odds(model.logits(np.asarray(batch["audio"], dtype=np.float32)))[mask]
-        scores.append(lo)
-        keys.extend("bonafide" if int(l) == 1 else "spoof" for l in np.asarray(batch["label"])[mask])
-        utts.extend(str(u) for u in np.asarray(batch["utt_id"])[mask])
+    bar = tqdm(batches, total=total, desc=desc, unit="batch", disable=None if progress else True, dynamic_ncols=True)
+    try:
+        for batch in bar:
+            mask = np.asarray(batch["mask"], dtype=bool)
+            lo = log_odds(model.logits(np.asarray(batch["audio"], dtype=np.float32)))[mask]
+            scores.append(lo)
+            keys.extend("bonafide" if int(v) == 1 else "spoof" for v in np.asarray(batch["label"])[mask])
+            utts.extend(str(u) for u in np.asarray(batch["utt_id"])[mask])
+    except (ValueError, KeyError) as e:  # a record the pipeline cannot use
+        raise DataError(f"{desc}: unusable record ({type(e).__name__}: {_one_line(e)}); rebuild the dataset") from None
+    finally:
+        bar.close()
     all_scores = np.concatenate(scores) if scores else np.zeros(0)
     bad = int(np.sum(~np.isfinite(all_scores)))
     if bad:

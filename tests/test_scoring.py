@@ -274,3 +274,11 @@ def test_evaluate_split_bad_inputs(tmp_path):
         scoring.evaluate_split(FakeModel(), dataset="asvspoof2019_la", split="dev", data_dir=tmp_path,
                                out_dir=tmp_path / "o", asv_scores=tmp_path / "missing_asv.txt",
                                source=_records(), progress=False)
+
+
+def test_evaluate_split_bad_record(tmp_path):
+    recs = _records()
+    recs[3] = {"audio": b"", "label": 1, "attack": b"-", "utt_id": b"LA_E_empty"}
+    with pytest.raises(scoring.DataError, match="unusable record"):
+        scoring.evaluate_split(FakeModel(), dataset="asvspoof2019_la", split="dev", data_dir=tmp_path,
+                               out_dir=tmp_path / "o", source=recs, progress=False)
