@@ -91,4 +91,8 @@ def protocol_counts(manual_dir: str | os.PathLike) -> dict[str, int]:
 def build(manual_dir: str | os.PathLike, data_dir: str | os.PathLike, *, overwrite: bool = False):
     """Build (or reuse) ``asvspoof2019_la`` under ``data_dir``; counts checked against the protocols."""
     counts = protocol_counts(manual_dir)
+    official = {s: n for s, (n, _) in P.LA_OFFICIAL_COUNTS.items()}
+    if counts != official:
+        C.log.info("asvspoof2019_la: protocol counts %s differ from the official %s (subset or demo corpus)",
+                   counts, official)
     return C.build(Asvspoof2019La, manual_dir=manual_dir, data_dir=data_dir, expected_counts=counts, overwrite=overwrite)
