@@ -127,9 +127,11 @@ def expected_torch_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
 
 
 def _to_flax(value: np.ndarray, transform: Transform) -> np.ndarray:
+    # np.array copies: torch's .numpy() shares memory with the module, whose in-place updates
+    # (e.g. running stats in train mode) must not leak into the converted variables.
     if transform == "count":
-        return np.asarray(value, dtype=np.int32)
-    value = np.asarray(value, dtype=np.float32)
+        return np.array(value, dtype=np.int32)
+    value = np.array(value, dtype=np.float32)
     if transform == "conv":
         return np.ascontiguousarray(value.transpose(2, 1, 0))
     if transform in ("linear", "gru"):
@@ -139,8 +141,8 @@ def _to_flax(value: np.ndarray, transform: Transform) -> np.ndarray:
 
 def _to_torch(value: Any, transform: Transform) -> np.ndarray:
     if transform == "count":
-        return np.asarray(value, dtype=np.int64)
-    value = np.asarray(value, dtype=np.float32)
+        return np.array(value, dtype=np.int64)
+    value = np.array(value, dtype=np.float32)
     if transform == "conv":
         return np.ascontiguousarray(value.transpose(2, 1, 0))
     if transform in ("linear", "gru"):

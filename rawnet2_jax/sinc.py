@@ -103,6 +103,18 @@ def official_filters(cfg: ModelConfig) -> Array:
 # --------------------------------------------------------------------------------------------
 
 
+def _torch_abs(x: Array) -> Array:
+    # |x| whose gradient at 0 is 0, as torch.abs (jnp.abs gives 1): the seed's first filter
+    # has low_hz_ == 0 exactly, so this matters when the sinc tensors are learnable.
+    return x * jnp.sign(x)
+
+
+def _torch_clamp(x: Array, lo: float, hi: float) -> Array:
+    # torch.clamp passes the gradient on the closed interval [lo, hi]; jnp.clip halves it at
+    # the bounds (the seed's last filter ends exactly at sr / 2).
+    return jnp.where((x >= lo) & (x <= hi), x, jnp.clip(x, lo, hi))
+
+
 def sincnet_filters(
     low_hz_: Array,  # (C, 1)
     band_hz_: Array,  # (C, 1)
@@ -113,8 +125,8 @@ def sincnet_filters(
     min_band_hz: float,
 ) -> Array:
     """(C, K) SincConv_fast filter bank, jnp, differentiable in low_hz_ and band_hz_."""
-    low = min_low_hz + jnp.abs(low_hz_)  # (C, 1)
-    high = jnp.clip(low + min_band_hz + jnp.abs(band_hz_), min_low_hz, sample_rate / 2)
+    low = min_low_hz + _torch_abs(low_hz_)  # (C, 1)
+    high = _torch_clamp(low + min_band_hz + _torch_abs(band_hz_), min_low_hz, sample_rate / 2)
     band = (high - low)[:, 0]  # (C,)
     # sin(2 pi f_high t) - sin(2 pi f_low t) over pi t, the band-pass in closed form.
     left = ((jnp.sin(high * n_axis) - jnp.sin(low * n_axis)) / (n_axis / 2)) * window  # (C, K//2)

@@ -1,0 +1,265 @@
+"""Flax RawNet2 against the independent PyTorch references (convert/reference.py).
+
+* eval mode, every full preset, batch 1 and 4: logits and every intermediate;
+* train mode (reduced configs): outputs, intermediates and updated running statistics;
+* gradients of the class-weighted cross-entropy for every parameter (reduced configs).
+
+Weights are torch's random init, BN affine params random, BN running statistics calibrated on
+the input then jittered (``randomise_torch_model``); inputs are speech-like, not white noise.
+Tolerance: rtol 1e-5 plus an absolute term of ``ATOL_REL`` times the tensor's max magnitude
+(BatchNorm divides by running std, which scales float32 rounding up in some channels).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rawnet2_jax.config import PRESETS, get_config
+from rawnet2_jax.model import RawNet2
+from tests.conftest import assert_close, import_torch, randomise_torch_model, speech_like
+
+torch = import_torch()
+from convert.reference import reference_model  # noqa: E402  (needs torch)
+from convert.tables import flax_to_torch, torch_to_flax  # noqa: E402
+
+pytestmark = pytest.mark.parity
+
+ATOL_REL = 5e-5
+T_EVAL = 8000  # >= 3^6 frames after the sinc stage for every preset (1025-tap baseline: 3 frames)
+
+
+def _np(t):
+    return t.detach().cpu().numpy()
+
+
+def _compare(flax_out, torch_out, what: str, atol_rel: float = ATOL_REL):
+    logits_f, inter_f = flax_out
+    logits_t, inter_t = torch_out
+    b = _np(logits_t)
+    assert_close(np.asarray(logits_f), b, rtol=1e-5, atol=atol_rel * np.abs(b).max(),
+                 name=f"{what} logits")
+    assert set(inter_f) == set(inter_t), (sorted(inter_f), sorted(inter_t))
+    for name, tv in inter_t.items():
+        tv = _np(tv)
+        if tv.ndim == 3:
+            tv = tv.transpose(0, 2, 1)  # torch (B, C, T) -> flax (B, T, C)
+        assert_close(np.asarray(inter_f[name]), tv, rtol=1e-5, atol=atol_rel * np.abs(tv).max(),
+                     name=f"{what} {name}")
+
+
+def _eval_fn(cfg):
+    model = RawNet2(cfg)
+    return jax.jit(lambda v, x: model.apply(v, x, train=False))
+
+
+@pytest.fixture(scope="module", params=list(PRESETS))
+def full_preset(request):
+    cfg = PRESETS[request.param]
+    torch.manual_seed(0)
+    ref = reference_model(cfg)
+    randomise_torch_model(ref, speech_like(T_EVAL, batch=4, seed=11), seed=1)
+    ref.eval()
+    return cfg, ref, torch_to_flax(ref.state_dict(), cfg), _eval_fn(cfg)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_eval_full_preset(full_preset, batch):
+    cfg, ref, variables, fn = full_preset
+    x = speech_like(T_EVAL, batch=batch, seed=20 + batch)
+    with torch.no_grad():
+        want = ref(torch.from_numpy(x))
+    with jax.default_matmul_precision("highest"):
+        got = fn(variables, jnp.asarray(x))
+    _compare(got, want, f"{cfg.name} eval B={batch}")
+
+
+# ------------------------------------------------------------------------------------------
+# reduced configs: train mode and gradients
+# ------------------------------------------------------------------------------------------
+
+SMALL = dict(sinc_filters=12, first_block_channels=8, second_block_channels=16, gru_hidden=24,
+             embedding_dim=12)
+T_SMALL = 2600  # official: (2600 - 128) / 3 = 824 frames -> 1 after six pools of 3
+T_SMALL_SAME = 1100  # "same" padding, no sinc pool: 1100 frames -> 1 after six pools of 3
+
+
+def small(name: str, **overrides):
+    extra = {"sinc_kernel_size": 129} if name == "asvspoof2021_baseline" else {}
+    return get_config(name, **{**SMALL, **extra, **overrides})
+
+
+SMALL_CASES = {
+    "caa_rawnet2": small("caa_rawnet2"),
+    "caa_learnable_sinc": small("caa_rawnet2", sinc_learnable=True, sinc_min_low_hz=50.0,
+                                sinc_min_band_hz=50.0),
+    "caa_variant": small("caa_rawnet2", fms_mode="mul", fms_position="before_add",
+                         sinc_padding="valid", sinc_abs=True, sinc_pool=3, front_activation="selu",
+                         pre_gru_activation="relu", head_activation="leaky_relu", gru_layers=2,
+                         first_block_bn1=False),
+    "tak2021": small("tak2021"),
+    "asvspoof2021_baseline": small("asvspoof2021_baseline"),
+    "baseline_inverse_mel": small("tak2021", sinc_scale="inverse_mel", bn1_bypassed=True),
+}
+
+
+def _small_setup(cfg, seed=0):
+    torch.manual_seed(seed)
+    ref = reference_model(cfg)
+    t = T_SMALL_SAME if cfg.sinc_padding == "same" and cfg.sinc_pool == 1 else T_SMALL
+    x = speech_like(t, batch=4, seed=30 + seed)
+    randomise_torch_model(ref, x, seed=seed + 1)
+    return ref, x
+
+
+@pytest.mark.parametrize("case", list(SMALL_CASES))
+def test_eval_variants(case):
+    cfg = SMALL_CASES[case]
+    ref, x = _small_setup(cfg)
+    ref.eval()
+    with torch.no_grad():
+        want = ref(torch.from_numpy(x))
+    variables = torch_to_flax(ref.state_dict(), cfg)
+    with jax.default_matmul_precision("highest"):
+        got = _eval_fn(cfg)(variables, jnp.asarray(x))
+    _compare(got, want, f"{case} eval")
+
+
+@pytest.mark.parametrize("case", list(SMALL_CASES))
+def test_train_mode_and_running_stats(case):
+    cfg = SMALL_CASES[case]
+    ref, x = _small_setup(cfg)
+    variables = torch_to_flax(ref.state_dict(), cfg)  # before torch's train step mutates it
+    ref.train()
+    with torch.no_grad():
+        want = ref(torch.from_numpy(x))
+    model = RawNet2(cfg)
+    with jax.default_matmul_precision("highest"):
+        got, updates = jax.jit(
+            lambda v, x: model.apply(v, x, train=True, mutable=["batch_stats"])
+        )(variables, jnp.asarray(x))
+    _compare(got, want, f"{case} train")
+
+    # Updated running statistics (torch: momentum 0.1, unbiased var) through the tables.
+    new_vars = {**variables, "batch_stats": updates["batch_stats"]}
+    got_sd = flax_to_torch(new_vars, cfg)
+    want_sd = {k: _np(v) for k, v in ref.state_dict().items()}
+    checked = 0
+    for key, w in want_sd.items():
+        if key.endswith(("running_mean", "running_var")):
+            assert_close(got_sd[key], w, rtol=1e-5, atol=ATOL_REL * np.abs(w).max(), name=key)
+            checked += 1
+    assert checked > 0
+    # The bypassed bn1 of the baseline still updates its statistics in torch; so must we.
+    if cfg.bn1_bypassed:
+        k = "block1.0.bn1.running_mean"
+        assert not np.allclose(want_sd[k], _np(reference_state(cfg)[k]))
+
+
+def reference_state(cfg):
+    ref, _ = _small_setup(cfg)
+    return ref.state_dict()
+
+
+def _weighted_ce_torch(logits, labels, weights):
+    return torch.nn.functional.cross_entropy(logits, labels, weight=weights)
+
+
+def _weighted_ce_jax(logits, labels, weights):
+    # torch mean semantics: sum_i w[y_i] * nll_i / sum_i w[y_i]
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, labels[:, None], axis=-1)[:, 0]
+    w = weights[labels]
+    return jnp.sum(w * nll) / jnp.sum(w)
+
+
+def _kink_margin(ref, x) -> float:
+    """Smallest |input| of any (leaky) ReLU in a train-mode forward of a copy of ``ref``.
+
+    Gradients of piecewise-linear functions jump at the kink: a pre-activation within float32
+    noise (~1e-6) of 0 can take the other branch in one implementation and change every
+    upstream gradient by ~1e-3. Gradient parity is only meaningful away from kinks.
+    """
+    import copy
+
+    probe = copy.deepcopy(ref).train()
+    margins = []
+    hooks = [m.register_forward_pre_hook(lambda _, i: margins.append(float(i[0].abs().min())))
+             for m in probe.modules() if isinstance(m, (torch.nn.LeakyReLU, torch.nn.ReLU))]
+    with torch.no_grad():
+        probe(torch.from_numpy(x))
+    for h in hooks:
+        h.remove()
+    return min(margins) if margins else float("inf")
+
+
+def _kink_free_setup(cfg, first_seed=2, margin=5e-6):
+    for seed in range(first_seed, first_seed + 40):
+        ref, x = _small_setup(cfg, seed=seed)
+        if _kink_margin(ref, x) > margin:
+            return ref, x
+    pytest.fail(f"no seed gave inputs at least {margin} away from the (leaky) ReLU kinks")
+
+
+GRAD_CASES = ["caa_learnable_sinc", "caa_variant", "tak2021", "asvspoof2021_baseline"]
+
+
+@pytest.mark.parametrize("case", GRAD_CASES)
+def test_gradients_weighted_ce(case):
+    cfg = SMALL_CASES[case]
+    ref, x = _kink_free_setup(cfg)
+    variables = torch_to_flax(ref.state_dict(), cfg)
+    labels = np.array([0, 1, 1, 0], np.int64)
+    weights = np.array([0.1, 0.9], np.float32)
+
+    ref.train()
+    ref.zero_grad()
+    logits_t, _ = ref(torch.from_numpy(x))
+    loss_t = _weighted_ce_torch(logits_t, torch.from_numpy(labels), torch.from_numpy(weights))
+    loss_t.backward()
+
+    model = RawNet2(cfg)
+
+    def loss_fn(params):
+        v = {**variables, "params": params}
+        (logits, _), _ = model.apply(v, jnp.asarray(x), train=True, mutable=["batch_stats"])
+        return _weighted_ce_jax(logits, jnp.asarray(labels, jnp.int32), jnp.asarray(weights))
+
+    with jax.default_matmul_precision("highest"):
+        loss_f, grads = jax.jit(jax.value_and_grad(loss_fn))(variables["params"])
+    assert_close(float(loss_f), float(loss_t), rtol=1e-5, atol=1e-6, name=f"{case} loss")
+
+    grad_sd = flax_to_torch({**variables, "params": grads}, cfg)
+    params = dict(ref.named_parameters())
+    n = 0
+    for key, p in params.items():
+        if not p.requires_grad:
+            continue
+        want = np.zeros(p.shape, np.float32) if p.grad is None else _np(p.grad)  # unused -> 0
+        scale = max(np.abs(want).max(), 1e-12)
+        weight_key = key[: -len("bias")] + "weight"
+        if key.endswith(".bias") and weight_key in params and params[weight_key].grad is not None:
+            # Some biases only shift channels that a train-mode BatchNorm later removes (conv1
+            # -> bn2; in some variants the shortcut, whose shift rides the identity path to
+            # pre_gru_bn): their exact gradient is 0 and both sides hold rounding noise. Floor
+            # the tolerance at a small fraction of the matching weight's gradient.
+            scale = max(scale, 1e-2 * np.abs(_np(params[weight_key].grad)).max())
+        assert_close(grad_sd[key], want, rtol=1e-4, atol=2e-4 * scale, name=f"{case} grad {key}")
+        n += 1
+    assert n == len(jax.tree.leaves(grads))
+
+
+def test_bfloat16_compute_close_to_float32():
+    cfg = SMALL_CASES["tak2021"]
+    ref, x = _small_setup(cfg)
+    variables = torch_to_flax(ref.state_dict(), cfg)
+    f32, _ = _eval_fn(cfg)(variables, jnp.asarray(x))
+    bf16, inter = jax.jit(
+        lambda v, x: RawNet2(cfg, dtype=jnp.bfloat16).apply(v, x, train=False)
+    )(variables, jnp.asarray(x))
+    assert bf16.dtype == jnp.float32 and inter["block2"].dtype == jnp.bfloat16
+    assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
+    assert_close(np.asarray(bf16), np.asarray(f32), rtol=0.05, atol=0.05 * float(jnp.abs(f32).max()),
+                 name="bf16 logits")

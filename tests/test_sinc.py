@@ -1,0 +1,165 @@
+"""Sinc filter banks against independent numpy float64 computations."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rawnet2_jax.config import get_config
+from rawnet2_jax.sinc import (
+    SincConv,
+    official_band_edges,
+    official_filters,
+    seed_sinc_tensors,
+    sincnet_filters,
+)
+from tests.conftest import assert_close, speech_like
+
+pytestmark = pytest.mark.parity
+
+
+def _mel(f):
+    return 2595 * np.log10(1 + f / 700)
+
+
+def _imel(m):
+    return 700 * (10 ** (m / 2595) - 1)
+
+
+def official_np(n_filt: int, k: int, scale: str, edges_kind: str, sr: int = 16000) -> np.ndarray:
+    """Filter by filter, as the papers describe it, in float64."""
+    if edges_kind == "asvspoof2021":
+        freq = _imel(np.linspace(0, _mel(8000.0), n_filt + 1))
+    elif scale == "linear":
+        freq = np.linspace(0, 8000.0, n_filt + 3)[: n_filt + 1]
+    else:
+        freq = _imel(np.linspace(0, _mel(8000.0), n_filt + 3))[: n_filt + 1]
+        if scale == "inverse_mel":
+            freq = np.abs(freq[::-1] - 1)
+    t = np.arange(-(k - 1) // 2, (k - 1) // 2 + 1, dtype=np.float64)
+    win = 0.54 - 0.46 * np.cos(2 * np.pi * np.arange(k) / (k - 1))
+    out = np.zeros((n_filt, k))
+    for i in range(n_filt):
+        lo, hi = freq[i], freq[i + 1]
+        out[i] = win * (2 * hi / sr * np.sinc(2 * hi * t / sr) - 2 * lo / sr * np.sinc(2 * lo * t / sr))
+    return out
+
+
+@pytest.mark.parametrize(
+    "preset,overrides",
+    [
+        ("tak2021", {}),
+        ("tak2021", {"sinc_scale": "inverse_mel"}),
+        ("tak2021", {"sinc_scale": "linear"}),
+        ("asvspoof2021_baseline", {}),
+    ],
+)
+def test_official_filters_match_float64(preset, overrides):
+    cfg = get_config(preset, **overrides)
+    got = np.asarray(jax.jit(lambda: official_filters(cfg))())
+    want = official_np(cfg.sinc_filters, cfg.sinc_kernel_size, cfg.sinc_scale, cfg.sinc_edges)
+    assert got.shape == (cfg.sinc_filters, cfg.sinc_kernel_size)
+    # Float32 rounding of the two low-pass terms (each up to ~1 near the centre tap; their
+    # difference cancels), nothing more: the range-reduced argument keeps long kernels exact.
+    assert_close(got, want, rtol=1e-5, atol=2e-7, name=f"{preset} {overrides}")
+
+
+def test_official_band_edges():
+    tak = official_band_edges(get_config("tak2021"))
+    assert tak.shape == (129,) and tak[0] == 0.0 and tak[-1] < 8000.0
+    # eurecom: N + 3 grid points on the mel scale, the first N + 1 used
+    assert np.isclose(_mel(tak[1]), _mel(8000.0) / 130)
+    base = official_band_edges(get_config("asvspoof2021_baseline"))
+    assert base.shape == (21,) and base[0] == 0.0 and np.isclose(base[-1], 8000.0)
+    inv = official_band_edges(get_config("tak2021", sinc_scale="inverse_mel"))
+    assert np.all(np.diff(inv) < 0)  # decreasing: as the official code makes them
+
+
+def sincnet_np(low, band, n_axis, window, sr, min_low, min_band):
+    low = min_low + np.abs(low.astype(np.float64))
+    high = np.clip(low + min_band + np.abs(band.astype(np.float64)), min_low, sr / 2)
+    bw = (high - low)[:, 0]
+    n = n_axis.astype(np.float64)
+    left = (np.sin(high * n) - np.sin(low * n)) / (n / 2) * window.astype(np.float64)
+    full = np.concatenate([left, 2 * bw[:, None], left[:, ::-1]], axis=1)
+    return full / (2 * bw[:, None])
+
+
+@pytest.mark.parametrize("min_low,min_band,perturb", [(0.0, 0.0, False), (50.0, 50.0, True)])
+def test_sincnet_filters_match_float64(min_low, min_band, perturb):
+    cfg = get_config("caa_rawnet2")
+    st = seed_sinc_tensors(cfg)
+    if perturb:
+        rng = np.random.default_rng(0)
+        st["low_hz_"] = (st["low_hz_"] + rng.uniform(-40, 40, st["low_hz_"].shape)).astype(np.float32)
+        st["band_hz_"] = (st["band_hz_"] * rng.uniform(0.5, 3, st["band_hz_"].shape)).astype(np.float32)
+    args = (st["low_hz_"], st["band_hz_"], st["n_axis"], st["window"])
+    got = np.asarray(jax.jit(lambda *a: sincnet_filters(*a, 16000, min_low, min_band))(*args))
+    want = sincnet_np(*args, 16000, min_low, min_band)
+    assert got.shape == (128, 129)
+    # The SincNet formula itself takes sin() of float32 phases up to ~200 rad (the stored n_axis
+    # is float32), i.e. ~1e-5 absolute; torch's float32 SincConv_fast has the same error.
+    assert_close(got, want, rtol=1e-5, atol=3e-5, name="sincnet filters")
+
+
+def test_seed_sinc_tensors_linear():
+    st = seed_sinc_tensors(get_config("caa_rawnet2"))
+    assert st["low_hz_"].shape == (128, 1) and st["band_hz_"].shape == (128, 1)
+    assert st["n_axis"].shape == (1, 64) and st["window"].shape == (64,)
+    np.testing.assert_allclose(st["low_hz_"][:, 0], np.arange(128) * 62.5)
+    np.testing.assert_allclose(st["band_hz_"][:, 0], 62.5)
+    np.testing.assert_allclose(st["n_axis"][0], 2 * np.pi * np.arange(-64, 0) / 16000, rtol=1e-6)
+    # SincNet's half window: 0.54 - 0.46 cos(2 pi n / K) over n = linspace(0, K/2 - 1, K // 2)
+    n = np.linspace(0, 129 / 2 - 1, 64)
+    np.testing.assert_allclose(st["window"], 0.54 - 0.46 * np.cos(2 * np.pi * n / 129), rtol=1e-6)
+
+
+def _np_front(x, filt, padding, use_abs, pool):
+    k = filt.shape[1]
+    if padding == "same":
+        x = np.pad(x, ((0, 0), (k // 2, k // 2)))
+    # cross-correlation, as torch/XLA convs compute it
+    out = np.stack([[np.correlate(row, f, mode="valid") for f in filt] for row in x])  # (B, C, T')
+    if use_abs:
+        out = np.abs(out)
+    if pool > 1:
+        t = out.shape[2] // pool
+        out = out[:, :, : t * pool].reshape(out.shape[0], out.shape[1], t, pool).max(-1)
+    return out.transpose(0, 2, 1)
+
+
+@pytest.mark.parametrize(
+    "preset,overrides",
+    [
+        ("caa_rawnet2", {"sinc_filters": 8}),
+        ("caa_rawnet2", {"sinc_filters": 8, "sinc_padding": "valid", "sinc_abs": True, "sinc_pool": 3}),
+        ("tak2021", {"sinc_filters": 8}),
+    ],
+)
+def test_sinc_conv_module(preset, overrides):
+    cfg = get_config(preset, **overrides)
+    x = speech_like(1000, batch=2, seed=3)
+    mod = SincConv(cfg)
+    variables = mod.init(jax.random.PRNGKey(0), jnp.asarray(x))
+    with jax.default_matmul_precision("highest"):
+        got = np.asarray(mod.apply(variables, jnp.asarray(x)))
+    if cfg.sinc_formula == "official":
+        filt = official_np(cfg.sinc_filters, cfg.sinc_kernel_size, cfg.sinc_scale, cfg.sinc_edges)
+    else:
+        st = seed_sinc_tensors(cfg)
+        filt = sincnet_np(st["low_hz_"], st["band_hz_"], st["n_axis"], st["window"], 16000, 0.0, 0.0)
+    want = _np_front(x.astype(np.float64), filt, cfg.sinc_padding, cfg.sinc_abs, cfg.sinc_pool)
+    assert_close(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), name="sinc conv")
+
+
+def test_sinc_variable_collections():
+    fixed = get_config("caa_rawnet2", sinc_filters=4)
+    v = SincConv(fixed).init(jax.random.PRNGKey(0), jnp.zeros((1, 300)))
+    assert set(v) == {"buffers"} and set(v["buffers"]) == {"low_hz_", "band_hz_", "n_axis", "window"}
+    learn = fixed.replace(sinc_learnable=True)
+    v = SincConv(learn).init(jax.random.PRNGKey(0), jnp.zeros((1, 300)))
+    assert set(v["params"]) == {"low_hz_", "band_hz_"} and set(v["buffers"]) == {"n_axis", "window"}
+    official = SincConv(get_config("tak2021")).init(jax.random.PRNGKey(0), jnp.zeros((1, 300)))
+    assert not official  # no variables: the filters are config constants
