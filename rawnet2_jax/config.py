@@ -6,8 +6,30 @@ model code. Presets:
 * ``caa_rawnet2``: the improved RawNet2 whose PyTorch ``best.pt`` we port ("seed" layout).
   Its forward is not public; the fields marked *ambiguous* are our documented choice
   and can be switched (see ``convert --check-bn-stats`` to rank the candidates).
-* ``tak2021``: the official RawNet2 of Tak et al., ICASSP 2021 ("official" layout).
-* ``asvspoof2021_baseline``: the ASVspoof 2021 LA/DF RawNet2 baseline ("official" layout).
+* ``tak2021``: the official RawNet2 of Tak et al., ICASSP 2021 ("official" layout), checked
+  against eurecom-asp/rawnet2-antispoofing ``model.py`` + ``model_config_RawNet2.yaml``.
+* ``asvspoof2021_baseline``: the ASVspoof 2021 LA/DF RawNet2 baseline ("official" layout),
+  checked against asvspoof-challenge/2021 ``LA/Baseline-RawNet2/model.py`` + its yaml.
+
+The seed forward this preset makes (each line is one field; change it with
+``get_config("caa_rawnet2", field=value)``):
+
+1. sinc filters: ``sinc_formula="sincnet"`` -- Ravanelli's SincConv_fast rebuilt from the stored
+   ``low_hz_``/``band_hz_``/``n_axis``/``window`` with ``sinc_min_low_hz = sinc_min_band_hz = 0``
+   (the reported ``low_hz_`` starts at exactly 0 Hz, which SincNet's 50 Hz minimum would shift);
+   alternatives: ``sinc_min_*_hz=50.0`` (SincNet defaults) or ``sinc_formula="official"``.
+2. ``sinc_padding="same"`` (keeps 64000 frames; "valid" is the official choice).
+3. ``sinc_abs=False``, ``sinc_pool=1``: no abs / max-pool after the sinc conv (the official
+   model does both: ``sinc_abs=True, sinc_pool=3``).
+4. ``front_activation="leaky_relu"`` (slope ``leaky_relu_slope`` = 0.3) after ``front_bn``
+   (official: "selu").
+5. every block has bn1 (``first_block_bn1=True``: the layout has ``blocks.0.bn1``), which feeds
+   conv1 (``bn1_bypassed=False``).
+6. FMS ``x * s + s`` after the block's max-pool (``fms_mode="add"``, ``fms_position=
+   "after_pool"``, as Tak et al.); alternatives ``"mul"`` and ``"before_add"``.
+7. ``pre_gru_activation="leaky_relu"`` after ``pre_gru_bn`` (official: "selu"); one GRU layer;
+   ``fc`` (embedding) -> no activation -> ``classifier`` (``head_activation="none"``).
+8. raw logits (``output_log_softmax=False``); ``class_weights`` kept in ``buffers``.
 """
 
 from __future__ import annotations
