@@ -31,6 +31,7 @@ Semantics:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -292,6 +293,21 @@ def evaluate(
 # --------------------------------------------------------------------------- the run
 
 
+@functools.lru_cache(maxsize=4)
+def _model_and_steps(cfg: TrainConfig):
+    """Model + jitted steps, shared by runs of the same config in one process (no recompiles)."""
+    model = build_model(cfg)
+    return model, make_train_step(model, cfg), make_eval_step(model, cfg)
+
+
+@functools.lru_cache(maxsize=4)
+def _init_fn(cfg: TrainConfig):
+    """Jitted ``model.init`` (same as ``rawnet2_jax.model.init_variables``), compiled once per config."""
+    model = _model_and_steps(cfg)[0]
+    x = jnp.zeros((1, cfg.model.num_samples), jnp.float32)
+    return jax.jit(lambda rng: model.init(rng, x, train=False))
+
+
 @dataclasses.dataclass
 class TrainResult:
     workdir: Path
@@ -364,19 +380,14 @@ def train(
     shd.check_batch_size(cfg.batch_size, mesh)
     shd.check_batch_size(cfg.eval_batch_size, mesh, "eval batch size")
 
-    model = build_model(cfg)
+    model, train_step, eval_step = _model_and_steps(cfg)
     if init_variables is None:
-        from rawnet2_jax.model import init_variables as model_init
-
-        variables = model_init(cfg.model, jax.random.key(cfg.seed))
+        variables = _init_fn(cfg)(jax.random.PRNGKey(cfg.seed))
     else:
         variables = init_variables
     variables = jax.tree.map(jnp.asarray, dict(variables))
     state = create_train_state(variables, cfg)
     state = state.with_arrays(shd.replicate(state.arrays(), mesh))
-
-    train_step = make_train_step(model, cfg)
-    eval_step = make_eval_step(model, cfg)
 
     mngr = make_checkpoint_manager(workdir / CHECKPOINT_DIR)
     latest = mngr.latest_step()
@@ -428,7 +439,7 @@ def train(
                         f"non-finite training loss ({m['loss']}) at epoch {epoch + 1}, step {step}; "
                         f"stopped (last good checkpoint: {where}); lower the learning rate or check the data"
                     )
-                host = host.replace(batches_in_epoch=b + 1, data_position=it.state)
+                host = host.replace(batches_in_epoch=b + 1, data_position=it.state, epoch_done=False)
                 state = state.replace(host=host)
                 window.append(m)
                 epoch_loss_sum += m["loss"]

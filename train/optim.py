@@ -20,6 +20,7 @@ matches ``torch.optim.lr_scheduler.ReduceLROnPlateau`` exactly, including its co
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, NamedTuple
 
@@ -105,7 +106,10 @@ def torch_adam(
     )
 
 
+@functools.lru_cache(maxsize=16)
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+    """The chain of ``cfg`` (cached: the same object for equal configs, so a ``TrainState``
+    that carries it as a static field never triggers a recompilation)."""
     return torch_adam(
         cfg.learning_rate,
         weight_decay=cfg.weight_decay,

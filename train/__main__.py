@@ -1,0 +1,153 @@
+"""``python -m train --config PRESET [--workdir DIR] [--data-dir DIR] [overrides]``.
+
+Examples::
+
+    # the demo: synthetic corpus -> TFDS -> train (minutes on a laptop CPU)
+    python -m rawnet2_jax.data demo demo_out
+    python -m rawnet2_jax.data build asvspoof2019_la --manual-dir demo_out --data-dir demo_out/tfds
+    python -m train --config demo --data-dir demo_out/tfds --asv-scores demo_out --workdir runs/demo
+
+    # the seed recipe on ASVspoof 2019 LA
+    python -m train --config caa_plateau --data-dir ~/tfds --asv-scores /data/LA --workdir runs/caa
+
+Re-running the same command in the same workdir resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from rawnet2_jax.errors import UserError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from train.configs import PRESETS
+
+    ap = argparse.ArgumentParser(
+        prog="python -m train",
+        description="Train RawNet2 (JAX/Flax) with a named recipe; resumes from WORKDIR if it holds checkpoints.",
+        epilog=__doc__.split("Examples::", 1)[1],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument("--config", required=True, choices=sorted(PRESETS), help="training preset")
+    ap.add_argument("--workdir", help="run directory (default runs/<preset>)")
+    ap.add_argument("--data-dir", help="TFDS data dir holding the built dataset")
+    ap.add_argument(
+        "--asv-scores",
+        help="directory holding LA/ASVspoof2019_LA_asv_scores (or that folder itself) for min t-DCF",
+    )
+    ap.add_argument("--init-from", help="start from a model dir (load_pretrained) instead of a fresh init")
+    o = ap.add_argument_group("overrides")
+    o.add_argument("--epochs", type=int)
+    o.add_argument("--batch-size", type=int, help="global batch size")
+    o.add_argument("--eval-batch-size", type=int)
+    o.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
+    o.add_argument("--weight-decay", type=float)
+    o.add_argument("--grad-clip", dest="grad_clip_norm", type=float, help="<= 0 disables clipping")
+    o.add_argument("--class-weights", type=float, nargs=2, metavar=("SPOOF", "BONAFIDE"))
+    o.add_argument("--early-stopping", dest="early_stopping_patience", type=int, help="<= 0 disables")
+    o.add_argument("--plateau-patience", type=int)
+    o.add_argument("--seed", type=int)
+    o.add_argument("--shuffle-seed", type=int)
+    o.add_argument("--checkpoint-every", dest="checkpoint_every_steps", type=int, help="steps; 0 = epoch ends only")
+    o.add_argument("--max-steps-per-epoch", type=int)
+    o.add_argument("--log-every", dest="log_every_steps", type=int)
+    o.add_argument("--bf16", action="store_true", help="compute in bfloat16 (params stay float32)")
+    ap.add_argument("--no-final-eval", action="store_true", help="skip scoring the eval split at the end")
+    ap.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize (multi-host)")
+    ap.add_argument("--quiet", action="store_true")
+    return ap
+
+
+def config_from_args(args: argparse.Namespace):
+    import dataclasses
+
+    from train.configs import get_train_config
+
+    cfg = get_train_config(args.config)
+    changes = {}
+    for name in (
+        "epochs", "batch_size", "eval_batch_size", "learning_rate", "weight_decay", "seed", "shuffle_seed",
+        "checkpoint_every_steps", "max_steps_per_epoch", "log_every_steps",
+    ):
+        v = getattr(args, name)
+        if v is not None:
+            changes[name] = v
+    if args.grad_clip_norm is not None:
+        changes["grad_clip_norm"] = args.grad_clip_norm if args.grad_clip_norm > 0 else None
+    if args.early_stopping_patience is not None:
+        changes["early_stopping_patience"] = args.early_stopping_patience if args.early_stopping_patience > 0 else None
+    if args.class_weights is not None:
+        changes["class_weights"] = tuple(args.class_weights)
+    if args.plateau_patience is not None:
+        if cfg.plateau is None:
+            from train.configs import PlateauConfig
+
+            changes["plateau"] = PlateauConfig(patience=args.plateau_patience)
+        else:
+            changes["plateau"] = dataclasses.replace(cfg.plateau, patience=args.plateau_patience)
+    if args.bf16:
+        changes["compute_dtype"] = "bfloat16"
+    try:
+        return cfg.replace(**changes) if changes else cfg
+    except ValueError as e:
+        raise UserError(f"bad override: {e}") from None
+
+
+def find_asv_scores(path: str | None) -> dict[str, str]:
+    if not path:
+        return {}
+    from pathlib import Path
+
+    p = Path(path)
+    names = {s: f"ASVspoof2019.LA.asv.{s}.gi.trl.scores.txt" for s in ("dev", "eval")}
+    for cand in (p, p / "ASVspoof2019_LA_asv_scores", p / "LA" / "ASVspoof2019_LA_asv_scores"):
+        found = {s: str(cand / n) for s, n in names.items() if (cand / n).is_file()}
+        if found:
+            return found
+    raise UserError(f"no ASVspoof2019.LA.asv.{{dev,eval}}.gi.trl.scores.txt under {path}; pass the folder holding LA/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from train import sharding
+
+        sharding.maybe_initialize_distributed(args.distributed)
+        cfg = config_from_args(args)
+        workdir = args.workdir or os.path.join("runs", cfg.name)
+        init = None
+        if args.init_from:
+            from rawnet2_jax.checkpoint import load_pretrained
+
+            pre = load_pretrained(args.init_from)
+            strip = lambda d: {k: v for k, v in d.items() if k != "name"}  # noqa: E731
+            if strip(pre.config.to_dict()) != strip(cfg.model.to_dict()):
+                raise UserError(f"{args.init_from} holds model {pre.config.name!r}, the preset trains {cfg.model.name!r}")
+            init = pre.variables
+        from train.loop import train
+
+        result = train(
+            cfg,
+            workdir,
+            args.data_dir,
+            asv_scores=find_asv_scores(args.asv_scores),
+            init_variables=init,
+            quiet=args.quiet,
+            final_eval=not args.no_final_eval,
+        )
+        if result.best_dev_eer is not None and not args.quiet:
+            print(f"best dev EER {100 * result.best_dev_eer:.2f}% at epoch {result.best_epoch}")
+        return 0
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume from the latest checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
