@@ -25,22 +25,35 @@ Array = jax.Array
 
 
 class BatchNorm(nn.Module):
-    """(..., C) -> (..., C), normalising over every axis but the last."""
+    """(..., C) -> (..., C), normalising over every axis but the last.
 
+    Variables are declared in ``setup`` (so both ``__call__`` and ``folded`` can use them).
+    """
+
+    features: int  # C
     momentum: float = 0.1  # torch convention
     eps: float = 1e-5
     dtype: Any = None  # output dtype; None = input dtype
     param_dtype: Any = jnp.float32
 
-    @nn.compact
-    def __call__(self, x: Array, train: bool) -> Array:
-        c = x.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
-        bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
-        ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
-        ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
+    def setup(self):
+        c = self.features
+        self.scale = self.param("scale", nn.initializers.ones, (c,), self.param_dtype)
+        self.bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
+        self.ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
+        self.ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
         self.variable("buffers", "num_batches_tracked", lambda: jnp.zeros((), jnp.int32))
 
+    def folded(self) -> tuple[Array, Array]:
+        """Eval-mode BN as an affine map ``y = x * a + b`` (float32 (C,) each), for folding into
+        an adjacent linear op."""
+        a = self.scale.astype(jnp.float32) * jax.lax.rsqrt(self.ra_var.value + self.eps)
+        return a, self.bias.astype(jnp.float32) - self.ra_mean.value * a
+
+    def __call__(self, x: Array, train: bool) -> Array:
+        c = self.features
+        if x.shape[-1] != c:
+            raise ValueError(f"BatchNorm expects {c} channels, got shape {x.shape}")
         x32 = x.astype(jnp.float32)
         axes = tuple(range(x.ndim - 1))
         if train:
@@ -51,12 +64,12 @@ class BatchNorm(nn.Module):
             if not self.is_initializing():
                 m = self.momentum
                 unbiased = var * (n / max(n - 1, 1))
-                ra_mean.value = (1 - m) * ra_mean.value + m * mean
-                ra_var.value = (1 - m) * ra_var.value + m * unbiased
+                self.ra_mean.value = (1 - m) * self.ra_mean.value + m * mean
+                self.ra_var.value = (1 - m) * self.ra_var.value + m * unbiased
         else:
-            mean, var = ra_mean.value, ra_var.value
+            mean, var = self.ra_mean.value, self.ra_var.value
         # (x - mean) * (w / sqrt(var + eps)) + b: subtract first (no cancellation when the mean
         # is large against the spread), then one multiply-add.
-        a = scale.astype(jnp.float32) * jax.lax.rsqrt(var + self.eps)
-        y = (x32 - mean) * a + bias.astype(jnp.float32)
+        a = self.scale.astype(jnp.float32) * jax.lax.rsqrt(var + self.eps)
+        y = (x32 - mean) * a + self.bias.astype(jnp.float32)
         return y.astype(self.dtype or x.dtype)

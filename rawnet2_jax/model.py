@@ -10,7 +10,8 @@
     -> logits   classifier (+ log_softmax)        (B, num_classes); 0 = spoof, 1 = bona fide
 
 All features are channels-last. ``__call__`` returns ``(logits, intermediates)`` with the
-names above; under jit, intermediates nobody uses are dead code.
+names above; under jit, intermediates nobody uses are dead code. (With ``fold_bn`` and
+front_bn folded into the sinc filters, ``sinc`` -- the un-normalised conv output -- is absent.)
 
 Variable tree (same for every layout; ``convert/tables.py`` maps torch names onto it):
 
@@ -54,12 +55,22 @@ def activate(x: Array, name: Activation, slope: float) -> Array:
 class RawNet2(nn.Module):
     config: ModelConfig
     dtype: Any = jnp.float32  # computation dtype (e.g. jnp.bfloat16); params stay float32
+    # Eval only (ignored when train=True): fold BatchNorms into the linear op before them --
+    # bn2 into conv1 in every block, front_bn into the sinc filters when nothing sits in
+    # between (no abs / pool). Same variables, same values up to float32 rounding, fewer
+    # passes over the feature maps. Off by default so that every BatchNorm is still *called*
+    # (the BN-statistics check intercepts those calls).
+    fold_bn: bool = False
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> tuple[Array, dict[str, Array]]:
         cfg = self.config
         dt = self.dtype
-        bn = lambda name: BatchNorm(cfg.bn_momentum, cfg.bn_eps, dtype=dt, name=name)  # noqa: E731
+        fold = self.fold_bn and not train
+
+        def bn(c: int, name: str) -> BatchNorm:
+            return BatchNorm(c, cfg.bn_momentum, cfg.bn_eps, dtype=dt, name=name)
+
         inter: dict[str, Array] = {}
 
         if cfg.stored_class_weights is not None:
@@ -69,9 +80,15 @@ class RawNet2(nn.Module):
                 lambda: jnp.asarray(cfg.stored_class_weights, jnp.float32),
             )
 
-        h = SincConv(cfg, dtype=dt, name="sinc")(x.astype(jnp.float32))  # (B, T0, C0)
-        inter["sinc"] = h
-        h = activate(bn("front_bn")(h, train), cfg.front_activation, cfg.leaky_relu_slope)
+        sinc = SincConv(cfg, dtype=dt, name="sinc")
+        c0 = cfg.sinc_filters
+        if fold and not cfg.sinc_abs and cfg.sinc_pool == 1:
+            h = sinc(x.astype(jnp.float32), *bn(c0, "front_bn").folded())  # (B, T0, C0), normalised
+        else:
+            h = sinc(x.astype(jnp.float32))  # (B, T0, C0)
+            inter["sinc"] = h
+            h = bn(c0, "front_bn")(h, train)
+        h = activate(h, cfg.front_activation, cfg.leaky_relu_slope)
         inter["front"] = h
 
         for i, (_, c_out) in enumerate(cfg.block_channels):
@@ -87,11 +104,13 @@ class RawNet2(nn.Module):
                 bn_momentum=cfg.bn_momentum,
                 bn_eps=cfg.bn_eps,
                 dtype=dt,
+                fold_bn=fold,
                 name=f"block{i}",
             )(h, train)  # (B, T / 3^(i+1), C_out)
             inter[f"block{i}"] = h
 
-        h = activate(bn("pre_gru_bn")(h, train), cfg.pre_gru_activation, cfg.leaky_relu_slope)
+        c_last = cfg.block_channels[-1][1]
+        h = activate(bn(c_last, "pre_gru_bn")(h, train), cfg.pre_gru_activation, cfg.leaky_relu_slope)
         inter["pre_gru"] = h
         h = GRU(cfg.gru_hidden, cfg.gru_layers, dtype=dt, name="gru")(h)  # (B, H)
         inter["gru"] = h

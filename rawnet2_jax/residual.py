@@ -15,12 +15,46 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from rawnet2_jax.batchnorm import BatchNorm
 from rawnet2_jax.config import FmsMode, FmsPosition
 from rawnet2_jax.fms import FMS, torch_bias_init, torch_kernel_init
 
 Array = jax.Array
+
+
+class Conv1d(nn.Module):
+    """Channels-last 1-D conv, torch-style "same" padding for odd kernels: (B, T, C_in) ->
+    (B, T, features). Params ``kernel`` (k, C_in, features) and ``bias`` (features,), as
+    ``nn.Conv`` names them. ``out_scale``/``out_shift`` fold a following per-channel affine map
+    (an eval-mode BatchNorm) into the kernel and bias: conv(x, W) * a + b == conv(x, W * a) +
+    (bias * a + b), so the normalisation costs nothing per frame.
+    """
+
+    features: int
+    kernel_size: int
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: Array, out_scale: Array | None = None,
+                 out_shift: Array | None = None) -> Array:
+        k, c_in = self.kernel_size, x.shape[-1]
+        kernel = self.param("kernel", torch_kernel_init, (k, c_in, self.features), self.param_dtype)
+        bias = self.param("bias", torch_bias_init(c_in * k), (self.features,), self.param_dtype)
+        if out_scale is not None:
+            kernel = kernel * out_scale
+            bias = bias * out_scale + out_shift
+        dtype = self.dtype or x.dtype
+        y = jax.lax.conv_general_dilated(
+            x.astype(dtype),
+            kernel.astype(dtype),
+            window_strides=(1,),
+            padding=[((k - 1) // 2, (k - 1) // 2)],  # torch padding=1 for k=3: length kept
+            dimension_numbers=("NWC", "WIO", "NWC"),
+        )
+        return y + bias.astype(dtype)
 
 
 class ResidualBlock(nn.Module):
@@ -41,36 +75,36 @@ class ResidualBlock(nn.Module):
     bn_momentum: float = 0.1
     bn_eps: float = 1e-5
     dtype: Any = None
-
-    def _conv(self, k: int, fan_in: int, name: str) -> nn.Conv:
-        return nn.Conv(
-            self.out_channels,
-            (k,),
-            padding=[((k - 1) // 2, (k - 1) // 2)],  # torch padding=1 for k=3: length kept
-            dtype=self.dtype,
-            kernel_init=torch_kernel_init,
-            bias_init=torch_bias_init(fan_in * k),
-            name=name,
-        )
+    fold_bn: bool = False  # eval only: bn2 folded into conv1 (same values, less work)
 
     @nn.compact
     def __call__(self, x: Array, train: bool) -> Array:
-        c_in = x.shape[-1]
-        bn = lambda name: BatchNorm(self.bn_momentum, self.bn_eps, dtype=self.dtype, name=name)  # noqa: E731
-        lrelu = lambda v: nn.leaky_relu(v, self.slope)  # noqa: E731
+        c_in, c_out = x.shape[-1], self.out_channels
+
+        def bn(c: int, name: str) -> BatchNorm:
+            return BatchNorm(c, self.bn_momentum, self.bn_eps, dtype=self.dtype, name=name)
+
+        def conv(k: int, name: str) -> Conv1d:
+            return Conv1d(c_out, k, dtype=self.dtype, name=name)
+
+        def lrelu(v: Array) -> Array:
+            return nn.leaky_relu(v, self.slope)
 
         out = x
         if self.has_bn1:
-            normed = lrelu(bn("bn1")(x, train))
+            normed = lrelu(bn(c_in, "bn1")(x, train))
             # Bypassed: computed for its running-stat update only; dead code in eval under jit.
             out = x if self.bn1_bypassed else normed
-        out = self._conv(self.kernel_size, c_in, "conv1")(out)  # (B, T, C_out)
-        out = lrelu(bn("bn2")(out, train))
-        out = self._conv(self.kernel_size, self.out_channels, "conv2")(out)
+        if self.fold_bn and not train:
+            a, b = bn(c_out, "bn2").folded()
+            out = lrelu(conv(self.kernel_size, "conv1")(out, a, b))  # (B, T, C_out)
+        else:
+            out = lrelu(bn(c_out, "bn2")(conv(self.kernel_size, "conv1")(out), train))
+        out = conv(self.kernel_size, "conv2")(out)
 
         identity = x
-        if c_in != self.out_channels:
-            identity = self._conv(1, c_in, "shortcut")(x)  # 1x1 conv: channel change only
+        if c_in != c_out:
+            identity = conv(1, "shortcut")(x)  # 1x1 conv: channel change only
 
         fms = FMS(self.fms_mode, dtype=self.dtype, name="fms")
         if self.fms_position == "before_add":

@@ -179,7 +179,10 @@ class SincConv(nn.Module):
     dtype: Any = None  # computation dtype; filters are built in float32 then cast
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, out_scale: Array | None = None,
+                 out_shift: Array | None = None) -> Array:
+        """``out_scale``/``out_shift`` (C,): a per-channel affine map applied to the conv output,
+        folded into the filters (only valid with no abs / pool in between)."""
         cfg = self.config
         if cfg.sinc_formula == "official":
             filters = official_filters(cfg)  # (C, K), constant under jit
@@ -202,7 +205,12 @@ class SincConv(nn.Module):
                 cfg.sinc_min_band_hz,
             )
         dtype = self.dtype or x.dtype
-        kernel = filters.T[:, None, :].astype(dtype)  # (K, 1, C)  WIO
+        kernel = filters.T[:, None, :]  # (K, 1, C): the WIO layout
+        if out_scale is not None:
+            if cfg.sinc_abs or cfg.sinc_pool > 1:
+                raise ValueError("an affine map can only be folded into a bare sinc conv")
+            kernel = kernel * out_scale
+        kernel = kernel.astype(dtype)  # WIO
         k = cfg.sinc_kernel_size
         pad = [(k // 2, k // 2)] if cfg.sinc_padding == "same" else [(0, 0)]
         y = jax.lax.conv_general_dilated(
@@ -212,6 +220,8 @@ class SincConv(nn.Module):
             padding=pad,
             dimension_numbers=("NWC", "WIO", "NWC"),
         )  # (B, T', C)
+        if out_shift is not None:
+            y = y + out_shift.astype(dtype)
         if cfg.sinc_abs:
             y = jnp.abs(y)
         if cfg.sinc_pool > 1:
