@@ -146,6 +146,14 @@ class ModelConfig:
             cin = c2
         return tuple(chans)
 
+    @property
+    def min_num_samples(self) -> int:
+        """Shortest input (samples) that still leaves one frame after every max-pool."""
+        t = self.sinc_pool * self.block_pool ** len(self.block_channels)
+        if self.sinc_padding == "valid":
+            t += self.sinc_kernel_size - 1
+        return t
+
     def replace(self, **changes: Any) -> "ModelConfig":
         return dataclasses.replace(self, **changes)
 

@@ -34,6 +34,7 @@ import jax.numpy as jnp
 
 from rawnet2_jax.batchnorm import BatchNorm
 from rawnet2_jax.config import Activation, ModelConfig
+from rawnet2_jax.errors import AudioError
 from rawnet2_jax.fms import torch_bias_init, torch_kernel_init
 from rawnet2_jax.gru import GRU
 from rawnet2_jax.residual import ResidualBlock
@@ -67,6 +68,13 @@ class RawNet2(nn.Module):
         cfg = self.config
         dt = self.dtype
         fold = self.fold_bn and not train
+        if x.ndim != 2:
+            raise AudioError(f"RawNet2 expects waveforms shaped (batch, samples), got {x.shape}")
+        if x.shape[1] < cfg.min_num_samples:
+            raise AudioError(
+                f"input of {x.shape[1]} samples is shorter than the {cfg.min_num_samples} that "
+                f"model {cfg.name!r} needs ({len(cfg.block_channels)} max-pools): pad or tile it"
+            )
 
         def bn(c: int, name: str) -> BatchNorm:
             return BatchNorm(c, cfg.bn_momentum, cfg.bn_eps, dtype=dt, name=name)
@@ -128,10 +136,14 @@ class RawNet2(nn.Module):
 
 def init_variables(config: ModelConfig, rng: Array | int = 0, num_samples: int | None = None,
                    dtype: Any = jnp.float32) -> dict:
-    """Fresh variables (``params``, ``batch_stats``, ``buffers``) for ``config``."""
+    """Fresh variables (``params``, ``batch_stats``, ``buffers``) for ``config``.
+
+    No variable depends on the input length, so by default the init runs on the shortest
+    input the config accepts (fast), not on ``config.num_samples``.
+    """
     if isinstance(rng, int):
         rng = jax.random.PRNGKey(rng)
-    t = num_samples or config.num_samples
+    t = num_samples or config.min_num_samples
     x = jnp.zeros((1, t), jnp.float32)
     model = RawNet2(config, dtype=dtype)
     return jax.jit(lambda r: model.init(r, x, train=False))(rng)
