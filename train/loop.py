@@ -409,9 +409,12 @@ def train(
 
     steps_this_call = 0
     interrupted = False
-    host = state.host
+    host = state.host.replace(stopped_reason=None)
+    state = state.replace(host=host)
     try:
-        while int(state.epoch) < cfg.epochs and host.stopped_reason is None:
+        # The stop conditions are re-evaluated from the (possibly changed) config, so a finished
+        # run continues when --epochs or the early-stopping patience is raised.
+        while int(state.epoch) < cfg.epochs and not should_stop(host.early_stop, cfg.early_stopping_patience):
             epoch = int(state.epoch)
             start = host.batches_in_epoch
             t_epoch = time.time()
@@ -532,6 +535,11 @@ def train(
     finally:
         mngr.wait_until_finished()
 
+    if not interrupted and host.stopped_reason is None:
+        if should_stop(host.early_stop, cfg.early_stopping_patience):
+            host = host.replace(stopped_reason="early stopping (already reached)")
+        elif int(state.epoch) >= cfg.epochs:
+            host = host.replace(stopped_reason=f"reached {cfg.epochs} epochs")
     result = TrainResult(
         workdir=workdir,
         best_epoch=host.early_stop.best_epoch,
