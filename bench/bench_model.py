@@ -1,0 +1,687 @@
+"""RawNet2 speed on CPU: rawnet2-jax against the PyTorch reference modules, same weights.
+
+    .venv/bin/python bench/bench_model.py                       # full run (long: see README)
+    .venv/bin/python bench/bench_model.py --quick               # tiny models, seconds
+    .venv/bin/python bench/bench_model.py --presets caa_rawnet2 --forward-batches 8 \
+        --train-batches 8 --variants jax@thp,torch@thp,torchc@thp
+
+What is measured, per preset (``caa_rawnet2``, ``tak2021``, ``asvspoof2021_baseline``):
+
+* eval forward (logits only) at batch 1, 8, 32 and the full jitted train step of
+  ``train/step.py`` (forward + backward + clip + Adam, the preset's recipe) at batch 8, 32;
+* against ``convert/reference.py`` on the SAME weights (a torch model with random weights and
+  calibrated BN statistics, converted with ``convert.tables.torch_to_flax``), same threads
+  (CPU affinity pins XLA's pool and torch's OpenMP pool to ``--threads`` cores);
+* every variant in its own subprocess, under an allocator environment (``common.ENVS``):
+  ``jax`` (rawnet2_jax.model), ``jaxfast`` (bench/fast_forward.py prototype, forward only),
+  ``torch`` (eager; forward under ``torch.inference_mode``), ``torchc`` (``torch.compile``;
+  forward with inductor freezing, i.e. conv-BN folding and weight pre-packing);
+* medians after warm-up; XLA compile time (``lower()`` and ``compile()``), ``torch.compile``
+  first-call time; RSS high-water mark per subprocess and XLA's memory analysis; FLOPs
+  (analytic, and XLA's cost analysis) and the fraction of a measured f32 matmul peak.
+
+Correctness guard: every worker first checks its logits (forward) or its loss and raw
+gradient norm (train step) against torch eager on the same input and refuses to time
+(error in the table) when the relative difference exceeds ``--tolerance``.
+
+Writes ``bench/results/bench_model[_quick].json`` and ``.md`` (a table ready for the README).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(1, str(HERE.parent))
+
+import common  # noqa: E402
+
+PRESETS = ("caa_rawnet2", "tak2021", "asvspoof2021_baseline")
+DEFAULT_VARIANTS = ("jax@default", "jax@thp", "jaxfast@default", "jaxfast@thp",
+                    "torch@default", "torch@malloc", "torch@thp", "torch@malloc+thp",
+                    "torchc@default", "torchc@thp")
+IMPLS = ("jax", "jaxfast", "torch", "torchc")
+
+
+def _ints(s: str) -> list[int]:
+    return sorted({int(v) for v in s.split(",") if v.strip()})
+
+
+# =========================================================================================
+# workers (each runs in its own process; argv carries everything)
+# =========================================================================================
+
+
+def worker_prepare(a) -> dict:
+    """Torch reference model -> npz: state dict, inputs, torch-eager reference outputs."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from convert.reference import reference_model
+
+    torch.manual_seed(0)
+    cfg = common.bench_config(a.preset, a.quick, a.num_samples)
+    ref = reference_model(cfg)
+    x_all = common.bench_inputs(a.max_batch, cfg.num_samples, seed=1)
+    y_all = common.bench_labels(a.max_batch)
+    # Realistic BN: affine params around (1, 0), running stats calibrated on the inputs each
+    # BN sees in eval mode (so nothing saturates), then perturbed so eval != train mode.
+    g = torch.Generator().manual_seed(1)
+    bns = [m for m in ref.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+
+    def calibrate(mod, inputs):
+        v = inputs[0].detach()
+        dims = [0] + list(range(2, v.ndim))
+        mean, var = v.mean(dims), v.var(dims).clamp(min=1e-6)
+        mod.running_mean.copy_(mean + 0.1 * var.sqrt() * torch.randn(mean.shape, generator=g))
+        mod.running_var.copy_(var * torch.empty(var.shape).uniform_(0.7, 1.4, generator=g))
+
+    with torch.no_grad():
+        for m in bns:
+            m.weight.uniform_(0.5, 1.5, generator=g)
+            m.bias.normal_(0.0, 0.2, generator=g)
+        hooks = [m.register_forward_pre_hook(calibrate) for m in bns]
+        ref.eval()
+        ref(torch.from_numpy(x_all[: min(4, a.max_batch)]))
+        for h in hooks:
+            h.remove()
+    sd = {k: v.detach().numpy().copy() for k, v in ref.state_dict().items()}
+
+    with torch.inference_mode():
+        logits = ref(torch.from_numpy(x_all[: a.fwd_check_batch]))[0].numpy()
+    hp = common.train_hparams(cfg)
+    ref.train()
+    xb = torch.from_numpy(x_all[: a.train_check_batch])
+    yb = torch.from_numpy(y_all[: a.train_check_batch]).long()
+    out = ref(xb)[0]
+    loss = F.cross_entropy(out, yb, weight=torch.tensor(hp["class_weights"]))
+    loss.backward()
+    gnorm = torch.sqrt(sum((p.grad.double() ** 2).sum() for p in ref.parameters() if p.grad is not None))
+    np.savez(a.data, x=x_all, y=y_all, ref_logits=logits, ref_loss=float(loss.detach()),
+             ref_grad_norm=float(gnorm), **{f"sd/{k}": v for k, v in sd.items()})
+    return {"ok": True, "num_params": int(sum(v.size for k, v in sd.items() if "num_batches" not in k))}
+
+
+def worker_peak(a) -> dict:
+    """f32 matmul GFLOP/s (n x n x n) of jnp and torch on this process's threads."""
+    n = a.size
+    out = {"size": n}
+    import jax
+    import jax.numpy as jnp
+
+    x = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+    y = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+    f = jax.jit(lambda p, q: p @ q)
+    t = common.time_fn(lambda: f(x, y).block_until_ready(), warmup=2, min_reps=a.min_reps,
+                       max_seconds=a.max_seconds)
+    out["jax_gflops"] = 2 * n**3 / t["min_s"] / 1e9
+    out["jax_median_gflops"] = 2 * n**3 / t["median_s"] / 1e9
+    try:
+        import torch
+
+        torch.set_num_threads(a.threads)
+        tx, ty = torch.randn(n, n), torch.randn(n, n)
+        t = common.time_fn(lambda: torch.mm(tx, ty), warmup=2, min_reps=a.min_reps,
+                           max_seconds=a.max_seconds)
+        out["torch_gflops"] = 2 * n**3 / t["min_s"] / 1e9
+    except ImportError:
+        out["torch_gflops"] = None
+    return out
+
+
+def _load(a):
+    import numpy as np
+
+    d = np.load(a.data)
+    sd = {k[3:]: d[k] for k in d.files if k.startswith("sd/")}
+    return d, sd
+
+
+def _check(rows: dict, name: str, got: float | object, want, tol: float) -> bool:
+    abs_d, rel_d = common.rel_diff(got, want)
+    rows[name] = {"max_abs_diff": abs_d, "rel_diff": rel_d, "ok": bool(rel_d <= tol)}
+    print(f"check {name}: max |diff| {abs_d:.3e} (rel {rel_d:.3e}) {'ok' if rel_d <= tol else 'MISMATCH'}",
+          flush=True)
+    return rel_d <= tol
+
+
+def _cost(compiled) -> dict:
+    out = {}
+    try:
+        ca = compiled.cost_analysis()
+        if isinstance(ca, (list, tuple)):
+            ca = ca[0] if ca else {}
+        out["xla_flops"] = float(ca.get("flops", float("nan")))
+        out["xla_bytes_accessed"] = float(ca.get("bytes accessed", float("nan")))
+    except Exception as e:  # noqa: BLE001  (not every backend has it)
+        out["cost_analysis_error"] = str(e)
+    try:
+        ma = compiled.memory_analysis()
+        if ma is not None:
+            for k in ("temp_size_in_bytes", "argument_size_in_bytes", "output_size_in_bytes",
+                      "alias_size_in_bytes", "generated_code_size_in_bytes"):
+                out[k] = int(getattr(ma, k, -1))
+    except Exception as e:  # noqa: BLE001
+        out["memory_analysis_error"] = str(e)
+    return out
+
+
+def worker_jax(a) -> dict:
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from convert.tables import torch_to_flax
+
+    cfg = common.bench_config(a.preset, a.quick, a.num_samples)
+    d, sd = _load(a)
+    variables = jax.tree.map(jnp.asarray, torch_to_flax(sd, cfg))
+    x_all, y_all = d["x"], d["y"]
+    jnp.zeros(1).block_until_ready()  # backend start-up is not compile time
+    res: dict = {"impl": a.impl, "mode": a.mode, "checks": {}, "batches": {},
+                 "rss_setup_mb": common.peak_rss_mb()}
+
+    if a.mode == "forward":
+        if a.impl == "jaxfast":
+            import fast_forward
+
+            params, fn = fast_forward.make_forward(cfg, variables)
+            jitted = jax.jit(fn)
+        else:
+            from rawnet2_jax.model import RawNet2
+
+            model = RawNet2(cfg)
+            params = variables
+            jitted = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
+        for b in a.batches:
+            x = jnp.asarray(x_all[:b])
+            t0 = time.perf_counter()
+            lowered = jitted.lower(params, x)
+            t1 = time.perf_counter()
+            compiled = lowered.compile()
+            t2 = time.perf_counter()
+            row = {"lower_s": t1 - t0, "compile_s": t2 - t1, **_cost(compiled)}
+            if b == a.fwd_check_batch and not _check(res["checks"], f"logits_b{b}",
+                                                     np.asarray(compiled(params, x)), d["ref_logits"],
+                                                     a.tolerance):
+                res["error"] = f"logits differ from torch (batch {b}); not timed"
+                return res
+            row.update(common.time_fn(lambda: compiled(params, x).block_until_ready(),
+                                      a.warmup, a.min_reps, a.max_seconds))
+            row["rss_peak_mb"] = common.peak_rss_mb()
+            res["batches"][str(b)] = row
+            print(f"{a.impl} forward b{b}: {row['median_s'] * 1e3:.1f} ms (compile {row['compile_s']:.2f} s)",
+                  flush=True)
+        return res
+
+    # ---- train step
+    from train.state import HostState, create_train_state
+    from train.step import build_model, make_train_step
+
+    tcfg = common.train_config(cfg)
+    model = build_model(tcfg)
+    state0 = create_train_state(variables, tcfg).replace(host=HostState())
+    core = make_train_step(model, tcfg).core
+    for b in a.batches:
+        batch = {"audio": jnp.asarray(x_all[:b]), "label": jnp.asarray(y_all[:b])}
+        t0 = time.perf_counter()
+        lowered = core.lower(state0, batch, None)
+        t1 = time.perf_counter()
+        compiled = lowered.compile()
+        t2 = time.perf_counter()
+        row = {"lower_s": t1 - t0, "compile_s": t2 - t1, **_cost(compiled)}
+        state, metrics = compiled(state0, batch, None)
+        if b == a.train_check_batch:
+            ok = _check(res["checks"], f"loss_b{b}", float(metrics["loss"]), float(d["ref_loss"]), a.tolerance)
+            ok &= _check(res["checks"], f"grad_norm_b{b}", float(metrics["grad_norm"]),
+                         float(d["ref_grad_norm"]), a.tolerance)
+            if not ok:
+                res["error"] = f"train step differs from torch (batch {b}); not timed"
+                return res
+        box = [state]
+
+        def step():
+            box[0] = compiled(box[0], batch, None)[0]
+            jax.block_until_ready(box[0])
+
+        row.update(common.time_fn(step, a.warmup, a.min_reps, a.max_seconds))
+        row["rss_peak_mb"] = common.peak_rss_mb()
+        res["batches"][str(b)] = row
+        print(f"jax train b{b}: {row['median_s'] * 1e3:.1f} ms (compile {row['compile_s']:.2f} s)", flush=True)
+    return res
+
+
+def worker_torch(a) -> dict:
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    from convert.reference import reference_model
+
+    torch.set_num_threads(a.threads)
+    cfg = common.bench_config(a.preset, a.quick, a.num_samples)
+    d, sd = _load(a)
+    ref = reference_model(cfg)
+    ref.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
+    x_all, y_all = d["x"], d["y"]
+    compile_ = a.impl == "torchc"
+    res: dict = {"impl": a.impl, "mode": a.mode, "checks": {}, "batches": {},
+                 "torch_threads": torch.get_num_threads(), "rss_setup_mb": common.peak_rss_mb()}
+
+    if a.mode == "forward":
+        ref.eval()
+
+        def fwd(x):
+            return ref(x)[0]
+
+        if compile_:
+            import torch._inductor.config as ind
+
+            ind.freezing = True  # conv-BN folding, constant folding, weight pre-packing
+            fwd = torch.compile(fwd, dynamic=False)
+        for b in a.batches:
+            x = torch.from_numpy(np.array(x_all[:b]))
+            row = {}
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                out = fwd(x)
+                row["first_call_s"] = time.perf_counter() - t0
+                if b == a.fwd_check_batch and not _check(res["checks"], f"logits_b{b}", out.numpy(),
+                                                         d["ref_logits"], a.tolerance):
+                    res["error"] = f"logits differ from torch eager (batch {b}); not timed"
+                    return res
+                row.update(common.time_fn(lambda: fwd(x), a.warmup, a.min_reps, a.max_seconds))
+            row["rss_peak_mb"] = common.peak_rss_mb()
+            res["batches"][str(b)] = row
+            print(f"{a.impl} forward b{b}: {row['median_s'] * 1e3:.1f} ms (first call {row['first_call_s']:.2f} s)",
+                  flush=True)
+        return res
+
+    # ---- train step: weighted CE -> backward -> clip_grad_norm_ -> Adam (coupled L2)
+    hp = common.train_hparams(cfg)
+    ref.train()
+    params = [p for p in ref.parameters() if p.requires_grad]
+    b1, b2, eps = hp["adam"]
+    try:
+        opt = torch.optim.Adam(params, lr=hp["learning_rate"], betas=(b1, b2), eps=eps,
+                               weight_decay=hp["weight_decay"], fused=True)
+        res["adam"] = "fused"
+    except (RuntimeError, TypeError, ValueError):
+        opt = torch.optim.Adam(params, lr=hp["learning_rate"], betas=(b1, b2), eps=eps,
+                               weight_decay=hp["weight_decay"], foreach=True)
+        res["adam"] = "foreach"
+    w = torch.tensor(hp["class_weights"])
+    clip = hp["grad_clip_norm"]
+
+    def loss_fn(x, y):
+        return F.cross_entropy(ref(x)[0], y, weight=w)
+
+    if compile_:
+        loss_fn = torch.compile(loss_fn, dynamic=False)
+
+    def step(x, y):
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(x, y)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+        opt.step()
+        return loss, norm
+
+    for b in a.batches:
+        x = torch.from_numpy(np.array(x_all[:b]))
+        y = torch.from_numpy(np.array(y_all[:b])).long()
+        row = {}
+        t0 = time.perf_counter()
+        loss, norm = step(x, y)
+        loss = loss.detach()
+        row["first_call_s"] = time.perf_counter() - t0
+        if b == a.train_check_batch:
+            ok = _check(res["checks"], f"loss_b{b}", float(loss), float(d["ref_loss"]), a.tolerance)
+            ok &= _check(res["checks"], f"grad_norm_b{b}", float(norm), float(d["ref_grad_norm"]), a.tolerance)
+            if not ok:
+                res["error"] = f"train step differs from torch eager (batch {b}); not timed"
+                return res
+        row.update(common.time_fn(lambda: step(x, y), a.warmup, a.min_reps, a.max_seconds))
+        row["rss_peak_mb"] = common.peak_rss_mb()
+        res["batches"][str(b)] = row
+        print(f"{a.impl} train b{b}: {row['median_s'] * 1e3:.1f} ms (first call {row['first_call_s']:.2f} s)",
+              flush=True)
+    return res
+
+
+def run_worker_main(a) -> None:
+    n = a.threads if a.inprocess else common.pin_threads(a.threads)
+    a.threads = n
+    fn = {"prepare": worker_prepare, "peak": worker_peak, "jax": worker_jax, "jaxfast": worker_jax,
+          "torch": worker_torch, "torchc": worker_torch}[a.worker]
+    if a.worker in IMPLS:
+        a.impl = a.worker
+    res = fn(a)
+    res["threads"] = n
+    common.write_json(Path(a.out), res)
+
+
+# =========================================================================================
+# driver
+# =========================================================================================
+
+
+def _common_args(a) -> list[str]:
+    out = ["--threads", str(a.threads), "--warmup", str(a.warmup), "--min-reps", str(a.min_reps),
+           "--max-seconds", str(a.max_seconds), "--tolerance", str(a.tolerance)]
+    if a.quick:
+        out.append("--quick")
+    if a.num_samples:
+        out += ["--num-samples", str(a.num_samples)]
+    return out
+
+
+def summarise(report: dict) -> str:
+    m = report["machine"]
+    peak = report["peak"].get("jax_gflops") or float("nan")
+    lines = [f"**Machine:** {common.machine_line(m)}; {report['threads']} threads for both frameworks; "
+             f"f32 matmul peak {common.fmt(peak, '.0f')} GFLOP/s (jnp {report['peak'].get('size')}^3"
+             f"; torch.mm {common.fmt(report['peak'].get('torch_gflops'), '.0f')})."]
+    if report.get("quick"):
+        lines.append("\n**QUICK RUN (tiny models): timings say nothing about the real presets.**")
+    header = ["preset", "what", "batch", "JAX ms", "JAX fast ms", "torch eager ms", "torch.compile ms",
+              "speed-up vs best torch", "fast speed-up", "JAX % peak", "torch % peak",
+              "peak RSS JAX / torch MiB"]
+    rows = []
+    for p in report["presets"]:
+        for r in p["summary"]:
+            rows.append([
+                p["preset"], r["mode"], r["batch"],
+                _ms(r, "jax"), _ms(r, "jaxfast"), _ms(r, "torch"), _ms(r, "torchc"),
+                common.fmt(r.get("speedup"), ".2f") + "x" if r.get("speedup") else "-",
+                common.fmt(r.get("fast_speedup"), ".2f") + "x" if r.get("fast_speedup") else "-",
+                common.fmt(r.get("jax_pct_peak"), ".0f"), common.fmt(r.get("torch_pct_peak"), ".0f"),
+                f"{common.fmt(r.get('jax_rss_mb'), '.0f')} / {common.fmt(r.get('torch_rss_mb'), '.0f')}",
+            ])
+    lines.append("")
+    lines.append(common.markdown_table(header, rows))
+    lines.append("\nms: median after warm-up, best allocator environment in brackets "
+                 "(default / malloc / thp / malloc+thp, see bench/common.py). Speed-up = best torch "
+                 "(eager or compiled, any environment) / best JAX. % peak: analytic FLOPs / time / "
+                 "f32 matmul peak. RSS: high-water mark of the measuring process (ascending batches).")
+    header = ["preset", "GFLOP/utt fwd (analytic)", "XLA fwd GFLOP/utt", "GFLOP/utt train (analytic)",
+              "XLA train GFLOP/utt", "fwd compile s", "train compile s",
+              "torch.compile 1st call s fwd / train", "XLA temp MiB fwd / train"]
+    rows = []
+    for p in report["presets"]:
+        c = p["compile"]
+        rows.append([
+            p["preset"], common.fmt(p["flops"]["forward"] / 1e9, ".2f"),
+            common.fmt(c.get("xla_fwd_gflop_per_utt"), ".2f"), common.fmt(p["flops"]["train"] / 1e9, ".2f"),
+            common.fmt(c.get("xla_train_gflop_per_utt"), ".2f"),
+            f"{common.fmt(c.get('fwd_lower_s'), '.2f')} + {common.fmt(c.get('fwd_compile_s'), '.2f')}"
+            f" (b{c.get('fwd_batch', '-')})",
+            f"{common.fmt(c.get('train_lower_s'), '.2f')} + {common.fmt(c.get('train_compile_s'), '.2f')}"
+            f" (b{c.get('train_batch', '-')})",
+            f"{common.fmt(c.get('torchc_fwd_first_s'), '.1f')} / {common.fmt(c.get('torchc_train_first_s'), '.1f')}",
+            f"{common.fmt(c.get('fwd_temp_mb'), '.0f')} / {common.fmt(c.get('train_temp_mb'), '.0f')}",
+        ])
+    lines.append("")
+    lines.append(common.markdown_table(header, rows))
+    lines.append("\nCompile: `lower()` + `compile()` seconds of the jitted forward / train step in a fresh "
+                 "process at the batch in brackets (8, or the nearest timed one); XLA temp: `memory_analysis()` at that batch. XLA GFLOP from "
+                 "`compiled.cost_analysis()` (a `lax.scan` body is counted once, so the GRU is "
+                 "under-counted).")
+    pipe = report.get("pipeline")
+    if pipe:
+        lines.append(f"\nInput pipeline (bench/bench_pipeline.py: {pipe.get('num_utts')} utterances of "
+                     f"{common.fmt(pipe.get('mean_seconds'), '.1f')} s, batch {pipe.get('batch_size')}, "
+                     f"{pipe.get('cpu_count')} CPUs):\n")
+        lines.append(common.markdown_table(
+            ["what", "preset", "threads", "workers", "utt/s"],
+            [[r.get("what"), r.get("preset"), r.get("threads"), r.get("workers"),
+              common.fmt(r.get("utt_per_s"), ".0f")] for r in pipe.get("results", [])]))
+    errs = [f"- {p['preset']} {v}: {e}" for p in report["presets"] for v, e in p.get("errors", {}).items()]
+    if errs:
+        lines.append("\n**Errors / refused variants:**\n" + "\n".join(errs))
+    return "\n".join(lines)
+
+
+def _ms(r: dict, impl: str) -> str:
+    v = r.get(f"{impl}_s")
+    if v is None:
+        return "-"
+    return f"{v * 1e3:.1f} ({r.get(f'{impl}_env')})"
+
+
+def _nearest(batches: dict, target: int):
+    if not batches:
+        return None, None
+    k = min(batches, key=lambda s: (abs(int(s) - target), int(s)))
+    return int(k), batches[k]
+
+
+def summarise_preset(pres: dict, peak: float, flops: dict) -> None:
+    runs = pres["runs"]
+    summary = []
+    for mode, batches in (("forward", pres["forward_batches"]), ("train", pres["train_batches"])):
+        for b in batches:
+            r = {"mode": mode, "batch": b}
+            per_impl_rss = {}
+            for impl in IMPLS:
+                best = None
+                for key, run in runs.items():
+                    if run.get("impl") != impl or run.get("mode") != mode or "error" in run:
+                        continue
+                    row = run["batches"].get(str(b))
+                    if row and (best is None or row["median_s"] < best[1]["median_s"]):
+                        best = (run["env"], row)
+                if best:
+                    r[f"{impl}_s"] = best[1]["median_s"]
+                    r[f"{impl}_env"] = best[0]
+                    per_impl_rss[impl] = best[1].get("rss_peak_mb")
+            torch_best = min((r[k] for k in ("torch_s", "torchc_s") if k in r), default=None)
+            if torch_best:
+                r["torch_best_s"] = torch_best
+            if "jax_s" in r and torch_best:
+                r["speedup"] = torch_best / r["jax_s"]
+            if "jaxfast_s" in r and torch_best:
+                r["fast_speedup"] = torch_best / r["jaxfast_s"]
+            work = flops[mode] * b
+            if peak and "jax_s" in r:
+                r["jax_gflops"] = work / r["jax_s"] / 1e9
+                r["jax_pct_peak"] = 100 * r["jax_gflops"] / peak
+            if peak and torch_best:
+                r["torch_gflops"] = work / torch_best / 1e9
+                r["torch_pct_peak"] = 100 * r["torch_gflops"] / peak
+            r["jax_rss_mb"] = per_impl_rss.get("jax")
+            tk = "torch" if r.get("torch_s") == torch_best else "torchc"
+            r["torch_rss_mb"] = per_impl_rss.get(tk)
+            summary.append(r)
+    pres["summary"] = summary
+    # compile numbers from the default-environment JAX runs
+    c: dict = {}
+    for mode, tag in (("forward", "fwd"), ("train", "train")):
+        run = runs.get(f"jax@default/{mode}") or next(
+            (v for v in runs.values() if v.get("impl") == "jax" and v.get("mode") == mode and "error" not in v), None)
+        if run and "error" not in run:
+            b, row = _nearest(run["batches"], 8)
+            if row:
+                c[f"{tag}_batch"] = b
+                c[f"{tag}_lower_s"] = row["lower_s"]
+                c[f"{tag}_compile_s"] = row["compile_s"]
+                if "xla_flops" in row:
+                    c[f"xla_{tag}_gflop_per_utt"] = row["xla_flops"] / b / 1e9
+                if "temp_size_in_bytes" in row:
+                    c[f"{tag}_temp_mb"] = row["temp_size_in_bytes"] / 2**20
+        for key, run in runs.items():
+            if run.get("impl") == "torchc" and run.get("mode") == mode and "error" not in run:
+                b, row = _nearest(run["batches"], 8)
+                if row:
+                    c[f"torchc_{tag}_first_s"] = row["first_call_s"]
+                break
+    pres["compile"] = c
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--presets", default=",".join(PRESETS))
+    ap.add_argument("--forward-batches", default="1,8,32")
+    ap.add_argument("--train-batches", default="8,32")
+    ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
+                    help="impl@env list; impl in jax, jaxfast, torch, torchc; env in "
+                         + ", ".join(common.ENVS))
+    ap.add_argument("--modes", default="forward,train")
+    ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--quick", action="store_true", help="tiny models with each preset's structure")
+    ap.add_argument("--num-samples", type=int, default=None, help="override the preset's input length")
+    ap.add_argument("--warmup", type=int, default=None)
+    ap.add_argument("--min-reps", type=int, default=None)
+    ap.add_argument("--max-seconds", type=float, default=None, help="timing budget per measurement")
+    ap.add_argument("--tolerance", type=float, default=1e-3, help="max relative diff vs torch eager")
+    ap.add_argument("--peak-size", type=int, default=None, help="matmul size of the f32 peak")
+    ap.add_argument("--worker-timeout", type=float, default=3600)
+    ap.add_argument("--out-dir", default=str(common.RESULTS))
+    ap.add_argument("--tag", default=None, help="results file name suffix")
+    ap.add_argument("--pipeline-json", default=None,
+                    help="bench_pipeline.py's JSON to include in the report (run_all.sh)")
+    ap.add_argument("--report-from", default=None,
+                    help="only re-render the markdown of an existing bench_model JSON")
+    ap.add_argument("--inprocess", action="store_true",
+                    help="run the workers in this process (tests / debugging: no allocator "
+                         "environments, no thread pinning, RSS is the whole run's)")
+    # worker-only
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--mode", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--preset", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--batches", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--data", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--max-batch", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--fwd-check-batch", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--train-check-batch", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.warmup is None:
+        a.warmup = 1 if not a.quick else 2
+    if a.min_reps is None:
+        a.min_reps = 5 if not a.quick else 3
+    if a.max_seconds is None:
+        a.max_seconds = 20.0 if not a.quick else 1.0
+    if a.worker:
+        if a.batches:
+            a.batches = _ints(a.batches)
+        run_worker_main(a)
+        return
+
+    def load_pipeline(report: dict) -> None:
+        if a.pipeline_json and Path(a.pipeline_json).exists():
+            report["pipeline"] = __import__("json").loads(Path(a.pipeline_json).read_text())
+
+    if a.report_from:
+        src = Path(a.report_from)
+        report = __import__("json").loads(src.read_text())
+        load_pipeline(report)
+        md = summarise(report)
+        src.with_suffix(".md").write_text(md + "\n")
+        common.write_json(src, report)
+        print(md)
+        return
+
+    t_start = time.perf_counter()
+    presets = [p.strip() for p in a.presets.split(",") if p.strip()]
+    bad = [p for p in presets if p not in PRESETS]
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    bad += [v for v in variants if "@" not in v or v.split("@")[0] not in IMPLS
+            or v.split("@", 1)[1] not in common.ENVS]
+    if bad:
+        ap.error(f"unknown preset / variant: {', '.join(bad)}")
+    modes = [m.strip() for m in a.modes.split(",") if m.strip()]
+    fwd_b = _ints(a.forward_batches) if "forward" in modes else []
+    train_b = _ints(a.train_batches) if "train" in modes else []
+    out_dir = Path(a.out_dir)
+    work = out_dir / "_work"
+    work.mkdir(parents=True, exist_ok=True)
+    script = Path(__file__).resolve()
+
+    def run(args: list[str], env: str) -> dict:
+        if not a.inprocess:
+            return common.run_worker(script, args, env, a.worker_timeout)
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "out.json"
+            t0 = time.perf_counter()
+            try:
+                main([*args, "--inprocess", "--out", str(out)])
+                res = __import__("json").loads(out.read_text())
+            except Exception as e:  # noqa: BLE001  (reported like a failed subprocess)
+                res = {"error": f"{type(e).__name__}: {e}"}
+        res["process_wall_s"] = time.perf_counter() - t0
+        res["env"] = "inprocess"
+        return res
+
+    machine = common.machine_info()
+    print(common.machine_line(machine), flush=True)
+
+    peak_size = a.peak_size or (1024 if a.quick else 4096)
+    print(f"f32 matmul peak ({peak_size}^3) ...", flush=True)
+    peak = run(["--worker", "peak", "--size", str(peak_size), *_common_args(a)], "default")
+    print(f"  jnp {common.fmt(peak.get('jax_gflops'), '.1f')} GFLOP/s, torch.mm "
+          f"{common.fmt(peak.get('torch_gflops'), '.1f')} GFLOP/s", flush=True)
+    report = {"machine": machine, "threads": a.threads, "quick": a.quick, "peak": peak,
+              "args": {k: v for k, v in vars(a).items() if v is not None}, "presets": []}
+    for preset in presets:
+        cfg = common.bench_config(preset, a.quick, a.num_samples)
+        flops = common.analytic_flops(cfg)
+        data = work / f"{cfg.name}_{cfg.num_samples}.npz"
+        max_b = max(fwd_b + train_b)
+        fwd_check = min(fwd_b) if fwd_b else 1
+        train_check = min(train_b) if train_b else 2
+        check_args = ["--preset", preset, "--data", str(data), "--fwd-check-batch", str(fwd_check),
+                      "--train-check-batch", str(train_check)]
+        print(f"\n== {preset} ({cfg.num_samples} samples, {flops['forward'] / 1e9:.2f} GFLOP/utt forward) ==",
+              flush=True)
+        prep = run(["--worker", "prepare", "--max-batch", str(max_b), *check_args, *_common_args(a)],
+                   "default")
+        pres = {"preset": preset, "config": cfg.to_dict(), "flops": flops,
+                "macs": common.analytic_macs(cfg), "forward_batches": fwd_b, "train_batches": train_b,
+                "runs": {}, "errors": {}}
+        if "error" in prep:
+            pres["errors"]["prepare"] = prep["error"]
+            print(f"  prepare failed: {prep['error']}", flush=True)
+            report["presets"].append(pres)
+            continue
+        pres["num_params"] = prep.get("num_params")
+        for mode, batches in (("forward", fwd_b), ("train", train_b)):
+            if not batches:
+                continue
+            for v in variants:
+                impl, env = v.split("@", 1)
+                if impl == "jaxfast" and mode == "train":
+                    continue
+                print(f"  {v} {mode} ...", flush=True)
+                res = run(["--worker", impl, "--mode", mode, "--batches", ",".join(map(str, batches)),
+                           *check_args, *_common_args(a)], env)
+                res.setdefault("impl", impl)
+                res.setdefault("mode", mode)
+                pres["runs"][f"{v}/{mode}"] = res
+                if "error" in res:
+                    pres["errors"][f"{v}/{mode}"] = res["error"][:300]
+                    print(f"    ERROR: {res['error']}", flush=True)
+        summarise_preset(pres, peak.get("jax_gflops"), flops)
+        report["presets"].append(pres)
+    report["total_wall_s"] = time.perf_counter() - t_start
+    load_pipeline(report)
+    md = summarise(report)
+    tag = a.tag or ("quick" if a.quick else None)
+    stem = "bench_model" + (f"_{tag}" if tag else "")
+    common.write_json(out_dir / f"{stem}.json", report)
+    (out_dir / f"{stem}.md").write_text(md + "\n")
+    print("\n" + md)
+    print(f"\nwrote {out_dir / (stem + '.json')} and .md ({report['total_wall_s']:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
