@@ -150,6 +150,15 @@ def _to_torch(value: Any, transform: Transform) -> np.ndarray:
     return value
 
 
+def _as_numpy(v: Any) -> np.ndarray:
+    if hasattr(v, "detach"):  # a torch tensor; bfloat16/float16 have no numpy twin: widen
+        v = v.detach().cpu()
+        if v.is_floating_point() and str(v.dtype) != "torch.float32":
+            v = v.float()
+        return v.numpy()
+    return np.asarray(v)
+
+
 def _short_list(items: list[str], limit: int = 12) -> str:
     if len(items) <= limit:
         return ", ".join(items)
@@ -164,8 +173,10 @@ def torch_to_flax(state_dict: Mapping[str, Any], cfg: ModelConfig) -> dict:
     """
     entries = table(cfg)
     expected = {e.torch_key: e for e in entries}
-    arrays = {k: np.asarray(v.detach().cpu().numpy() if hasattr(v, "detach") else v)
-              for k, v in state_dict.items()}
+    keys = list(state_dict)
+    # DataParallel wraps every key in "module."; strip it when (and only when) all keys have it.
+    strip = len("module.") if keys and all(k.startswith("module.") for k in keys) else 0
+    arrays = {k[strip:]: _as_numpy(v) for k, v in state_dict.items()}
     missing = [k for k in expected if k not in arrays]
     unexpected = sorted(k for k in arrays if k not in expected)
     misshapen = [f"{k} {tuple(arrays[k].shape)} (expected {expected[k].torch_shape})"

@@ -76,6 +76,17 @@ def test_round_trip_with_torch_tensors():
             np.testing.assert_array_equal(back[k], t.numpy(), err_msg=k)
 
 
+def test_module_prefix_and_half_precision_tensors():
+    torch = pytest.importorskip("torch")
+    cfg = PRESETS["tak2021"]
+    sd = {"module." + k: torch.from_numpy(np.asarray(v)) for k, v in fake_state_dict(cfg).items()}
+    sd["module.fc1_gru.weight"] = sd["module.fc1_gru.weight"].to(torch.bfloat16)
+    v = torch_to_flax(sd, cfg)
+    assert v["params"]["fc"]["kernel"].dtype == np.float32
+    np.testing.assert_array_equal(
+        v["params"]["fc"]["kernel"], sd["module.fc1_gru.weight"].float().numpy().T)
+
+
 def test_known_transforms():
     cfg = PRESETS["tak2021"]
     sd = fake_state_dict(cfg)
