@@ -14,9 +14,14 @@ running statistics:
 * variance shape: per channel log(v_observed / v_stored), minus its mean over channels
   (invariant to one overall gain: the speech files need not be as loud as the training data).
 
-A layer's *discrepancy* is ``mean_c (u_o - u_s)^2 + var_c log(v_o/v_s) / var_c log(v_s)``
-(0 = the stored statistics reproduced exactly); a candidate's is the mean over layers, lower is
-better. Pearson correlations of means and log-variances are reported alongside.
+A layer's *discrepancy* is ``mean_c (u_o - u_s)^2 + var_c log(v_o/v_s)`` (0 = the stored
+statistics reproduced exactly); a candidate's is the geometric mean over layers (so the first
+layer, whose statistics depend most on the particular audio, cannot drown the others), lower
+is better. Pearson correlations of means and log-variances are reported alongside.
+
+Observed statistics are combined the way running statistics accumulate: the expected
+variance of a training batch of ``batch_size`` utterances (see :func:`combine`), with the
+files run through the model in batches of that size.
 
 Candidates come from a greedy coordinate search around the preset: every option of one
 ambiguous point at a time, keep the best, repeat until nothing changes (at most
@@ -75,6 +80,7 @@ __all__ = [
     "format_report",
     "observe_bn_stats",
     "rank_candidates",
+    "combine",
     "score_candidate",
 ]
 
@@ -85,7 +91,7 @@ class LayerScore:
     r_mean: float  # Pearson r over channels, observed vs stored means (report only)
     r_logvar: float  # Pearson r over channels, log observed vs log stored variances (report only)
     mean_err: float  # mean over channels of (u_o - u_s)^2 with u = mean / RMS (gain-free)
-    logvar_err: float  # var_c log(v_o / v_s) / var_c log(v_s): gain-free, relative to the spread
+    logvar_err: float  # var_c log(v_o / v_s): shape of the variances, free of an overall gain
 
     @property
     def discrepancy(self) -> float:
@@ -260,12 +266,12 @@ def combine(
     v = variances[rows]
     k = m.shape[0]
     mu = m.mean(axis=0)
-    within = v.mean(axis=0) * (frames / max(frames - 1, 1))
-    if k < 2:
-        return mu, within
-    between = m.var(axis=0, ddof=1)  # unbiased estimate of the spread of utterance means
     b = k if batch_size is None else batch_size
-    return mu, within + between * (1.0 - 1.0 / b)
+    within = v.mean(axis=0)  # biased, per utterance
+    between = m.var(axis=0, ddof=1) if k > 1 else np.zeros_like(mu)  # unbiased spread of means
+    # Expected biased variance of a batch of b utterances, then torch's n/(n-1) correction.
+    n = b * frames
+    return mu, (within + between * (1.0 - 1.0 / b)) * (n / max(n - 1, 1))
 
 
 def _stored(variables: Mapping[str, Any], layer: str) -> tuple[np.ndarray, np.ndarray]:
@@ -428,9 +434,9 @@ def format_report(report: BnReport, top: int = 12) -> str:
         f"BatchNorm statistics check: {len(report.candidates)} candidate(s) around preset "
         f"{report.base.name!r}, {report.num_files} file(s) x {report.num_samples} samples, "
         f"{report.mode} mode",
-        "discrepancy = mean over BatchNorm layers of [mean err + logvar err]; mean err = "
-        "mean_c (u_obs - u_stored)^2, u = mean/RMS; logvar err = var_c log(v_obs/v_stored) / "
-        "var_c log(v_stored); 0 = stored statistics reproduced, lower is better",
+        "discrepancy = geometric mean over BatchNorm layers of (mean err + logvar err); "
+        "mean err = mean_c (u_obs - u_stored)^2 with u = mean/RMS; logvar err = "
+        "var_c log(v_obs/v_stored); 0 = stored statistics reproduced, lower is better",
         f"{'rank':>4} {'discrep.':>9} {'mean err':>9} {'logvar err':>10} {'r_mean':>7} "
         f"{'r_logvar':>8}  setting (vs preset)",
     ]

@@ -89,7 +89,12 @@ def read_torch_file(path: str | os.PathLike) -> Any:
 
 def _first_line(e: BaseException) -> str:
     s = str(e).strip()
-    return s.splitlines()[0] if s else type(e).__name__
+    if not s:
+        return type(e).__name__
+    s = s.splitlines()[0]
+    if len(s) > 120 and ". " in s:
+        s = s.split(". ")[0]  # first sentence of a long explanation
+    return s
 
 
 def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> tuple[dict[str, Any], list[str]]:
