@@ -284,6 +284,31 @@ def choose_config(
     return best, notes
 
 
+def sync_class_weights(
+    config: ModelConfig, state_dict: Mapping[str, Any], overrides: Sequence[str] | Mapping[str, Any] = ()
+) -> tuple[ModelConfig, list[str]]:
+    """Make ``stored_class_weights`` describe the checkpoint's own ``class_weights`` tensor
+    (seed layout): its values when present, None when absent. An explicit ``--set`` wins."""
+    named = set(overrides) if isinstance(overrides, Mapping) else {
+        o.split("=", 1)[0].strip() for o in overrides
+    }
+    if config.layout != "seed" or "stored_class_weights" in named:
+        return config, []
+    cw = state_dict.get("class_weights")
+    if cw is None:
+        if config.stored_class_weights is None:
+            return config, []
+        return config.replace(stored_class_weights=None), [
+            "the checkpoint has no class_weights tensor; the converted model stores none"
+        ]
+    values = tuple(float(v) for v in np.asarray(cw.detach().cpu().numpy() if hasattr(cw, "detach") else cw).ravel())
+    if len(values) != config.num_classes or values == config.stored_class_weights:
+        return config, []  # a wrong shape is reported by check_state_dict
+    return config.replace(stored_class_weights=values), [
+        f"class_weights stored in the checkpoint: {list(values)}"
+    ]
+
+
 # ----------------------------------------------------------------------------- audio
 
 
@@ -497,6 +522,10 @@ def convert_checkpoint(
     for n in cnotes:
         log(f"note: {n}")
     config = apply_overrides(config, overrides)
+    config, wnotes = sync_class_weights(config, sd, overrides)
+    for n in wnotes:
+        log(f"note: {n}")
+    cnotes += wnotes
     check_state_dict(shapes, config, str(src))
     np_sd = _to_numpy(sd)
     variables = torch_to_flax(np_sd, config)

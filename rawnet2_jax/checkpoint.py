@@ -343,6 +343,10 @@ class Pretrained:
     -> numpy (B, 2) logits, index 0 = spoof, 1 = bona fide, before softmax, from the jitted
     model in eval mode on ``x`` exactly as given (no padding or cutting; jit compiles once per
     input shape). ``scores(x)`` = logit[1] - logit[0] (higher = more bona fide).
+
+    ``matmul_precision``: "highest" (default) keeps float32 matmuls/convolutions exact on
+    GPUs/TPUs too (no TF32/bf16 passes), so the logits match the PyTorch original; None uses
+    the backend's faster default.
     """
 
     def __init__(
@@ -351,6 +355,7 @@ class Pretrained:
         variables: Mapping[str, Any],
         metadata: Mapping[str, Any] | None = None,
         directory: str | os.PathLike | None = None,
+        matmul_precision: str | None = "highest",
     ):
         import jax
 
@@ -361,6 +366,7 @@ class Pretrained:
         self.variables = jax.device_put(dict(variables))
         self.metadata = dict(metadata or {})
         self.directory = Path(directory) if directory is not None else None
+        self.matmul_precision = matmul_precision
 
         model = self.model
 
@@ -381,7 +387,13 @@ class Pretrained:
         return x.astype(np.float32, copy=False)
 
     def logits(self, x: Any) -> np.ndarray:
-        return np.asarray(self._logits(self.variables, self._prepare(x)))
+        import jax
+
+        x = self._prepare(x)
+        if self.matmul_precision is None:
+            return np.asarray(self._logits(self.variables, x))
+        with jax.default_matmul_precision(self.matmul_precision):  # part of jit's cache key
+            return np.asarray(self._logits(self.variables, x))
 
     def scores(self, x: Any) -> np.ndarray:
         lg = self.logits(x)
@@ -392,7 +404,7 @@ class Pretrained:
         return f"Pretrained({self.config.name!r}{where})"
 
 
-def load_pretrained(directory: str | os.PathLike) -> Pretrained:
+def load_pretrained(directory: str | os.PathLike, *, matmul_precision: str | None = "highest") -> Pretrained:
     """Load a model directory (or a training workdir's best model) for inference.
 
     >>> m = load_pretrained("models/caa_rawnet2")      # doctest: +SKIP
@@ -402,4 +414,4 @@ def load_pretrained(directory: str | os.PathLike) -> Pretrained:
     d = find_model_dir(directory)
     config = load_config(d)
     variables = restore_variables(d, config)
-    return Pretrained(config, variables, load_metadata(d), d)
+    return Pretrained(config, variables, load_metadata(d), d, matmul_precision=matmul_precision)

@@ -347,3 +347,24 @@ def test_cli_subprocess_success(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"wrote {tmp_path / 'out'}" in r.stdout
     assert (tmp_path / "out" / "config.json").exists()
+
+
+@pytest.mark.parametrize("weights", [None, (2.0, 1.0)])
+def test_seed_class_weights_follow_the_checkpoint(tmp_path, weights):
+    from rawnet2_jax.checkpoint import load_config, restore_variables
+
+    cfg = get_config("caa_rawnet2", **TINY_SEED)
+    sd = _reference(cfg).state_dict()
+    if weights is None:
+        del sd["class_weights"]
+    else:
+        sd["class_weights"] = torch.tensor(weights)
+    torch.save(sd, tmp_path / "m.pt")
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "m.pt"), str(out), "--preset", "caa_rawnet2", *_sets(TINY_SEED)]) == 0
+    assert load_config(out).stored_class_weights == weights
+    buffers = restore_variables(out)["buffers"]
+    if weights is None:
+        assert "class_weights" not in buffers
+    else:
+        np.testing.assert_array_equal(buffers["class_weights"], np.asarray(weights, np.float32))
