@@ -301,7 +301,8 @@ def sync_class_weights(
         return config.replace(stored_class_weights=None), [
             "the checkpoint has no class_weights tensor; the converted model stores none"
         ]
-    values = tuple(float(v) for v in np.asarray(cw.detach().cpu().numpy() if hasattr(cw, "detach") else cw).ravel())
+    arr = np.asarray(cw.detach().cpu().numpy() if hasattr(cw, "detach") else cw, np.float32).ravel()
+    values = tuple(float(str(v)) for v in arr)  # shortest decimal of each float32: 8.837, not 8.83699989
     if len(values) != config.num_classes or values == config.stored_class_weights:
         return config, []  # a wrong shape is reported by check_state_dict
     return config.replace(stored_class_weights=values), [
