@@ -64,8 +64,10 @@ class SeedSinc(nn.Module):
         self.cfg = cfg
         c, k, sr = cfg.sinc_filters, cfg.sinc_kernel_size, cfg.sample_rate
         edges = np.linspace(0, sr / 2, c + 1)
-        if cfg.sinc_scale == "mel":
+        if cfg.sinc_scale in ("mel", "inverse_mel"):
             edges = _hz(np.linspace(0, _mel(sr / 2), c + 1))
+            if cfg.sinc_scale == "inverse_mel":
+                edges = sr / 2 - edges[::-1]
         self.low_hz_ = nn.Parameter(torch.tensor(edges[:-1, None], dtype=torch.float32),
                                     requires_grad=cfg.sinc_learnable)
         self.band_hz_ = nn.Parameter(torch.tensor(np.diff(edges)[:, None], dtype=torch.float32),

@@ -139,17 +139,18 @@ def seed_sinc_tensors(cfg: ModelConfig) -> dict[str, np.ndarray]:
     """The four stored SincNet tensors for a fresh model, float32.
 
     Band edges split [0, sr/2] into C equal steps on the config's scale (linear: low = 0, step,
-    ..., band = step, which is what an inspection of the seed checkpoint reports). The half
+    ..., band = step, which is what an inspection of the seed checkpoint reports; inverse_mel:
+    the mel edges mirrored about sr/4). The half
     time axis and half window are made as SincConv_fast makes them, quirks included (its
     window index runs over linspace(0, K/2 - 1, K//2), not over integers).
     """
     c, k, sr = cfg.sinc_filters, cfg.sinc_kernel_size, cfg.sample_rate
     if cfg.sinc_scale == "linear":
         edges = np.linspace(0.0, sr / 2, c + 1)
-    elif cfg.sinc_scale == "mel":
-        edges = to_hz(np.linspace(to_mel(0.0), to_mel(sr / 2), c + 1))
     else:
-        raise ValueError("seed sinc tensors can be initialised for linear or mel scale only")
+        edges = to_hz(np.linspace(to_mel(0.0), to_mel(sr / 2), c + 1))
+        if cfg.sinc_scale == "inverse_mel":  # mirror: fine resolution at high frequencies
+            edges = sr / 2 - edges[::-1]
     n_lin = np.linspace(0, k / 2 - 1, int(k / 2))
     window = 0.54 - 0.46 * np.cos(2 * np.pi * n_lin / k)
     half = (k - 1) / 2
@@ -184,17 +185,21 @@ class SincConv(nn.Module):
         """``out_scale``/``out_shift`` (C,): a per-channel affine map applied to the conv output,
         folded into the filters (only valid with no abs / pool in between)."""
         cfg = self.config
+
+        def stored(name: str, trainable: bool) -> Array:
+            value = lambda *_: jnp.asarray(seed_sinc_tensors(cfg)[name])  # noqa: E731
+            if trainable:
+                return self.param(name, value)
+            return self.variable("buffers", name, value).value
+
         if cfg.sinc_formula == "official":
+            if cfg.layout == "seed":
+                # The seed layout stores the four tensors: carry them (unused) so that variables
+                # and checkpoints keep one tree whichever formula a candidate config tries.
+                for name in ("low_hz_", "band_hz_", "n_axis", "window"):
+                    stored(name, False)
             filters = official_filters(cfg)  # (C, K), constant under jit
         else:
-            init = seed_sinc_tensors(cfg)
-
-            def stored(name: str, trainable: bool) -> Array:
-                value = lambda *_: jnp.asarray(init[name])  # noqa: E731
-                if trainable:
-                    return self.param(name, value)
-                return self.variable("buffers", name, value).value
-
             filters = sincnet_filters(
                 stored("low_hz_", cfg.sinc_learnable),
                 stored("band_hz_", cfg.sinc_learnable),

@@ -86,7 +86,7 @@ def test_eval_full_preset(full_preset, batch, fold_bn):
 SMALL = dict(sinc_filters=12, first_block_channels=8, second_block_channels=16, gru_hidden=24,
              embedding_dim=12)
 T_SMALL = 2600  # official: (2600 - 128) / 3 = 824 frames -> 1 after six pools of 3
-T_SMALL_SAME = 1100  # "same" padding, no sinc pool: 1100 frames -> 1 after six pools of 3
+T_SMALL_SAME = 2200  # "same" padding, no sinc pool: 2200 frames -> 3 after six pools of 3
 
 
 def small(name: str, **overrides):
@@ -102,6 +102,7 @@ SMALL_CASES = {
                          sinc_padding="valid", sinc_abs=True, sinc_pool=3, front_activation="selu",
                          pre_gru_activation="relu", head_activation="leaky_relu", gru_layers=2,
                          first_block_bn1=False),
+    "caa_official_filters": small("caa_rawnet2", sinc_formula="official", sinc_scale="mel"),
     "tak2021": small("tak2021"),
     "asvspoof2021_baseline": small("asvspoof2021_baseline"),
     "baseline_inverse_mel": small("tak2021", sinc_scale="inverse_mel", bn1_bypassed=True),

@@ -163,3 +163,7 @@ def test_sinc_variable_collections():
     assert set(v["params"]) == {"low_hz_", "band_hz_"} and set(v["buffers"]) == {"n_axis", "window"}
     official = SincConv(get_config("tak2021")).init(jax.random.PRNGKey(0), jnp.zeros((1, 300)))
     assert not official  # no variables: the filters are config constants
+    # seed layout with the official formula: the stored tensors are still carried
+    seed_official = fixed.replace(sinc_formula="official")
+    v = SincConv(seed_official).init(jax.random.PRNGKey(0), jnp.zeros((1, 300)))
+    assert set(v["buffers"]) == {"low_hz_", "band_hz_", "n_axis", "window"}
