@@ -268,3 +268,65 @@ def test_bfloat16_compute_close_to_float32():
     assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(variables["params"]))
     assert_close(np.asarray(bf16), np.asarray(f32), rtol=0.05, atol=0.05 * float(jnp.abs(f32).max()),
                  name="bf16 logits")
+
+
+# ------------------------------------------------------------------------------------------
+# building blocks on their own: long sequences for the GRU, bf16 BatchNorm
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layers", [1, 3])
+def test_gru_long_sequence_and_gradients(layers):
+    """The model-level tests reach the GRU with only a few frames; here 60 steps."""
+    from rawnet2_jax.gru import GRU
+
+    torch.manual_seed(layers)
+    d, h, t = 20, 16, 60
+    ref = torch.nn.GRU(d, h, num_layers=layers, batch_first=True)
+    x = np.random.default_rng(layers).standard_normal((3, t, d)).astype(np.float32)
+    xt = torch.from_numpy(x).requires_grad_(True)
+    seq, _ = ref(xt)
+    seq[:, -1, :].pow(2).sum().backward()
+
+    params = {f"l{k}": {
+        "w_ih": _np(getattr(ref, f"weight_ih_l{k}")).T, "w_hh": _np(getattr(ref, f"weight_hh_l{k}")).T,
+        "b_ih": _np(getattr(ref, f"bias_ih_l{k}")), "b_hh": _np(getattr(ref, f"bias_hh_l{k}")),
+    } for k in range(layers)}
+    gru = GRU(h, layers)
+
+    def loss(p, x):
+        return jnp.sum(jnp.square(gru.apply({"params": p}, x)))
+
+    with jax.default_matmul_precision("highest"):
+        out = jax.jit(gru.apply)({"params": params}, jnp.asarray(x))
+        g_p, g_x = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, jnp.asarray(x))
+    want = _np(seq[:, -1, :])
+    assert_close(np.asarray(out), want, rtol=1e-5, atol=1e-6, name="gru last state")
+    assert_close(np.asarray(g_x), _np(xt.grad), rtol=1e-4, atol=1e-6, name="gru dL/dx")
+    for k in range(layers):
+        for ours, theirs, tr in (("w_ih", "weight_ih", True), ("w_hh", "weight_hh", True),
+                                 ("b_ih", "bias_ih", False), ("b_hh", "bias_hh", False)):
+            w = _np(getattr(ref, f"{theirs}_l{k}").grad)
+            got = np.asarray(g_p[f"l{k}"][ours])
+            assert_close(got.T if tr else got, w, rtol=1e-4, atol=1e-6, name=f"gru grad {theirs}_l{k}")
+
+
+def test_batchnorm_bf16_input_keeps_f32_stats():
+    from rawnet2_jax.batchnorm import BatchNorm
+
+    rng = np.random.default_rng(0)
+    x = (3.0 + 2.0 * rng.standard_normal((4, 50, 6))).astype(np.float32)
+    bn = BatchNorm(6)
+    v = bn.init(jax.random.PRNGKey(0), jnp.asarray(x), train=False)
+    y, upd = bn.apply(v, jnp.asarray(x, jnp.bfloat16), train=True, mutable=["batch_stats"])
+    assert y.dtype == jnp.bfloat16
+    assert upd["batch_stats"]["mean"].dtype == jnp.float32 and upd["batch_stats"]["var"].dtype == jnp.float32
+    ref = torch.nn.BatchNorm1d(6)
+    ref.train()
+    xb = torch.from_numpy(np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32)))
+    want = ref(xb.transpose(1, 2)).detach().transpose(1, 2).numpy()
+    assert_close(np.asarray(y, np.float32), want, rtol=1e-2, atol=2e-2, name="bf16 BN output")
+    assert_close(np.asarray(upd["batch_stats"]["mean"]), _np(ref.running_mean), rtol=1e-5, atol=1e-6,
+                 name="running_mean")
+    assert_close(np.asarray(upd["batch_stats"]["var"]), _np(ref.running_var), rtol=1e-5, atol=1e-6,
+                 name="running_var (unbiased)")
