@@ -139,7 +139,10 @@ class RefBlock(nn.Module):
 
         if cfg.fms_position == "before_add":
             h = fms(h)
-        h = F.max_pool1d(h + skip, cfg.block_pool)
+        h = h + skip
+        if cfg.fms_position == "before_pool":
+            h = fms(h)
+        h = F.max_pool1d(h, cfg.block_pool)
         if cfg.fms_position == "after_pool":
             h = fms(h)
         return h

@@ -26,7 +26,8 @@ The seed forward this preset makes (each line is one field; change it with
 5. every block has bn1 (``first_block_bn1=True``: the layout has ``blocks.0.bn1``), which feeds
    conv1 (``bn1_bypassed=False``).
 6. FMS ``x * s + s`` after the block's max-pool (``fms_mode="add"``, ``fms_position=
-   "after_pool"``, as Tak et al.); alternatives ``"mul"`` and ``"before_add"``.
+   "after_pool"``, as Tak et al.); alternatives ``"mul"`` and ``"before_pool"`` /
+   ``"before_add"``.
 7. ``pre_gru_activation="leaky_relu"`` after ``pre_gru_bn`` (official: "selu"); one GRU layer;
    ``fc`` (embedding) -> no activation -> ``classifier`` (``head_activation="none"``).
 8. raw logits (``output_log_softmax=False``); ``class_weights`` kept in ``buffers``.
@@ -49,7 +50,10 @@ SincFormula = Literal["official", "sincnet"]
 SincEdges = Literal["eurecom", "asvspoof2021"]
 Activation = Literal["selu", "leaky_relu", "relu", "none"]
 FmsMode = Literal["add", "mul"]  # x * s + s (Tak et al.) or x * s
-FmsPosition = Literal["after_pool", "before_add"]
+# Where FMS sits in a block: "after_pool" (official: pool(res + id) then FMS), "before_pool"
+# (FMS on res + id, then pool; its gate then sees the un-pooled time average), "before_add"
+# (FMS on the residual branch only, then + identity, then pool).
+FmsPosition = Literal["after_pool", "before_pool", "before_add"]
 PadMode = Literal["zero", "repeat"]
 Layout = Literal["seed", "official"]
 

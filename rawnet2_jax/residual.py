@@ -2,8 +2,8 @@
 
     [bn1 -> leaky_relu] -> conv1 -> bn2 -> leaky_relu -> conv2  (+ identity) -> max-pool
 
-with a 1x1 conv on the identity path where the channel count changes, and FMS either after the
-pool (official RawNet2) or on the residual branch before the add. Two flags reproduce the
+with a 1x1 conv on the identity path where the channel count changes, and FMS after the pool
+(official RawNet2), on the sum before the pool, or on the residual branch before the add. Two flags reproduce the
 official quirks: the very first block has no bn1 (its input was just batch-normalised), and the
 ASVspoof 2021 baseline calls ``conv1(x)`` on the block input, so its bn1 runs (and, in train
 mode, updates its running statistics) but its output is discarded.
@@ -110,6 +110,8 @@ class ResidualBlock(nn.Module):
         if self.fms_position == "before_add":
             out = fms(out)
         out = out + identity
+        if self.fms_position == "before_pool":
+            out = fms(out)
         out = nn.max_pool(out, (self.pool,), strides=(self.pool,), padding="VALID")  # torch floor
         if self.fms_position == "after_pool":
             out = fms(out)
