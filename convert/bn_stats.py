@@ -11,8 +11,8 @@ running statistics:
 
 * normalised means: per channel u = m / sqrt(m^2 + v) (mean over RMS), observed vs stored
   (invariant to any gain, bounded, robust when a channel's spread is tiny against its mean);
-* variance shape: per channel log(v_observed / v_stored), minus its mean over channels
-  (invariant to one overall gain: the speech files need not be as loud as the training data).
+* variance shape: the spread over channels of log(v_observed / v_stored) (invariant to one
+  overall gain: the speech files need not be as loud as the training data).
 
 A layer's *discrepancy* is ``mean_c (u_o - u_s)^2 + var_c log(v_o/v_s)`` (0 = the stored
 statistics reproduced exactly); a candidate's is the geometric mean over layers (so the first
@@ -26,9 +26,9 @@ files run through the model in batches of that size.
 Candidates come from a greedy coordinate search around the preset: every option of one
 ambiguous point at a time, keep the best, repeat until nothing changes (at most
 ``max_rounds``), so combinations of changes are reached without the full grid. A change is
-only taken when it lowers the discrepancy by more than ``min_gain`` (relative): points that
-leave the statistics unchanged (e.g. "same" vs "valid" padding on long inputs) stay at the
-preset and are reported as indistinguishable.
+only taken when it lowers the discrepancy by more than ``min_gain`` (relative) on all files
+AND on each half of them: points that leave the statistics (nearly) unchanged, e.g. "same"
+vs "valid" padding on long inputs, stay at the preset and are reported as indistinguishable.
 ``pre_gru_activation`` follows the last BatchNorm and cannot be ranked this way.
 """
 

@@ -29,7 +29,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from rawnet2_jax.config import PRESETS, ModelConfig
-from rawnet2_jax.errors import CheckpointError, UserError
+from rawnet2_jax.errors import CheckpointError
 
 WRAPPER_KEYS = ("model_state_dict", "state_dict")
 DEFAULT_TOLERANCE = 1e-4
@@ -583,8 +583,3 @@ def convert_checkpoint(
             metadata["verify"] = {r.name: {"max_abs": r.max_abs, "rel": r.rel} for r in result.verify_rows}
         result.out_dir = save_model(out_dir, variables, config, metadata, overwrite=force)
     return result
-
-
-def main_errors() -> tuple[type[BaseException], ...]:
-    """Exceptions the CLI reports as one line."""
-    return (UserError,)
