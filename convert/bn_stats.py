@@ -62,7 +62,11 @@ AMBIGUOUS_POINTS: dict[str, list[dict[str, Any]]] = {
         {"front_activation": "none"},
     ],
     "fms_mode": [{"fms_mode": "add"}, {"fms_mode": "mul"}],
-    "fms_position": [{"fms_position": "after_pool"}, {"fms_position": "before_add"}],
+    "fms_position": [
+        {"fms_position": "after_pool"},
+        {"fms_position": "before_pool"},
+        {"fms_position": "before_add"},
+    ],
 }
 
 # Batch size of the training run whose running statistics are stored (the official RawNet2

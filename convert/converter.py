@@ -529,6 +529,13 @@ def convert_checkpoint(
     cnotes += wnotes
     check_state_dict(shapes, config, str(src))
     np_sd = _to_numpy(sd)
+    if config.layout == "seed":
+        from rawnet2_jax.sinc import check_seed_sinc_tensors
+
+        sinc = {k[len("sinc."):]: v for k, v in np_sd.items() if k.startswith("sinc.")}
+        for w in check_seed_sinc_tensors(sinc, config):
+            log(f"warning: {w}")
+            cnotes.append(f"warning: {w}")
     variables = torch_to_flax(np_sd, config)
     log(f"converted {len(np_sd)} tensors ({sum(v.size for v in np_sd.values()):,} values) "
         f"with preset {config.name!r}")

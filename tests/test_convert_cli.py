@@ -368,3 +368,18 @@ def test_seed_class_weights_follow_the_checkpoint(tmp_path, weights):
         assert "class_weights" not in buffers
     else:
         np.testing.assert_array_equal(buffers["class_weights"], np.asarray(weights, np.float32))
+
+
+def test_seed_sinc_tensor_doubts_are_warned(tmp_path, capsys):
+    cfg = get_config("caa_rawnet2", **TINY_SEED)
+    sd = _reference(cfg).state_dict()
+    k = cfg.sinc_kernel_size
+    sd["sinc.n_axis"] = torch.tensor(np.arange(k // 2)[None] * np.pi / cfg.sample_rate,
+                                     dtype=torch.float32)
+    torch.save(sd, tmp_path / "m.pt")
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "m.pt"), str(out), "--preset", "caa_rawnet2", *_sets(TINY_SEED)]) == 0
+    assert "warning: sinc.n_axis" in capsys.readouterr().out
+    from rawnet2_jax.checkpoint import load_metadata
+
+    assert any("sinc.n_axis" in n for n in load_metadata(out)["notes"])
