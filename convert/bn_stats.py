@@ -411,9 +411,20 @@ def rank_candidates(
                 except ValueError:  # an option the config does not allow in this combination
                     continue
                 trials.append((evaluate(cand), cand))
+            if not trials:
+                continue
             c_best, cfg_best = min(trials, key=lambda t: t[0].discrepancy)
             if key_of(cfg_best) != key_of(current) and c_best.beats(evaluate(current), min_gain):
                 current = cfg_best
+                changed = True
+            # Parsimony: back to the preset's option of this point when it is not clearly worse
+            # (a change taken early, while other points were still wrong, may no longer help).
+            try:
+                home = current.replace(**{f: getattr(base, f) for f in options[0]})
+            except ValueError:
+                continue
+            if key_of(home) != key_of(current) and not evaluate(current).beats(evaluate(home), min_gain):
+                current = home
                 changed = True
         if not changed:
             break
