@@ -391,7 +391,7 @@ def summarise(report: dict) -> str:
     if report.get("quick"):
         lines.append("\n**QUICK RUN (tiny models): timings say nothing about the real presets.**")
     header = ["preset", "what", "batch", "JAX ms", "JAX fast ms", "torch eager ms", "torch.compile ms",
-              "speed-up vs best torch", "fast speed-up", "JAX % peak", "torch % peak",
+              "speed-up vs best torch", "fast speed-up", "CPU-time speed-up", "JAX % peak", "torch % peak",
               "peak RSS JAX / torch MiB"]
     rows = []
     for p in report["presets"]:
@@ -401,6 +401,7 @@ def summarise(report: dict) -> str:
                 _ms(r, "jax"), _ms(r, "jaxfast"), _ms(r, "torch"), _ms(r, "torchc"),
                 common.fmt(r.get("speedup"), ".2f") + "x" if r.get("speedup") else "-",
                 common.fmt(r.get("fast_speedup"), ".2f") + "x" if r.get("fast_speedup") else "-",
+                common.fmt(r.get("cpu_speedup"), ".2f") + "x" if r.get("cpu_speedup") else "-",
                 common.fmt(r.get("jax_pct_peak"), ".0f"), common.fmt(r.get("torch_pct_peak"), ".0f"),
                 f"{common.fmt(r.get('jax_rss_mb'), '.0f')} / {common.fmt(r.get('torch_rss_mb'), '.0f')}",
             ])
@@ -408,7 +409,9 @@ def summarise(report: dict) -> str:
     lines.append(common.markdown_table(header, rows))
     lines.append("\nms: median after warm-up, best allocator environment in brackets "
                  "(default / malloc / thp / malloc+thp, see bench/common.py). Speed-up = best torch "
-                 "(eager or compiled, any environment) / best JAX. % peak: analytic FLOPs / time / "
+                 "(eager or compiled, any environment) / best JAX; fast: the same for bench/fast_forward.py; "
+                 "CPU-time: the same ratio of process CPU seconds (robust to a busy machine with "
+                 "`--threads 1`; inflated by spinning thread pools otherwise). % peak: analytic FLOPs / time / "
                  "f32 matmul peak. RSS: high-water mark of the measuring process (ascending batches).")
     header = ["preset", "GFLOP/utt fwd (analytic)", "XLA fwd GFLOP/utt", "GFLOP/utt train (analytic)",
               "XLA train GFLOP/utt", "fwd compile s", "train compile s",
@@ -479,6 +482,7 @@ def summarise_preset(pres: dict, peak: float, flops: dict) -> None:
                         best = (run["env"], row)
                 if best:
                     r[f"{impl}_s"] = best[1]["median_s"]
+                    r[f"{impl}_cpu_s"] = best[1].get("cpu_median_s")
                     r[f"{impl}_env"] = best[0]
                     per_impl_rss[impl] = best[1].get("rss_peak_mb")
             torch_best = min((r[k] for k in ("torch_s", "torchc_s") if k in r), default=None)
@@ -486,6 +490,9 @@ def summarise_preset(pres: dict, peak: float, flops: dict) -> None:
                 r["torch_best_s"] = torch_best
             if "jax_s" in r and torch_best:
                 r["speedup"] = torch_best / r["jax_s"]
+            torch_cpu = min((r[k] for k in ("torch_cpu_s", "torchc_cpu_s") if r.get(k)), default=None)
+            if r.get("jax_cpu_s") and torch_cpu:
+                r["cpu_speedup"] = torch_cpu / r["jax_cpu_s"]
             if "jaxfast_s" in r and torch_best:
                 r["fast_speedup"] = torch_best / r["jaxfast_s"]
             work = flops[mode] * b

@@ -141,7 +141,8 @@ def pin_threads(n: int) -> int:
 
 def time_fn(fn: Callable[[], Any], warmup: int = 2, min_reps: int = 5, max_seconds: float = 30.0,
             max_reps: int = 50) -> dict[str, Any]:
-    """Median wall time of ``fn()`` (which must block until its result is ready).
+    """Median wall time (and process CPU time) of ``fn()``, which must block until its
+    result is ready.
 
     ``warmup`` untimed calls, then at least ``min_reps`` timed ones, more while the total stays
     under ``max_seconds`` (up to ``max_reps``).
@@ -149,11 +150,13 @@ def time_fn(fn: Callable[[], Any], warmup: int = 2, min_reps: int = 5, max_secon
     for _ in range(warmup):
         fn()
     times: list[float] = []
+    cpu: list[float] = []
     t_start = time.perf_counter()
     while len(times) < max_reps:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         fn()
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
         if len(times) >= min_reps and time.perf_counter() - t_start >= max_seconds:
             break
         if len(times) >= min_reps and (time.perf_counter() - t_start) + times[-1] > max_seconds:
@@ -162,6 +165,9 @@ def time_fn(fn: Callable[[], Any], warmup: int = 2, min_reps: int = 5, max_secon
         "median_s": statistics.median(times),
         "min_s": min(times),
         "max_s": max(times),
+        # CPU seconds of all this process's threads (includes spin-waiting thread pools); with
+        # --threads 1 a load-robust measure of the work done.
+        "cpu_median_s": statistics.median(cpu),
         "reps": len(times),
         "warmup": warmup,
     }

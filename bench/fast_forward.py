@@ -8,12 +8,14 @@ Not part of the library: a place to measure ideas before the model owner adopts 
   ``conv1`` (conv1 -> bn2 directly), ``front_bn`` into the sinc filters when nothing sits in
   between (seed: no abs / pool). The other BNs (bn1, pre_gru_bn: an activation or a pool in
   between) become one multiply-add that XLA fuses with their neighbours.
-* ``sinc`` ("toeplitz"): how the 1-input-channel sinc conv runs.
+* ``sinc`` ("auto" = "fft" for kernels >= 257 taps, else "xla"): how the 1-input-channel sinc
+  conv runs.
   ``"xla"``: ``lax.conv_general_dilated`` as the model does (a conv with C_in = 1 is a poor
   GEMM shape); ``"toeplitz"``: polyphase frames ``(B, T/P, L*P)`` times a banded Toeplitz
   matrix ``(L*P, P*C)`` -- one well-shaped GEMM doing ``L*P/K`` (~1.1x) the MACs;
   ``"fft"``: ``irfft(rfft(x) * conj(rfft(f)))`` per filter, O(T log T) per channel.
-* ``conv`` ("wino4"): the kernel-3 convs of the residual blocks (>90% of the FLOPs).
+* ``conv`` ("auto" = "wino4" where C_in >= 512 and T <= 3000, else "xla"): the kernel-3 convs
+  of the residual blocks (>90% of the FLOPs).
   ``"xla"``: ``lax.conv_general_dilated``; ``"wino2"`` / ``"wino4"``: Winograd minimal
   filtering F(2,3) / F(4,3) (Lavin & Gray 2016): per tile of m outputs, m+2 transformed
   inputs, one batched GEMM per transform point -> 2 / 1.5 GEMM rows per output instead of 3
@@ -81,10 +83,9 @@ def wino_conv3(x, u, m: int):
     bt, _, at = _WINO[m]
     b, t, c = x.shape
     n = -(-t // m)
-    xp = jnp.pad(x, ((0, 0), (1, n * m + m - t - 1), (0, 0)))  # room for the next tile's head
-    main = xp[:, : n * m].reshape(b, n, m, c)
-    nxt = xp[:, m: m + n * m].reshape(b, n, m, c)[:, :, :2]
-    d = [main[:, :, j] for j in range(m)] + [nxt[:, :, 0], nxt[:, :, 1]]  # (B, n, C) each
+    xp = jnp.pad(x, ((0, 0), (1, n * m + 2 - t - 1), (0, 0)))
+    # tile element j of every tile: a stride-m slice (XLA fuses pad + slices + transform)
+    d = [jax.lax.slice(xp, (0, j, 0), (b, j + (n - 1) * m + 1, c), (1, m, 1)) for j in range(m + 2)]
     v = jnp.stack([_lin(bt[i], d) for i in range(m + 2)])  # (m+2, B, n, Cin)
     mm = jnp.einsum("abnc,acd->abnd", v, u)  # m+2 GEMMs of (B n, Cin) x (Cin, Cout)
     y = jnp.stack([_lin(at[j], [mm[i] for i in range(m + 2)]) for j in range(m)], axis=2)
@@ -93,6 +94,20 @@ def wino_conv3(x, u, m: int):
 
 def xla_conv(x, w, pad):
     return jax.lax.conv_general_dilated(x, w, (1,), [(pad, pad)], dimension_numbers=("NWC", "WIO", "NWC"))
+
+
+AUTO_FFT_MIN_TAPS = 257  # sinc="auto": FFT for kernels at least this long
+AUTO_WINO_MIN_CIN = 512  # conv="auto": F(4,3) for C_in >= 512 ...
+AUTO_WINO_MAX_T = 3000  # ... and at most this many frames (blocks 3-5 of the 4 s presets)
+
+
+def _wino_m(conv: str, c_in: int, t: int, k: int) -> int:
+    """Winograd tile size for one conv (0 = XLA's direct conv)."""
+    if k != 3:
+        return 0
+    if conv == "auto":
+        return 4 if c_in >= AUTO_WINO_MIN_CIN and t <= AUTO_WINO_MAX_T else 0
+    return int(conv[-1]) if conv.startswith("wino") else 0
 
 
 # ------------------------------------------------------------------------- sinc
@@ -151,8 +166,8 @@ def _bn_affine(params, stats, eps):
     return a, c
 
 
-def make_forward(cfg: ModelConfig, variables: dict, fold_bn: bool = True, sinc: str = "toeplitz",
-                 conv: str = "wino4", sinc_phases: int = 16):
+def make_forward(cfg: ModelConfig, variables: dict, fold_bn: bool = True, sinc: str = "auto",
+                 conv: str = "auto", sinc_phases: int = 16):
     """(params, fn): ``fn(params, x (B, T)) -> logits`` equal to RawNet2 eval mode."""
     P = jax.tree.map(np.asarray, variables["params"])
     S = jax.tree.map(np.asarray, variables.get("batch_stats", {}))
@@ -177,6 +192,8 @@ def make_forward(cfg: ModelConfig, variables: dict, fold_bn: bool = True, sinc: 
     params: dict[str, Any] = {"sinc_bias": f32(sinc_bias), "front": (f32(fa), f32(fc))}
     k = cfg.sinc_kernel_size
     same = cfg.sinc_padding == "same"
+    if sinc == "auto":  # what the per-layer A/B found: FFT only pays for long kernels
+        sinc = "fft" if k >= AUTO_FFT_MIN_TAPS else "xla"
     if sinc == "toeplitz":
         w, l_ = toeplitz_matrix(filt.astype(np.float32), sinc_phases)
         params["sinc_w"] = f32(w)
@@ -185,6 +202,8 @@ def make_forward(cfg: ModelConfig, variables: dict, fold_bn: bool = True, sinc: 
     else:
         params["sinc_w"] = f32(filt.T[:, None, :])
 
+    t_blk = cfg.num_samples + (0 if same else 1 - k)  # frames entering block 0 (nominal length)
+    t_blk //= cfg.sinc_pool
     blocks = []
     for i, (ci, co) in enumerate(cfg.block_channels):
         bp, bs = P[f"block{i}"], S[f"block{i}"]
@@ -201,13 +220,16 @@ def make_forward(cfg: ModelConfig, variables: dict, fold_bn: bool = True, sinc: 
             blk["bn2"] = (f32(a2), f32(c2))
         w2 = np.asarray(bp["conv2"]["kernel"], np.float64)
         for name, w in (("conv1", w1), ("conv2", w2)):
-            blk[name] = f32(wino_kernel(w, int(conv[-1])) if conv.startswith("wino") and w.shape[0] == 3 else w)
+            c_in = w.shape[1]
+            blk[name + "_wino"] = m = _wino_m(conv, c_in, t_blk, w.shape[0])
+            blk[name] = f32(wino_kernel(w, m) if m else w)
         blk["b1"], blk["b2"] = f32(b1), f32(bp["conv2"]["bias"])
         if "shortcut" in bp:
             blk["sc_w"] = f32(bp["shortcut"]["kernel"][0])
             blk["sc_b"] = f32(bp["shortcut"]["bias"])
         blk["fms_w"], blk["fms_b"] = f32(bp["fms"]["fc"]["kernel"]), f32(bp["fms"]["fc"]["bias"])
         blocks.append(blk)
+        t_blk //= cfg.block_pool
     params["blocks"] = blocks
     params["pre_gru"] = tuple(f32(v) for v in _bn_affine(P["pre_gru_bn"], S["pre_gru_bn"], eps))
     params["gru"] = [{k2: f32(v) for k2, v in P["gru"][f"l{j}"].items()} for j in range(cfg.gru_layers)]
@@ -215,9 +237,12 @@ def make_forward(cfg: ModelConfig, variables: dict, fold_bn: bool = True, sinc: 
     params["cls"] = (f32(P["classifier"]["kernel"]), f32(P["classifier"]["bias"]))
     kb = cfg.block_kernel_size
 
-    def conv3(h, w, b):
-        if conv.startswith("wino") and kb == 3:
-            return wino_conv3(h, w, int(conv[-1])) + b
+    # static per-conv choices (ints, not traced): kept out of the params pytree
+    wino_m = [(blk.pop("conv1_wino"), blk.pop("conv2_wino")) for blk in blocks]
+
+    def conv3(h, w, b, m):
+        if m:
+            return wino_conv3(h, w, m) + b
         return xla_conv(h, w, (kb - 1) // 2) + b
 
     def fms(h, blk):
@@ -242,14 +267,14 @@ def make_forward(cfg: ModelConfig, variables: dict, fold_bn: bool = True, sinc: 
         else:
             h = h * p["front"][0] + p["front"][1]
         h = _act(h, cfg.front_activation, slope)
-        for blk in p["blocks"]:
+        for blk, (m1, m2) in zip(p["blocks"], wino_m):
             out = h
             if "bn1" in blk:
                 out = _act(h * blk["bn1"][0] + blk["bn1"][1], "leaky_relu", slope)
-            out = conv3(out, blk["conv1"], blk["b1"])
+            out = conv3(out, blk["conv1"], blk["b1"], m1)
             if "bn2" in blk:
                 out = out * blk["bn2"][0] + blk["bn2"][1]
-            out = conv3(_act(out, "leaky_relu", slope), blk["conv2"], blk["b2"])
+            out = conv3(_act(out, "leaky_relu", slope), blk["conv2"], blk["b2"], m2)
             ident = h @ blk["sc_w"] + blk["sc_b"] if "sc_w" in blk else h
             if cfg.fms_position == "before_add":
                 out = fms(out, blk)
@@ -288,6 +313,7 @@ def make_forward(cfg: ModelConfig, variables: dict, fold_bn: bool = True, sinc: 
 # ------------------------------------------------------------------------- CLI
 OPTION_SETS = {
     "model": None,
+    "auto": dict(fold_bn=True, sinc="auto", conv="auto"),
     "fold": dict(fold_bn=True, sinc="xla", conv="xla"),
     "fold+toeplitz": dict(fold_bn=True, sinc="toeplitz", conv="xla"),
     "fold+fft": dict(fold_bn=True, sinc="fft", conv="xla"),
@@ -300,7 +326,7 @@ OPTION_SETS = {
 
 
 def main(argv=None) -> None:
-    import common  # noqa: F401  (also used by layer_bench)
+    import common
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default="caa_rawnet2")
@@ -312,7 +338,11 @@ def main(argv=None) -> None:
     ap.add_argument("--min-reps", type=int, default=3)
     ap.add_argument("--layers", action="store_true", help="per-layer interleaved timings instead")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="pin to this many CPUs (1 + the cpu column: an A/B that survives a busy machine)")
     a = ap.parse_args(argv)
+    if a.threads:
+        common.pin_threads(a.threads)
     if a.layers:
         rows = layer_bench(a.batch, a.rounds, a.quick)
         common.write_json(common.RESULTS / f"fast_forward_layers{'_quick' if a.quick else ''}.json",
@@ -400,17 +430,20 @@ def layer_bench(batch: int = 8, rounds: int = 5, quick: bool = False) -> list[di
             if ref is None:
                 ref = out
             d, r = common.rel_diff(out, ref)
-            best[v] = [float("inf"), r]
+            best[v] = [float("inf"), float("inf"), r]
         for _ in range(rounds):
             for v, (fn, w) in fns.items():
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 fn(x, w).block_until_ready()
                 best[v][0] = min(best[v][0], time.perf_counter() - t0)
-        for v, (tm, r) in best.items():
-            rows.append({"layer": name, "variant": v, "ms": tm * 1e3, "gflops_equiv": flops / tm / 1e9,
-                         "speedup_vs_xla": best["xla"][0] / tm, "rel_diff_vs_xla": r})
+                best[v][1] = min(best[v][1], time.process_time() - c0)
+        for v, (tm, cpu, r) in best.items():
+            rows.append({"layer": name, "variant": v, "ms": tm * 1e3, "cpu_ms": cpu * 1e3,
+                         "gflops_equiv": flops / tm / 1e9, "speedup_vs_xla": best["xla"][0] / tm,
+                         "cpu_speedup_vs_xla": best["xla"][1] / cpu, "rel_diff_vs_xla": r})
             print(f"{name:28} {v:10} {tm * 1e3:9.2f} ms {flops / tm / 1e9:7.1f} GFLOP/s(direct-equiv) "
-                  f"{best['xla'][0] / tm:5.2f}x  rel diff {r:.1e}", flush=True)
+                  f"{best['xla'][0] / tm:5.2f}x  cpu {cpu * 1e3:9.2f} ms {best['xla'][1] / cpu:5.2f}x  "
+                  f"rel diff {r:.1e}", flush=True)
     return rows
 
 

@@ -92,3 +92,26 @@ def test_bench_model_quick_runs(tmp_path):
         assert rows[("train", 2)]["speedup"] > 0
         assert pres["compile"]["train_compile_s"] > 0
         assert pres["preset"] in md
+
+
+def test_fast_gru_gradients_match_the_model_gru():
+    import fast_gru
+
+    from rawnet2_jax.gru import GRU
+
+    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 5, 4)), jnp.float32)
+    m = GRU(6, 2)
+    v = m.init(jax.random.key(0), x)
+    layers = [v["params"][f"l{k}"] for k in range(2)]
+
+    def loss_ref(layers, x):
+        return jnp.sum(jnp.sin(m.apply({"params": {f"l{k}": p for k, p in enumerate(layers)}}, x)))
+
+    def loss_fast(layers, x):
+        return jnp.sum(jnp.sin(fast_gru.gru(x, layers)))
+
+    with jax.default_matmul_precision("highest"):
+        want = jax.value_and_grad(loss_ref, argnums=(0, 1))(layers, x)
+        got = jax.jit(jax.value_and_grad(loss_fast, argnums=(0, 1)))(layers, x)
+    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        assert common.rel_diff(g, w)[1] < 1e-5
