@@ -201,7 +201,7 @@ class _RefRawNet2(nn.Module):
         filt = self._filters if off else self.sinc.filters()
         k = cfg.sinc_kernel_size
         pad = k // 2 if cfg.sinc_padding == "same" else 0
-        h = F.conv1d(x.unsqueeze(1), filt.unsqueeze(1), padding=pad)  # (B, C, T')
+        h = F.conv1d((x * cfg.input_scale).unsqueeze(1), filt.unsqueeze(1), padding=pad)  # (B, C, T')
         if cfg.sinc_abs:
             h = h.abs()
         if cfg.sinc_pool > 1:

@@ -31,6 +31,7 @@ The seed forward this preset makes (each line is one field; change it with
 7. ``pre_gru_activation="leaky_relu"`` after ``pre_gru_bn`` (official: "selu"); one GRU layer;
    ``fc`` (embedding) -> no activation -> ``classifier`` (``head_activation="none"``).
 8. raw logits (``output_log_softmax=False``); ``class_weights`` kept in ``buffers``.
+9. ``input_scale=1.0``: the waveform in [-1, 1] as the data pipeline gives it.
 """
 
 from __future__ import annotations
@@ -69,6 +70,11 @@ class ModelConfig:
     sample_rate: int = 16000
     num_samples: int = 64000
     pad_mode: PadMode = "zero"
+    # The model multiplies its input by this first. Only the eval-mode front_bn statistics see
+    # it, so it is a candidate for the BN-statistics check: e.g. 32768 if training fed
+    # int16-range audio, or 2 * band (= 125 for the seed's uniform 62.5 Hz bands) if the
+    # seed's filters skip SincConv_fast's division by 2 * band.
+    input_scale: float = 1.0
 
     # Sinc front-end.
     sinc_filters: int = 128

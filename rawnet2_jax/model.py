@@ -90,10 +90,13 @@ class RawNet2(nn.Module):
 
         sinc = SincConv(cfg, dtype=dt, name="sinc")
         c0 = cfg.sinc_filters
+        x = x.astype(jnp.float32)
+        if cfg.input_scale != 1.0:
+            x = x * cfg.input_scale
         if fold and not cfg.sinc_abs and cfg.sinc_pool == 1:
-            h = sinc(x.astype(jnp.float32), *bn(c0, "front_bn").folded())  # (B, T0, C0), normalised
+            h = sinc(x, *bn(c0, "front_bn").folded())  # (B, T0, C0), normalised
         else:
-            h = sinc(x.astype(jnp.float32))  # (B, T0, C0)
+            h = sinc(x)  # (B, T0, C0)
             inter["sinc"] = h
             h = bn(c0, "front_bn")(h, train)
         h = activate(h, cfg.front_activation, cfg.leaky_relu_slope)
