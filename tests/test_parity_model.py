@@ -348,7 +348,7 @@ def test_batchnorm_bf16_input_keeps_f32_stats():
     assert upd["batch_stats"]["mean"].dtype == jnp.float32 and upd["batch_stats"]["var"].dtype == jnp.float32
     ref = torch.nn.BatchNorm1d(6)
     ref.train()
-    xb = torch.from_numpy(np.asarray(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32)))
+    xb = torch.from_numpy(np.array(jnp.asarray(x, jnp.bfloat16).astype(jnp.float32)))
     want = ref(xb.transpose(1, 2)).detach().transpose(1, 2).numpy()
     assert_close(np.asarray(y, np.float32), want, rtol=1e-2, atol=2e-2, name="bf16 BN output")
     assert_close(np.asarray(upd["batch_stats"]["mean"]), _np(ref.running_mean), rtol=1e-5, atol=1e-6,
