@@ -101,3 +101,31 @@ def test_official_model_logits(official, batch):
     scale = np.abs(want).max()
     assert_close(got, want, rtol=1e-4, atol=2e-4 * scale, name=f"{cfg.name} flax vs official")
     assert_close(ref_logits, want, rtol=1e-4, atol=2e-4 * scale, name=f"{cfg.name} ref vs official")
+
+
+def test_official_model_train_mode(official):
+    """Train mode: batch statistics in every BatchNorm (the baseline's discarded bn1 included)
+    and the updated running statistics."""
+    torch = import_torch()
+    from convert.tables import flax_to_torch, torch_to_flax
+
+    cfg, model = official
+    randomise_torch_model(model, speech_like(8000, batch=4, seed=6), seed=4)
+    x = speech_like(8000, batch=4, seed=50)
+    variables = torch_to_flax(model.state_dict(), cfg)  # copies: taken before torch updates
+    model.train()
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    with jax.default_matmul_precision("highest"):
+        (got, _), upd = jax.jit(
+            lambda v, x: RawNet2(cfg).apply(v, x, train=True, mutable=["batch_stats"])
+        )(variables, jnp.asarray(x))
+    d = max_diffs(np.asarray(got), want)
+    print(f"{cfg.name} train: flax vs official max abs {d[0]:.2e} (rel to scale {d[1]:.2e})")
+    assert_close(np.asarray(got), want, rtol=1e-4, atol=2e-4 * np.abs(want).max(),
+                 name=f"{cfg.name} train-mode logits")
+    got_sd = flax_to_torch({**variables, "batch_stats": upd["batch_stats"]}, cfg)
+    for key, w in model.state_dict().items():
+        if key.endswith(("running_mean", "running_var")):
+            w = w.numpy()
+            assert_close(got_sd[key], w, rtol=1e-4, atol=1e-4 * np.abs(w).max(), name=key)
