@@ -30,6 +30,9 @@ only taken when it lowers the discrepancy by more than ``min_gain`` (relative) o
 AND on each half of them: points that leave the statistics (nearly) unchanged, e.g. "same"
 vs "valid" padding on long inputs, stay at the preset and are reported as indistinguishable.
 ``pre_gru_activation`` follows the last BatchNorm and cannot be ranked this way.
+``input_scale`` (a gain on the waveform) is invisible to the gain-free discrepancy; instead the
+report gives the input_scale at which the first BatchNorm's variances match on average, and
+the nearest of the known candidates (1, 125, 32768).
 """
 
 from __future__ import annotations
@@ -110,6 +113,9 @@ class CandidateScore:
     seconds: float = 0.0
     error: str | None = None
     fold_discrepancy: list[float] = dataclasses.field(default_factory=list)
+    # input_scale under which the first BatchNorm's observed variances match the stored ones
+    # on average (the discrepancy itself ignores an overall gain); see implied_input_scale().
+    implied_input_scale: float = float("nan")
 
     def beats(self, other: "CandidateScore", min_gain: float) -> bool:
         """Lower discrepancy by more than ``min_gain`` (relative) overall AND on every fold."""
@@ -315,6 +321,26 @@ def _observe_in_batches(variables, config, x, mode, batch_size):
     }
 
 
+# Values of input_scale with a known story (config.py): the waveform as is, the seed's
+# filters without SincConv_fast's 1 / (2 * band) for 62.5 Hz bands, int16-range audio.
+KNOWN_INPUT_SCALES = (1.0, 125.0, 32768.0)
+
+
+def implied_input_scale(observed: tuple[np.ndarray, np.ndarray], stored: tuple[np.ndarray, np.ndarray],
+                        current: float) -> float:
+    """The input_scale at which the first BatchNorm's input would carry the stored energy:
+    ``current * sqrt(sum_c E_stored[x^2] / sum_c E_observed[x^2])`` (E[x^2] = var + mean^2; that
+    input is linear in the waveform, or its absolute value, so a gain g scales E[x^2] by g^2).
+    The loud channels dominate, so nearly silent bands cannot skew it. The loudness of the
+    files adds a factor of a few either way; 1 vs 125 vs 32768 stay far apart."""
+    (m_o, v_o), (m_s, v_s) = observed, stored
+    e_o = float(np.sum(np.asarray(v_o) + np.square(m_o)))
+    e_s = float(np.sum(np.asarray(v_s) + np.square(m_s)))
+    if not (e_o > 0 and e_s > 0):
+        return float("nan")
+    return float(current * np.sqrt(e_s / e_o))
+
+
 def _folds(batch: int) -> list[list[int]]:
     """Two interleaved halves of the utterances (one fold when there is a single utterance)."""
     if batch < 2:
@@ -335,15 +361,17 @@ def score_candidate(
         return CandidateScore(dict(changes or {}), config, [], time.perf_counter() - t0,
                               f"{type(e).__name__}: {msg}")
     names = sorted(obs, key=_layer_order)
-    layers = [compare_layer(k, combine(*obs[k], batch_size=batch_size), _stored(variables, k))
-              for k in names]
+    combined = {k: combine(*obs[k], batch_size=batch_size) for k in names}
+    layers = [compare_layer(k, combined[k], _stored(variables, k)) for k in names]
+    first = names[0]
+    implied = implied_input_scale(combined[first], _stored(variables, first), config.input_scale)
     folds = []
     for rows in _folds(int(x.shape[0])):
         fl = [compare_layer(k, combine(*obs[k], rows, batch_size), _stored(variables, k))
               for k in names]
         folds.append(_geomean([l.discrepancy for l in fl]))
     return CandidateScore(dict(changes or {}), config, layers, time.perf_counter() - t0,
-                          fold_discrepancy=folds)
+                          fold_discrepancy=folds, implied_input_scale=implied)
 
 
 def _layer_order(name: str) -> tuple:
@@ -479,6 +507,16 @@ def format_report(report: BnReport, top: int = 12) -> str:
         for l in best.layers:
             lines.append(f"  {l.layer:<16} {l.mean_err:>9.4g} {l.logvar_err:>10.4g} "
                          f"{l.r_mean:>7.3f} {l.r_logvar:>8.3f}")
+    scale = best.implied_input_scale
+    if np.isfinite(scale) and scale > 0:
+        nearest = min(KNOWN_INPUT_SCALES, key=lambda c: abs(np.log(scale / c)))
+        lines.append(
+            f"input gain: the first BatchNorm's stored statistics match these files' energy at input_scale "
+            f"~ {scale:.3g} (config: {report.base.input_scale:g}; known candidates "
+            f"{', '.join(f'{c:g}' for c in KNOWN_INPUT_SCALES)} -> nearest {nearest:g})"
+        )
+        if abs(np.log(nearest / report.base.input_scale)) > np.log(3):
+            lines.append(f"  the stored statistics suggest --set input_scale={nearest:g}")
     if best.changes:
         sets = " ".join(f"--set {k}={v}" for k, v in sorted(best.changes.items()))
         lines.append(f"best differs from the preset; to use it: python -m convert SRC OUT {sets}")

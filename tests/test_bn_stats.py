@@ -19,6 +19,8 @@ SMALL = dict(sinc_filters=64, sinc_kernel_size=65, first_block_channels=16,
              second_block_channels=32, gru_hidden=16, embedding_dim=16, num_samples=16000)
 # The hidden truth differs from the preset on three ambiguous points.
 TRUE_CHANGES = {"front_activation": "selu", "fms_mode": "mul", "sinc_abs": True}
+# ...and was trained on waveforms scaled by 125 (not a ranked point: reported as a gain).
+TRUE_INPUT_SCALE = 125.0
 T = 16000
 TRAIN_BATCH = 4
 
@@ -90,7 +92,7 @@ def test_ranking_recovers_hidden_setting(tmp_path):
     import soundfile as sf
 
     preset = get_config("caa_rawnet2", **SMALL)
-    truth = preset.replace(**TRUE_CHANGES)
+    truth = preset.replace(input_scale=TRUE_INPUT_SCALE, **TRUE_CHANGES)
     batches = [_speech(range(1000 + 4 * b, 1004 + 4 * b)) for b in range(32)]
     ref = _accumulate(truth, batches)
     src = tmp_path / "best.pt"
@@ -122,3 +124,5 @@ def test_ranking_recovers_hidden_setting(tmp_path):
         if wrong:
             assert best.beats(c, report.min_gain), f"{c.label} not beaten\n{text}"
     assert "pre_gru_activation" in text
+    assert TRUE_INPUT_SCALE / 1.3 < best.implied_input_scale < TRUE_INPUT_SCALE * 1.3, text
+    assert "--set input_scale=125" in text
