@@ -42,7 +42,10 @@ class BatchNorm(nn.Module):
         self.bias = self.param("bias", nn.initializers.zeros, (c,), self.param_dtype)
         self.ra_mean = self.variable("batch_stats", "mean", lambda: jnp.zeros((c,), jnp.float32))
         self.ra_var = self.variable("batch_stats", "var", lambda: jnp.ones((c,), jnp.float32))
-        self.variable("buffers", "num_batches_tracked", lambda: jnp.zeros((), jnp.int32))
+        # Carried only (never read): declared at init and whenever present, so that variables
+        # without a `buffers` collection still apply.
+        if self.is_initializing() or self.has_variable("buffers", "num_batches_tracked"):
+            self.variable("buffers", "num_batches_tracked", lambda: jnp.zeros((), jnp.int32))
 
     def folded(self) -> tuple[Array, Array]:
         """Eval-mode BN as an affine map ``y = x * a + b`` (float32 (C,) each), for folding into

@@ -81,8 +81,11 @@ class RawNet2(nn.Module):
 
         inter: dict[str, Array] = {}
 
-        if cfg.stored_class_weights is not None:
-            # Carried with the model (seed checkpoints store the loss weights); training may read it.
+        if cfg.stored_class_weights is not None and (
+            self.is_initializing() or self.has_variable("buffers", "class_weights")
+        ):
+            # Carried with the model (seed checkpoints store the loss weights); training may read
+            # it. The forward never does, so variables without it still apply.
             self.variable(
                 "buffers", "class_weights",
                 lambda: jnp.asarray(cfg.stored_class_weights, jnp.float32),
