@@ -171,3 +171,19 @@ def test_table_entries_unique():
         entries = table(cfg)
         assert len({e.torch_key for e in entries}) == len(entries)
         assert len({(e.collection, e.path) for e in entries}) == len(entries)
+
+
+def test_apply_without_carried_buffers():
+    """num_batches_tracked / class_weights are carried for the round trip only: variables
+    without them (e.g. a training state that drops them) still apply, with the same result."""
+    import jax.numpy as jnp
+
+    from rawnet2_jax.model import RawNet2
+
+    cfg = get_config("caa_rawnet2", sinc_filters=8, first_block_channels=8, second_block_channels=8,
+                     gru_hidden=8, embedding_dim=8)
+    v = init_variables(cfg)
+    lean = {"params": v["params"], "batch_stats": v["batch_stats"],
+            "buffers": {"sinc": v["buffers"]["sinc"]}}  # the sinc tensors are used: they stay
+    x = jnp.linspace(-0.5, 0.5, 2 * 1000).reshape(2, 1000)
+    np.testing.assert_array_equal(RawNet2(cfg).apply(lean, x)[0], RawNet2(cfg).apply(v, x)[0])
