@@ -90,6 +90,8 @@ def official_filters(cfg: ModelConfig) -> Array:
     the sinc argument in float32, so it differs from both by up to ~5e-6 relative).
     """
     k = cfg.sinc_kernel_size
+    if k >= 2 * 2**11:
+        raise ValueError(f"sinc_kernel_size {k} too long for the exact sinc argument (< 4096)")
     edges = official_band_edges(cfg)
     t = jnp.arange(k, dtype=jnp.float32) - (k - 1) // 2  # (K,) integer taps -(K-1)/2 .. (K-1)/2
     window = jnp.asarray(np.hamming(k), jnp.float32)  # full symmetric Hamming window
