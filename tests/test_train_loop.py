@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from rawnet2_jax.errors import TrainingError, UserError
+from rawnet2_jax.errors import TrainingError
 from train.configs import PRESETS, get_train_config
 from train.loop import make_checkpoint_manager, read_metrics, train
 from train.testing import synthetic_sources, tiny_train_config

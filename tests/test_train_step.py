@@ -13,6 +13,15 @@ from train.step import build_model, make_eval_step, make_train_step, weighted_ce
 from train.testing import tiny_train_config
 
 
+@pytest.fixture(scope="module")
+def f32():
+    """One tiny config (weights [8.837, 1]) compiled once for the whole module."""
+    cfg = tiny_train_config(class_weights=(8.837, 1.0))
+    model = build_model(cfg)
+    v = init_variables(cfg.model, 0)
+    return cfg, model, v, make_train_step(model, cfg), make_eval_step(model, cfg)
+
+
 def _batch(cfg, b=4, seed=0, labels=(0, 1, 0, 1)):
     x = speech_like(cfg.model.num_samples, batch=b, seed=seed)
     return {"audio": jnp.asarray(x), "label": jnp.asarray(labels[:b], jnp.int32)}
@@ -36,12 +45,9 @@ def test_weighted_ce_matches_torch_mean_semantics():
     assert abs(float(got_m) - want_m) < 1e-6
 
 
-def test_train_step_updates_params_bn_and_keeps_buffers():
-    cfg = tiny_train_config()
-    model = build_model(cfg)
-    v = init_variables(cfg.model, 0)
+def test_train_step_updates_params_bn_and_keeps_buffers(f32):
+    cfg, model, v, step, _ = f32
     state = create_train_state(v, cfg)
-    step = make_train_step(model, cfg)
     batch = _batch(cfg)
     new, metrics = step(state, batch)
     assert int(new.step) == 1
@@ -64,12 +70,9 @@ def test_train_step_updates_params_bn_and_keeps_buffers():
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), again.params, new.params)
 
 
-def test_train_loss_equals_eval_loss_formula_and_mask():
-    cfg = tiny_train_config(class_weights=(8.837, 1.0))
-    model = build_model(cfg)
-    v = init_variables(cfg.model, 0)
+def test_train_loss_equals_eval_loss_formula_and_mask(f32):
+    cfg, model, v, step, ev = f32
     state = create_train_state(v, cfg)
-    ev = make_eval_step(model, cfg)
     batch = _batch(cfg)
     out = ev(state, batch)
     logits = np.asarray(out["logits"])
@@ -80,7 +83,6 @@ def test_train_loss_equals_eval_loss_formula_and_mask():
     want = float(np.sum(-w * logp[np.arange(4), y]) / np.sum(w))
     assert abs(float(out["loss_num"] / out["loss_den"]) - want) < 1e-5
     # Masked rows of the training batch do not contribute to the loss.
-    step = make_train_step(model, cfg)
     masked = dict(batch, mask=jnp.asarray([True, True, True, False]))
     _, m = step(state, masked)
     ev_masked = ev(state, masked)
@@ -91,16 +93,15 @@ def test_train_loss_equals_eval_loss_formula_and_mask():
     assert float(ev_masked["loss_den"]) == pytest.approx(float(np.sum(w[:3])), rel=1e-6)
 
 
-def test_bf16_compute_keeps_f32_state():
-    cfg = tiny_train_config(compute_dtype="bfloat16")
+def test_bf16_compute_keeps_f32_state(f32):
+    cfg32, _, v, step32, _ = f32
+    cfg = cfg32.replace(compute_dtype="bfloat16")
     model = build_model(cfg)
-    v = init_variables(cfg.model, 0)
     state = create_train_state(v, cfg)
     step = make_train_step(model, cfg)
     new, metrics = step(state, _batch(cfg))
     for leaf in jax.tree.leaves(new.params) + jax.tree.leaves(new.batch_stats):
         assert leaf.dtype == jnp.float32
-    f32 = tiny_train_config()
-    _, m32 = make_train_step(build_model(f32), f32)(create_train_state(v, f32), _batch(cfg))
+    _, m32 = step32(create_train_state(v, cfg32), _batch(cfg))
     assert np.isfinite(float(metrics["loss"]))
     assert abs(float(metrics["loss"]) - float(m32["loss"])) < 0.05

@@ -293,18 +293,31 @@ def evaluate(
 # --------------------------------------------------------------------------- the run
 
 
-@functools.lru_cache(maxsize=4)
+def _step_key(cfg: TrainConfig) -> TrainConfig:
+    """The part of a config the compiled steps depend on (model, loss weights, dtype)."""
+    return TrainConfig(name="", model=cfg.model, class_weights=cfg.class_weights, compute_dtype=cfg.compute_dtype)
+
+
 def _model_and_steps(cfg: TrainConfig):
-    """Model + jitted steps, shared by runs of the same config in one process (no recompiles)."""
-    model = build_model(cfg)
-    return model, make_train_step(model, cfg), make_eval_step(model, cfg)
+    return _cached_model_and_steps(_step_key(cfg))
 
 
 @functools.lru_cache(maxsize=4)
+def _cached_model_and_steps(key: TrainConfig):
+    """Model + jitted steps, shared by runs in one process (no recompiles)."""
+    model = build_model(key)
+    return model, make_train_step(model, key), make_eval_step(model, key)
+
+
 def _init_fn(cfg: TrainConfig):
-    """Jitted ``model.init`` (same as ``rawnet2_jax.model.init_variables``), compiled once per config."""
-    model = _model_and_steps(cfg)[0]
-    x = jnp.zeros((1, cfg.model.num_samples), jnp.float32)
+    return _cached_init_fn(_step_key(cfg))
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_init_fn(key: TrainConfig):
+    """Jitted ``model.init`` (same as ``rawnet2_jax.model.init_variables``), compiled once."""
+    model = _cached_model_and_steps(key)[0]
+    x = jnp.zeros((1, key.model.num_samples), jnp.float32)
     return jax.jit(lambda rng: model.init(rng, x, train=False))
 
 
@@ -612,7 +625,8 @@ def train(
 def _save_best_model(workdir: Path, state: TrainState, cfg: TrainConfig, epoch: int, dev: dict[str, Any]) -> None:
     from rawnet2_jax.checkpoint import save_model
 
-    variables = jax.device_get(state.variables())
+    # Replicated arrays: this host's copy (works on multi-host meshes too).
+    variables = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), state.variables())
     variables = {c: variables.get(c, {}) for c in ("params", "batch_stats", "buffers")}
     save_model(
         workdir / BEST_MODEL_DIR,

@@ -106,18 +106,19 @@ def torch_adam(
     )
 
 
-@functools.lru_cache(maxsize=16)
 def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
-    """The chain of ``cfg`` (cached: the same object for equal configs, so a ``TrainState``
-    that carries it as a static field never triggers a recompilation)."""
-    return torch_adam(
-        cfg.learning_rate,
-        weight_decay=cfg.weight_decay,
-        b1=cfg.adam_b1,
-        b2=cfg.adam_b2,
-        eps=cfg.adam_eps,
-        clip_norm=cfg.grad_clip_norm,
+    """The chain of ``cfg``. Cached on the optimizer fields only: equal settings give the SAME
+    object, so a ``TrainState`` carrying it as a static field never triggers a recompile
+    (e.g. when only ``epochs`` changes between a run and its continuation)."""
+    return _cached_optimizer(
+        float(cfg.learning_rate), float(cfg.weight_decay), float(cfg.adam_b1), float(cfg.adam_b2),
+        float(cfg.adam_eps), None if cfg.grad_clip_norm is None else float(cfg.grad_clip_norm),
     )
+
+
+@functools.lru_cache(maxsize=16)
+def _cached_optimizer(lr, wd, b1, b2, eps, clip) -> optax.GradientTransformation:
+    return torch_adam(lr, weight_decay=wd, b1=b1, b2=b2, eps=eps, clip_norm=clip)
 
 
 def get_learning_rate(opt_state: Any) -> float:
