@@ -46,6 +46,14 @@ DEFAULT_VARIANTS = ("jax@default", "jax@thp", "jaxfast@default", "jaxfast@thp",
                     "torch@default", "torch@malloc", "torch@thp", "torch@malloc+thp",
                     "torchc@default", "torchc@thp")
 IMPLS = ("jax", "jaxfast", "torch", "torchc")
+# XLA_FLAGS the compile probe tries (train step compile time vs step time)
+COMPILE_FLAGS = {
+    "default": "",
+    "llvm_cheap": "--xla_llvm_disable_expensive_passes=true",
+    "split1": "--xla_cpu_parallel_codegen_split_count=1",
+    "llvm_cheap+split1": "--xla_llvm_disable_expensive_passes=true --xla_cpu_parallel_codegen_split_count=1",
+    "no_fusion_emitters": "--xla_cpu_use_fusion_emitters=false",
+}
 
 
 def _ints(s: str) -> list[int]:
@@ -135,6 +143,12 @@ def worker_peak(a) -> dict:
     return out
 
 
+def _partial(a, res: dict) -> None:
+    """Results so far (a later, larger batch may be killed for memory: keep the smaller ones)."""
+    if a.out:
+        common.write_json(Path(a.out), {**res, "partial": True, "threads": a.threads})
+
+
 def _load(a):
     import numpy as np
 
@@ -216,6 +230,7 @@ def worker_jax(a) -> dict:
                                       a.warmup, a.min_reps, a.max_seconds))
             row["rss_peak_mb"] = common.peak_rss_mb()
             res["batches"][str(b)] = row
+            _partial(a, res)
             print(f"{a.impl} forward b{b}: {row['median_s'] * 1e3:.1f} ms (compile {row['compile_s']:.2f} s)",
                   flush=True)
         return res
@@ -253,8 +268,41 @@ def worker_jax(a) -> dict:
         row.update(common.time_fn(step, a.warmup, a.min_reps, a.max_seconds))
         row["rss_peak_mb"] = common.peak_rss_mb()
         res["batches"][str(b)] = row
+        _partial(a, res)
         print(f"jax train b{b}: {row['median_s'] * 1e3:.1f} ms (compile {row['compile_s']:.2f} s)", flush=True)
     return res
+
+
+def worker_compile(a) -> dict:
+    """Train-step compile time (fresh process) under the XLA_FLAGS / cache env it was given,
+    plus one step's time (a flag that compiles faster but runs slower must show it)."""
+    import jax
+    import jax.numpy as jnp
+
+    from convert.tables import torch_to_flax
+    from train.state import HostState, create_train_state
+    from train.step import build_model, make_train_step
+
+    cfg = common.bench_config(a.preset, a.quick, a.num_samples)
+    d, sd = _load(a)
+    variables = jax.tree.map(jnp.asarray, torch_to_flax(sd, cfg))
+    tcfg = common.train_config(cfg)
+    state = create_train_state(variables, tcfg).replace(host=HostState())
+    core = make_train_step(build_model(tcfg), tcfg).core
+    b = a.batches[0]
+    batch = {"audio": jnp.asarray(d["x"][:b]), "label": jnp.asarray(d["y"][:b])}
+    jnp.zeros(1).block_until_ready()
+    t0 = time.perf_counter()
+    lowered = core.lower(state, batch, None)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    state, _ = compiled(state, batch, None)
+    jax.block_until_ready(state)
+    step = common.time_fn(lambda: jax.block_until_ready(compiled(state, batch, None)), 0, 1, 0.0)
+    return {"batch": b, "lower_s": t1 - t0, "compile_s": t2 - t1, "step_s": step["median_s"],
+            "step_cpu_s": step["cpu_median_s"], "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "cache": bool(os.environ.get("JAX_COMPILATION_CACHE_DIR"))}
 
 
 def worker_torch(a) -> dict:
@@ -299,6 +347,7 @@ def worker_torch(a) -> dict:
                 row.update(common.time_fn(lambda: fwd(x), a.warmup, a.min_reps, a.max_seconds))
             row["rss_peak_mb"] = common.peak_rss_mb()
             res["batches"][str(b)] = row
+            _partial(a, res)
             print(f"{a.impl} forward b{b}: {row['median_s'] * 1e3:.1f} ms (first call {row['first_call_s']:.2f} s)",
                   flush=True)
         return res
@@ -350,6 +399,7 @@ def worker_torch(a) -> dict:
         row.update(common.time_fn(lambda: step(x, y), a.warmup, a.min_reps, a.max_seconds))
         row["rss_peak_mb"] = common.peak_rss_mb()
         res["batches"][str(b)] = row
+        _partial(a, res)
         print(f"{a.impl} train b{b}: {row['median_s'] * 1e3:.1f} ms (first call {row['first_call_s']:.2f} s)",
               flush=True)
     return res
@@ -358,7 +408,8 @@ def worker_torch(a) -> dict:
 def run_worker_main(a) -> None:
     n = a.threads if a.inprocess else common.pin_threads(a.threads)
     a.threads = n
-    fn = {"prepare": worker_prepare, "peak": worker_peak, "jax": worker_jax, "jaxfast": worker_jax,
+    fn = {"prepare": worker_prepare, "peak": worker_peak, "compile": worker_compile,
+          "jax": worker_jax, "jaxfast": worker_jax,
           "torch": worker_torch, "torchc": worker_torch}[a.worker]
     if a.worker in IMPLS:
         a.impl = a.worker
@@ -436,6 +487,25 @@ def summarise(report: dict) -> str:
                  "process at the batch in brackets (8, or the nearest timed one); XLA temp: `memory_analysis()` at that batch. XLA GFLOP from "
                  "`compiled.cost_analysis()` (a `lax.scan` body is counted once, so the GRU is "
                  "under-counted).")
+    probes = [(p["preset"], p["compile_probe"]) for p in report["presets"] if p.get("compile_probe")]
+    if probes:
+        names = (*COMPILE_FLAGS, "cache_cold", "cache_warm")
+        rows = []
+        for preset, pr in probes:
+            cells = []
+            for n in names:
+                r = pr.get(n, {})
+                cells.append("-" if "compile_s" not in r else
+                             f"{r['lower_s']:.2f} + {r['compile_s']:.2f} (step {r['step_s']:.2f})")
+            rows.append([preset, next((r.get("batch") for r in pr.values() if "batch" in r), "-"), *cells])
+        lines.append("\nTrain-step compile, fresh process each: `lower` + `compile` s (one step's s): "
+                     "`XLA_FLAGS` as in `COMPILE_FLAGS` of bench_model.py (llvm_cheap: "
+                     "`--xla_llvm_disable_expensive_passes=true`, split1: "
+                     "`--xla_cpu_parallel_codegen_split_count=1`, no_fusion_emitters: "
+                     "`--xla_cpu_use_fusion_emitters=false`); with the persistent "
+                     "compilation cache (`JAX_COMPILATION_CACHE_DIR`) empty, then filled by the previous "
+                     "process.\n")
+        lines.append(common.markdown_table(["preset", "batch", *names], rows))
     pipe = report.get("pipeline")
     if pipe:
         lines.append(f"\nInput pipeline (bench/bench_pipeline.py: {pipe.get('num_utts')} utterances of "
@@ -551,6 +621,9 @@ def main(argv=None) -> None:
     ap.add_argument("--worker-timeout", type=float, default=3600)
     ap.add_argument("--out-dir", default=str(common.RESULTS))
     ap.add_argument("--tag", default=None, help="results file name suffix")
+    ap.add_argument("--compile-probe", default="auto", choices=("auto", "on", "off"),
+                    help="train-step compile time under XLA flag / persistent-cache variants "
+                         "(auto: on unless --quick)")
     ap.add_argument("--pipeline-json", default=None,
                     help="bench_pipeline.py's JSON to include in the report (run_all.sh)")
     ap.add_argument("--report-from", default=None,
@@ -612,9 +685,9 @@ def main(argv=None) -> None:
     work.mkdir(parents=True, exist_ok=True)
     script = Path(__file__).resolve()
 
-    def run(args: list[str], env: str) -> dict:
+    def run(args: list[str], env: str, extra_env: dict | None = None) -> dict:
         if not a.inprocess:
-            return common.run_worker(script, args, env, a.worker_timeout)
+            return common.run_worker(script, args, env, a.worker_timeout, extra_env=extra_env)
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
@@ -677,6 +750,27 @@ def main(argv=None) -> None:
                 if "error" in res:
                     pres["errors"][f"{v}/{mode}"] = res["error"][:300]
                     print(f"    ERROR: {res['error']}", flush=True)
+        probe = a.compile_probe == "on" or (a.compile_probe == "auto" and not a.quick)
+        if probe and train_b:
+            import tempfile
+
+            pres["compile_probe"] = {}
+            with tempfile.TemporaryDirectory() as cache:
+                cache_env = {"JAX_COMPILATION_CACHE_DIR": cache,
+                             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+                for name, extra in [*((n, {"XLA_FLAGS": f}) for n, f in COMPILE_FLAGS.items()),
+                                    ("cache_cold", {"XLA_FLAGS": "", **cache_env}),
+                                    ("cache_warm", {"XLA_FLAGS": "", **cache_env})]:
+                    print(f"  compile probe {name} ...", flush=True)
+                    res = run(["--worker", "compile", "--batches", str(min(train_b)), *check_args,
+                               *_common_args(a)], "default", extra)
+                    pres["compile_probe"][name] = res
+                    if "error" in res:
+                        pres["errors"][f"compile/{name}"] = res["error"][:300]
+                    else:
+                        print(f"    lower {res['lower_s']:.2f} s, compile {res['compile_s']:.2f} s, "
+                              f"step {res['step_s']:.2f} s (cpu {res['step_cpu_s']:.2f} s)", flush=True)
         summarise_preset(pres, peak.get("jax_gflops"), flops)
         report["presets"].append(pres)
     report["total_wall_s"] = time.perf_counter() - t_start

@@ -186,7 +186,7 @@ def current_rss_mb() -> float:
 
 
 def run_worker(script: Path, args: list[str], env_name: str, timeout: float | None = None,
-               verbose: bool = True) -> dict[str, Any]:
+               verbose: bool = True, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run ``python script --worker ... --out FILE`` under ``ENVS[env_name]``; its JSON answer.
 
     A failed worker gives ``{"error": ...}`` with the tail of its stderr instead of raising.
@@ -197,6 +197,7 @@ def run_worker(script: Path, args: list[str], env_name: str, timeout: float | No
     for k in set().union(*ENVS.values()):
         env.pop(k, None)  # the parent's own allocator settings must not leak into a variant
     env.update(ENVS[env_name])
+    env.update(extra_env or {})
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out.json"
@@ -211,6 +212,14 @@ def run_worker(script: Path, args: list[str], env_name: str, timeout: float | No
         if verbose and proc.stdout.strip():
             for line in proc.stdout.strip().splitlines():
                 print(f"    | {line}", flush=True)
+        if proc.returncode != 0 and out.exists():
+            # partial results: the batches done before the worker died (e.g. killed for memory)
+            res = json.loads(out.read_text())
+            why = "killed (out of memory?)" if proc.returncode in (-9, 137) else f"exit {proc.returncode}"
+            last = (proc.stderr.strip().splitlines() or [""])[-1]
+            res["error"] = f"{why} after batches {sorted(res.get('batches', {}), key=int)}: {last}"
+            res["env"] = env_name
+            return res
         if proc.returncode != 0 or not out.exists():
             lines = proc.stderr.strip().splitlines()
             # the exception line (JAX appends a note about filtered frames after it)
