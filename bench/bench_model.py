@@ -13,7 +13,8 @@ What is measured, per preset (``caa_rawnet2``, ``tak2021``, ``asvspoof2021_basel
   calibrated BN statistics, converted with ``convert.tables.torch_to_flax``), same threads
   (CPU affinity pins XLA's pool and torch's OpenMP pool to ``--threads`` cores);
 * every variant in its own subprocess, under an allocator environment (``common.ENVS``):
-  ``jax`` (rawnet2_jax.model), ``jaxfast`` (bench/fast_forward.py prototype, forward only),
+  ``jax`` (rawnet2_jax.model), ``jaxfast`` (prototypes: bench/fast_forward.py for the forward,
+  bench/fast_train.py for the train step),
   ``torch`` (eager; forward under ``torch.inference_mode``), ``torchc`` (``torch.compile``;
   forward with inductor freezing, i.e. conv-BN folding and weight pre-packing);
 * medians after warm-up; XLA compile time (``lower()`` and ``compile()``), ``torch.compile``
@@ -240,6 +241,8 @@ def worker_jax(a) -> dict:
     from train.step import build_model, make_train_step
 
     tcfg = common.train_config(cfg)
+    if a.impl == "jaxfast":
+        return _jaxfast_train(a, cfg, tcfg, variables, d, res)
     model = build_model(tcfg)
     state0 = create_train_state(variables, tcfg).replace(host=HostState())
     core = make_train_step(model, tcfg).core
@@ -270,6 +273,48 @@ def worker_jax(a) -> dict:
         res["batches"][str(b)] = row
         _partial(a, res)
         print(f"jax train b{b}: {row['median_s'] * 1e3:.1f} ms (compile {row['compile_s']:.2f} s)", flush=True)
+    return res
+
+
+def _jaxfast_train(a, cfg, tcfg, variables, d, res) -> dict:
+    """bench/fast_train.py's train step (reshape-max pools, custom-VJP GRU, FFT sinc for
+    long kernels), same weights, recipe and checks as the model's."""
+    import jax
+    import jax.numpy as jnp
+
+    import fast_train
+
+    sinc = "fft" if cfg.sinc_kernel_size >= 257 else "xla"
+    params, tx, step = fast_train.make_train_step(cfg, tcfg, variables, sinc)
+    opt0, stats0 = tx.init(params), variables["batch_stats"]
+    jitted = jax.jit(step)
+    for b in a.batches:
+        x, y = jnp.asarray(d["x"][:b]), jnp.asarray(d["y"][:b])
+        t0 = time.perf_counter()
+        lowered = jitted.lower(params, opt0, stats0, x, y)
+        t1 = time.perf_counter()
+        compiled = lowered.compile()
+        t2 = time.perf_counter()
+        row = {"lower_s": t1 - t0, "compile_s": t2 - t1, **_cost(compiled)}
+        out = compiled(params, opt0, stats0, x, y)
+        if b == a.train_check_batch:
+            ok = _check(res["checks"], f"loss_b{b}", float(out[3]), float(d["ref_loss"]), a.tolerance)
+            ok &= _check(res["checks"], f"grad_norm_b{b}", float(out[4]), float(d["ref_grad_norm"]), a.tolerance)
+            if not ok:
+                res["error"] = f"train step differs from torch (batch {b}); not timed"
+                return res
+        box = [out]
+
+        def run_step():
+            p, o, st, _, _ = box[0]
+            box[0] = compiled(p, o, st, x, y)
+            jax.block_until_ready(box[0])
+
+        row.update(common.time_fn(run_step, a.warmup, a.min_reps, a.max_seconds))
+        row["rss_peak_mb"] = common.peak_rss_mb()
+        res["batches"][str(b)] = row
+        _partial(a, res)
+        print(f"jaxfast train b{b}: {row['median_s'] * 1e3:.1f} ms (compile {row['compile_s']:.2f} s)", flush=True)
     return res
 
 
@@ -563,7 +608,7 @@ def summarise_preset(pres: dict, peak: float, flops: dict) -> None:
             torch_cpu = min((r[k] for k in ("torch_cpu_s", "torchc_cpu_s") if r.get(k)), default=None)
             if r.get("jax_cpu_s") and torch_cpu:
                 r["cpu_speedup"] = torch_cpu / r["jax_cpu_s"]
-            if "jaxfast_s" in r and torch_best:
+            if "jaxfast_s" in r and torch_best:  # forward: fast_forward.py, train: fast_train.py
                 r["fast_speedup"] = torch_best / r["jaxfast_s"]
             work = flops[mode] * b
             if peak and "jax_s" in r:
@@ -739,8 +784,6 @@ def main(argv=None) -> None:
                 continue
             for v in variants:
                 impl, env = v.split("@", 1)
-                if impl == "jaxfast" and mode == "train":
-                    continue
                 print(f"  {v} {mode} ...", flush=True)
                 res = run(["--worker", impl, "--mode", mode, "--batches", ",".join(map(str, batches)),
                            *check_args, *_common_args(a)], env)
