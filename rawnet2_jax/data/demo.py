@@ -17,7 +17,7 @@ Spoofs are the same kind of speech passed through a synthetic "attack" with a di
 vocoder-like artefact:
 
 =====  ==========================================================  ===========
-A01    buzzy: monotone f0, no jitter, no aspiration (simple vocoder)  train, dev
+A01    buzzy: impulse excitation, monotone f0, no aspiration       train, dev
 A02    band-limited to 4 kHz (8 kHz vocoder upsampled)                train, dev
 A03    STFT magnitude with random phase (phase-less reconstruction)   train, dev
 A04    6-bit mu-law quantisation noise (low-bit waveform codec)       train, dev
@@ -111,8 +111,13 @@ def _resonator_sos(freqs: np.ndarray, bws: np.ndarray) -> np.ndarray:
     return sos
 
 
-def _speech(rng: np.random.Generator, spk: _Speaker, n: int, *, monotone=False, breathy=True, smooth=False):
-    """Synthetic voiced speech of n samples."""
+def _speech(rng: np.random.Generator, spk: _Speaker, n: int, *, monotone=False, breathy=True, smooth=False,
+            buzzy=False):
+    """Synthetic voiced speech of n samples.
+
+    ``buzzy``: a bare impulse-train excitation without the glottal spectral tilt, the
+    classic artefact of simple pulse/noise vocoders (flat, harsh harmonics up to Nyquist).
+    """
     from scipy import signal
 
     t = np.arange(n) / SR
@@ -139,8 +144,7 @@ def _speech(rng: np.random.Generator, spk: _Speaker, n: int, *, monotone=False, 
     phase = np.cumsum(f0 / SR)
     pulses = np.diff(np.floor(phase), prepend=0.0)
     # Glottal flow derivative: lowpass (tilt) then differentiate (lip radiation).
-    exc = signal.lfilter([1.0], [1.0, -1.9, 0.9025], pulses)
-    exc = np.diff(exc, prepend=0.0)
+    exc = pulses if buzzy else np.diff(signal.lfilter([1.0], [1.0, -1.9, 0.9025], pulses), prepend=0.0)
     exc /= np.max(np.abs(exc)) + 1e-9
     if breathy:
         exc += 0.08 * rng.standard_normal(n) * (0.5 + 0.5 * np.cos(2 * np.pi * phase))
@@ -201,7 +205,7 @@ def synthesize(rng: np.random.Generator, spk: _Speaker, n: int, attack: str) -> 
     from scipy import signal
 
     if attack == "A01":
-        x = _speech(rng, spk, n, monotone=True, breathy=False)
+        x = _speech(rng, spk, n, monotone=True, breathy=False, buzzy=True)
     elif attack == "A07":
         x = _speech(rng, spk, n, smooth=True, breathy=False)
     else:
