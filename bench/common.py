@@ -196,6 +196,8 @@ def run_worker(script: Path, args: list[str], env_name: str, timeout: float | No
     env = dict(os.environ)
     for k in set().union(*ENVS.values()):
         env.pop(k, None)  # the parent's own allocator settings must not leak into a variant
+    for k in ("JAX_COMPILATION_CACHE_DIR", "JAX_ENABLE_COMPILATION_CACHE"):
+        env.pop(k, None)  # compile times are cold unless a variant asks for the cache
     env.update(ENVS[env_name])
     env.update(extra_env or {})
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
