@@ -30,6 +30,7 @@ import numpy as np
 
 from rawnet2_jax.config import PRESETS, ModelConfig
 from rawnet2_jax.errors import CheckpointError
+from rawnet2_jax.treecheck import raise_problems, shape_problems, summarize
 
 WRAPPER_KEYS = ("model_state_dict", "state_dict")
 DEFAULT_TOLERANCE = 1e-4
@@ -144,41 +145,22 @@ def _to_numpy(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _summarize(items: Sequence[str], limit: int = 10) -> str:
-    items = list(items)
-    if len(items) <= limit:
-        return ", ".join(items)
-    return ", ".join(items[:limit]) + f", ... ({len(items) - limit} more)"
+    return summarize(items, limit)
 
 
 def state_dict_problems(shapes: Mapping[str, tuple], config: ModelConfig) -> list[str]:
     """Human-readable problems of a ``{key: shape}`` against ``config`` ([] when it fits)."""
     from convert.tables import expected_torch_shapes
 
-    want = {k: tuple(v) for k, v in expected_torch_shapes(config).items()}
-    got = {k: tuple(v) for k, v in shapes.items()}
-    missing = sorted(set(want) - set(got))
-    unexpected = sorted(set(got) - set(want))
-    misshapen = sorted(
-        f"{k} {got[k]} (expected {want[k]})" for k in set(want) & set(got) if got[k] != want[k]
-    )
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)}: {_summarize(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)}: {_summarize(unexpected)}")
-    if misshapen:
-        problems.append(f"wrong shape {len(misshapen)}: {_summarize(misshapen)}")
-    return problems
+    return shape_problems(expected_torch_shapes(config), shapes, limit=10)
 
 
 def check_state_dict(shapes: Mapping[str, tuple], config: ModelConfig, source: str = "checkpoint") -> None:
     """One :class:`CheckpointError` listing every missing, unexpected and misshapen tensor."""
-    problems = state_dict_problems(shapes, config)
-    if problems:
-        raise CheckpointError(
-            f"{source} does not match preset {config.name!r} ({config.layout} layout): "
-            + "; ".join(problems)
-        )
+    raise_problems(
+        state_dict_problems(shapes, config),
+        f"{source} does not match preset {config.name!r} ({config.layout} layout): ",
+    )
 
 
 def _field_types() -> dict[str, Any]:

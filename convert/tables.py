@@ -28,6 +28,7 @@ import numpy as np
 
 from rawnet2_jax.config import ModelConfig
 from rawnet2_jax.errors import CheckpointError
+from rawnet2_jax.treecheck import raise_problems, shape_problems, summarize
 
 Transform = Literal["conv", "linear", "gru", "identity", "count"]
 
@@ -160,9 +161,7 @@ def _as_numpy(v: Any) -> np.ndarray:
 
 
 def _short_list(items: list[str], limit: int = 12) -> str:
-    if len(items) <= limit:
-        return ", ".join(items)
-    return ", ".join(items[:limit]) + f", ... ({len(items) - limit} more)"
+    return summarize(items, limit)
 
 
 def torch_to_flax(state_dict: Mapping[str, Any], cfg: ModelConfig) -> dict:
@@ -177,23 +176,16 @@ def torch_to_flax(state_dict: Mapping[str, Any], cfg: ModelConfig) -> dict:
     # DataParallel wraps every key in "module."; strip it when (and only when) all keys have it.
     strip = len("module.") if keys and all(k.startswith("module.") for k in keys) else 0
     arrays = {k[strip:]: _as_numpy(v) for k, v in state_dict.items()}
-    missing = [k for k in expected if k not in arrays]
-    unexpected = sorted(k for k in arrays if k not in expected)
-    misshapen = [f"{k} {tuple(arrays[k].shape)} (expected {expected[k].torch_shape})"
-                 for k in expected if k in arrays and tuple(arrays[k].shape) != expected[k].torch_shape]
-    if missing or unexpected or misshapen:
-        parts = []
-        if missing:
-            parts.append(f"missing {len(missing)}: {_short_list(missing)}")
-        if unexpected:
-            parts.append(f"unexpected {len(unexpected)}: {_short_list(unexpected)}")
-        if misshapen:
-            parts.append(f"misshapen {len(misshapen)}: {_short_list(misshapen)}")
-        raise CheckpointError(
-            f"state dict does not match the {cfg.layout!r} layout of preset {cfg.name!r}: "
-            + "; ".join(parts)
-            + " (pick the preset matching the checkpoint, or override its fields)"
-        )
+    problems = shape_problems(
+        {k: e.torch_shape for k, e in expected.items()},
+        {k: tuple(a.shape) for k, a in arrays.items()},
+        limit=12, misshapen_label="misshapen", wanted_order=True,
+    )
+    raise_problems(
+        problems,
+        f"state dict does not match the {cfg.layout!r} layout of preset {cfg.name!r}: ",
+        " (pick the preset matching the checkpoint, or override its fields)",
+    )
     variables: dict[str, dict] = {"params": {}, "batch_stats": {}, "buffers": {}}
     for e in entries:
         node = variables[e.collection]

@@ -30,6 +30,7 @@ import numpy as np
 
 from rawnet2_jax.config import ModelConfig
 from rawnet2_jax.errors import CheckpointError
+from rawnet2_jax.treecheck import raise_problems, shape_problems, summarize
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
@@ -75,9 +76,7 @@ def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def _summarize(items: list[str], limit: int = 8) -> str:
-    if len(items) <= limit:
-        return ", ".join(items)
-    return ", ".join(items[:limit]) + f", ... ({len(items) - limit} more)"
+    return summarize(items, limit)
 
 
 def _unfreeze(tree: Any) -> Any:
@@ -113,27 +112,13 @@ def check_variables(variables: Mapping[str, Any], config: ModelConfig, what: str
 
     Missing, unexpected and misshapen arrays are all listed in the same message.
     """
-    want = expected_shapes(config)
+    want = {k: shape for k, (shape, _dtype) in expected_shapes(config).items()}
     got = {k: tuple(np.shape(v)) for k, v in _flatten(_unfreeze(variables)).items()}
-    missing = sorted(set(want) - set(got))
-    unexpected = sorted(set(got) - set(want))
-    misshapen = sorted(
-        f"{k} {got[k]} (config {config.name!r} expects {want[k][0]})"
-        for k in set(want) & set(got)
-        if got[k] != want[k][0]
+    raise_problems(
+        shape_problems(want, got, limit=8, expects=f"config {config.name!r} expects"),
+        f"{what} do not match model config {config.name!r}: ",
+        " (was config.json edited, or the model code changed since this was saved?)",
     )
-    problems = []
-    if missing:
-        problems.append(f"missing {len(missing)}: {_summarize(missing)}")
-    if unexpected:
-        problems.append(f"unexpected {len(unexpected)}: {_summarize(unexpected)}")
-    if misshapen:
-        problems.append(f"wrong shape {len(misshapen)}: {_summarize(misshapen)}")
-    if problems:
-        raise CheckpointError(
-            f"{what} do not match model config {config.name!r}: " + "; ".join(problems)
-            + " (was config.json edited, or the model code changed since this was saved?)"
-        )
 
 
 # ----------------------------------------------------------------------------- save
