@@ -518,7 +518,7 @@ def convert_checkpoint(
         for w in check_seed_sinc_tensors(sinc, config):
             log(f"warning: {w}")
             cnotes.append(f"warning: {w}")
-    variables = torch_to_flax(np_sd, config)
+    variables = torch_to_flax(np_sd, config, check=False)  # checked above by check_state_dict
     log(f"converted {len(np_sd)} tensors ({sum(v.size for v in np_sd.values()):,} values) "
         f"with preset {config.name!r}")
     result = ConversionResult(None, config, variables, notes + cnotes)

@@ -164,11 +164,13 @@ def _short_list(items: list[str], limit: int = 12) -> str:
     return summarize(items, limit)
 
 
-def torch_to_flax(state_dict: Mapping[str, Any], cfg: ModelConfig) -> dict:
+def torch_to_flax(state_dict: Mapping[str, Any], cfg: ModelConfig, *, check: bool = True) -> dict:
     """Flax variables ``{"params", "batch_stats", "buffers"}`` from a torch state dict.
 
     Values may be numpy arrays or CPU torch tensors. All problems (missing, unexpected and
-    misshapen keys) are reported together in ONE CheckpointError.
+    misshapen keys) are reported together in ONE CheckpointError. ``check=False`` is for a
+    caller that has already checked these keys and shapes against ``cfg`` (the converter's
+    ``check_state_dict``); unchecked input is not validated again.
     """
     entries = table(cfg)
     expected = {e.torch_key: e for e in entries}
@@ -176,16 +178,17 @@ def torch_to_flax(state_dict: Mapping[str, Any], cfg: ModelConfig) -> dict:
     # DataParallel wraps every key in "module."; strip it when (and only when) all keys have it.
     strip = len("module.") if keys and all(k.startswith("module.") for k in keys) else 0
     arrays = {k[strip:]: _as_numpy(v) for k, v in state_dict.items()}
-    problems = shape_problems(
-        {k: e.torch_shape for k, e in expected.items()},
-        {k: tuple(a.shape) for k, a in arrays.items()},
-        limit=12, misshapen_label="misshapen", wanted_order=True,
-    )
-    raise_problems(
-        problems,
-        f"state dict does not match the {cfg.layout!r} layout of preset {cfg.name!r}: ",
-        " (pick the preset matching the checkpoint, or override its fields)",
-    )
+    if check:
+        problems = shape_problems(
+            {k: e.torch_shape for k, e in expected.items()},
+            {k: tuple(a.shape) for k, a in arrays.items()},
+            limit=12, misshapen_label="misshapen", wanted_order=True,
+        )
+        raise_problems(
+            problems,
+            f"state dict does not match the {cfg.layout!r} layout of preset {cfg.name!r}: ",
+            " (pick the preset matching the checkpoint, or override its fields)",
+        )
     variables: dict[str, dict] = {"params": {}, "batch_stats": {}, "buffers": {}}
     for e in entries:
         node = variables[e.collection]

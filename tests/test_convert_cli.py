@@ -290,8 +290,8 @@ def test_verify_failure_writes_nothing(tmp_path, capsys, monkeypatch):
     torch.save(_reference(cfg).state_dict(), src)
     real = tables.torch_to_flax
 
-    def broken(sd, cfg):
-        v = real(sd, cfg)
+    def broken(sd, cfg, **kw):
+        v = real(sd, cfg, **kw)
         v["params"]["classifier"]["bias"] = np.asarray(v["params"]["classifier"]["bias"]) + 0.5
         return v
 
