@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 SincScale = Literal["mel", "inverse_mel", "linear"]
 # "official": the eurecom SincConv (ideal band-pass from band edges, full Hamming window).
@@ -59,9 +59,47 @@ PadMode = Literal["zero", "repeat"]
 Layout = Literal["seed", "official"]
 
 
+_C = TypeVar("_C", bound="ConfigMixin")
+
+
+class ConfigMixin:
+    """``replace`` / ``to_dict`` / ``to_json`` / ``from_dict`` for a frozen config dataclass.
+
+    ``from_dict`` first lets :meth:`_decode_fields` turn JSON values back into field values
+    (nested configs, tuples), then refuses unknown fields with
+    ``ValueError("unknown <_config_kind> config fields: ...")``.
+    """
+
+    _config_kind = "config"  # the word in the unknown-fields message
+
+    def replace(self: _C, **changes: Any) -> _C:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def _decode_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
+        return d
+
+    @classmethod
+    def from_dict(cls: type[_C], d: dict[str, Any]) -> _C:
+        d = cls._decode_fields(dict(d))
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls._config_kind} config fields: {', '.join(unknown)}")
+        return cls(**d)
+
+
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(ConfigMixin):
     """A complete description of one RawNet2 variant (architecture + input policy)."""
+
+    _config_kind = "model"
 
     name: str
     layout: Layout  # which PyTorch state-dict naming the converter uses
@@ -164,22 +202,6 @@ class ModelConfig:
             t += self.sinc_kernel_size - 1
         return t
 
-    def replace(self, **changes: Any) -> "ModelConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown model config fields: {', '.join(unknown)}")
-        return cls(**d)
 
 
 CAA_RAWNET2 = ModelConfig(

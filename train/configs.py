@@ -25,10 +25,9 @@ Presets
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any, Literal
 
-from rawnet2_jax.config import CAA_RAWNET2, TAK2021, ModelConfig
+from rawnet2_jax.config import CAA_RAWNET2, TAK2021, ConfigMixin, ModelConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,8 +53,10 @@ class PlateauConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(ConfigMixin):
     """Everything a training run needs besides paths."""
+
+    _config_kind = "train"
 
     name: str
     model: ModelConfig
@@ -100,28 +101,14 @@ class TrainConfig:
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}")
 
-    def replace(self, **changes: Any) -> "TrainConfig":
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        d = dict(d)
+    def _decode_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
         d["model"] = ModelConfig.from_dict(d["model"])
         if d.get("plateau") is not None:
             d["plateau"] = PlateauConfig(**d["plateau"])
         if "class_weights" in d:
             d["class_weights"] = tuple(d["class_weights"])
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"unknown train config fields: {', '.join(unknown)}")
-        return cls(**d)
+        return d
 
 
 CAA_PLATEAU = TrainConfig(
