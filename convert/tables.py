@@ -127,28 +127,27 @@ def expected_torch_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
     return {e.torch_key: e.torch_shape for e in table(cfg)}
 
 
-def _to_flax(value: np.ndarray, transform: Transform) -> np.ndarray:
+def _transform(value: Any, transform: Transform, count_dtype: type) -> np.ndarray:
+    # Each layout change is its own inverse (conv: reverse the three axes; linear/gru: transpose),
+    # so torch -> flax and flax -> torch differ only in the dtype of the BN counter.
     # np.array copies: torch's .numpy() shares memory with the module, whose in-place updates
     # (e.g. running stats in train mode) must not leak into the converted variables.
     if transform == "count":
-        return np.array(value, dtype=np.int32)
+        return np.array(value, dtype=count_dtype)
     value = np.array(value, dtype=np.float32)
     if transform == "conv":
         return np.ascontiguousarray(value.transpose(2, 1, 0))
     if transform in ("linear", "gru"):
         return np.ascontiguousarray(value.T)
     return value
+
+
+def _to_flax(value: np.ndarray, transform: Transform) -> np.ndarray:
+    return _transform(value, transform, np.int32)
 
 
 def _to_torch(value: Any, transform: Transform) -> np.ndarray:
-    if transform == "count":
-        return np.array(value, dtype=np.int64)
-    value = np.array(value, dtype=np.float32)
-    if transform == "conv":
-        return np.ascontiguousarray(value.transpose(2, 1, 0))
-    if transform in ("linear", "gru"):
-        return np.ascontiguousarray(value.T)
-    return value
+    return _transform(value, transform, np.int64)
 
 
 def _as_numpy(v: Any) -> np.ndarray:
