@@ -70,7 +70,9 @@ def read_torch_file(path: str | os.PathLike) -> Any:
         return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
-        if "Weights only load failed" in msg or "weights_only" in msg:
+        # weights_only refuses both code-carrying pickles (an unsupported GLOBAL) and bytes
+        # that are no pickle at all ("Unsupported operand"): only the first is unsafe.
+        if ("Weights only load failed" in msg or "weights_only" in msg) and "global" in msg.lower():
             what = ""
             m = re.search(r"GLOBAL ([\w.]+)", msg)
             if m:

@@ -220,7 +220,7 @@ def test_unknown_preset(tmp_path, capsys, seed_sd):
            out=tmp_path / "out")
 
 
-@pytest.mark.parametrize("kind", ["truncated", "garbage", "empty", "legacy_truncated"])
+@pytest.mark.parametrize("kind", ["truncated", "garbage", "garbage_text", "empty", "legacy_truncated"])
 def test_corrupt_files(tmp_path, capsys, kind):
     src = tmp_path / "m.pt"
     sd = {"a": torch.arange(1000, dtype=torch.float32)}
@@ -230,9 +230,11 @@ def test_corrupt_files(tmp_path, capsys, kind):
         torch.save(sd, src)
     data = src.read_bytes()
     src.write_bytes({"truncated": data[: len(data) // 2], "garbage": b"not a checkpoint at all",
+                     "garbage_text": b"garbage\n",  # an invalid pickle opcode, not code
                      "empty": b"", "legacy_truncated": data[: len(data) // 2]}[kind])
     err = _fails(capsys, [src, tmp_path / "out"], str(src), out=tmp_path / "out")
     assert "corrupt" in err or "empty" in err
+    assert "unsafe" not in err, err
 
 
 class _Evil:
