@@ -78,7 +78,7 @@ def check_waveform(x: np.ndarray, name: str, *, on_silent: OnSilent = "error") -
     if on_silent != "ignore" and not np.any(x):
         msg = f"{name}: audio is silent (all {x.size} samples are zero); its score carries no information"
         if on_silent == "error":
-            raise AudioError(msg + " (pass on_silent='warn' to score it anyway)")
+            raise AudioError(msg + " (to score it anyway: rawnet2-jax score --allow-silent, or on_silent='warn')")
         warnings.warn(msg, SilentAudioWarning, stacklevel=3)
 
 

@@ -80,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--hop", type=float, default=None, metavar="SECONDS",
                    help="window hop with --windows (default: window length, no overlap)")
     s.add_argument("--batch-size", type=int, default=32, metavar="N", help="rows per model call (default 32)")
+    s.add_argument("--allow-silent", action="store_true",
+                   help="score all-zero (silent) files instead of reporting them as failed")
     s.add_argument("--max-seconds", type=float, default=600.0, metavar="S",
                    help="skip (as failed) files longer than this (default 600; 0 = no limit)")
     fmt = s.add_mutually_exclusive_group()
@@ -130,6 +132,7 @@ def cmd_score(args) -> int:
         max_seconds=args.max_seconds or None,
         progress=not args.no_progress,
         on_error=lambda fs: _err(fs.error),
+        allow_silent=args.allow_silent,
     )
     text = format_file_scores(results, args.format)
     if args.output:

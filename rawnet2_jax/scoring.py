@@ -162,11 +162,12 @@ def _one_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def _load(path: str, sample_rate: int, max_seconds: float | None) -> tuple[np.ndarray | None, str | None]:
+def _load(path: str, sample_rate: int, max_seconds: float | None,
+          on_silent: str = "error") -> tuple[np.ndarray | None, str | None]:
     from rawnet2_jax.audio import load_audio
 
     try:
-        return load_audio(path, sample_rate=sample_rate, max_seconds=max_seconds), None
+        return load_audio(path, sample_rate=sample_rate, max_seconds=max_seconds, on_silent=on_silent), None
     except UserError as e:
         msg = _one_line(e)
         return None, msg if msg.startswith(path) else f"{path}: {msg}"
@@ -281,6 +282,7 @@ def score_files(
     progress: bool = True,
     on_error: Callable[[FileScore], None] | None = None,
     load_workers: int = 2,
+    allow_silent: bool = False,
 ) -> list[FileScore]:
     """Score audio files and directories (see the module docstring).
 
@@ -295,6 +297,7 @@ def score_files(
         progress: tqdm bar on stderr (only when stderr is a terminal).
         on_error: called with each failed :class:`FileScore` as soon as it fails.
         load_workers: threads decoding files ahead of the model.
+        allow_silent: score all-zero files instead of reporting them as failed.
 
     Returns:
         One :class:`FileScore` per input file in input order (directories expanded), bad
@@ -324,7 +327,7 @@ def score_files(
         path, err = entry
         if err is not None:
             return path, None, err
-        return (path, *_load(path, sample_rate, max_seconds))
+        return (path, *_load(path, sample_rate, max_seconds, "ignore" if allow_silent else "error"))
 
     results: list[FileScore] = []
     batcher = _RowBatcher(model, batch_size, done)

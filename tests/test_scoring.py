@@ -282,3 +282,22 @@ def test_evaluate_split_bad_record(tmp_path):
     with pytest.raises(scoring.DataError, match="unusable record"):
         scoring.evaluate_split(FakeModel(), dataset="asvspoof2019_la", split="dev", data_dir=tmp_path,
                                out_dir=tmp_path / "o", source=recs, progress=False)
+
+
+def test_silent_file_fails_unless_allowed(tmp_path):
+    """A silent file is a one-line failure by default and is scored with allow_silent."""
+    import soundfile as sf
+
+    from rawnet2_jax import scoring as sc
+
+    class _Fake:
+        config = type("C", (), {"num_samples": 800, "pad_mode": "zero", "sample_rate": 16000})()
+
+        def logits(self, x):
+            return np.stack([np.zeros(len(x)), np.asarray(x).mean(axis=1)], axis=1)
+
+    sf.write(tmp_path / "silent.wav", np.zeros(1600, dtype=np.float32), 16000)
+    failed = sc.score_files(_Fake(), [tmp_path / "silent.wav"], batch_size=2, progress=False)
+    assert failed[0].error is not None and "silent" in failed[0].error and "--allow-silent" in failed[0].error
+    allowed = sc.score_files(_Fake(), [tmp_path / "silent.wav"], batch_size=2, progress=False, allow_silent=True)
+    assert allowed[0].error is None and allowed[0].log_odds == 0.0
