@@ -209,8 +209,11 @@ def plot_learning_curves(records: Sequence[Mapping], path="learning_curves.png",
             ax_lr.set_yscale("log")
     ax_lr.set_ylabel("learning rate")
     ax_lr.set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (ax_loss, ax_eer, ax_lr):
         ax.grid(True, lw=0.4, alpha=0.6)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     if title:
         fig.suptitle(title)
     return _save(fig, path)
