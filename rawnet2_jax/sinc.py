@@ -219,6 +219,40 @@ def seed_sinc_tensors(cfg: ModelConfig) -> dict[str, np.ndarray]:
 
 
 # --------------------------------------------------------------------------------------------
+# FFT correlation
+# --------------------------------------------------------------------------------------------
+
+
+def fft_correlate(x: Array, filters: Array, pad: int, dtype: Any) -> Array:
+    """waveform x (B, T), filters (C, K), zero padding ``pad`` each side -> (B, T', C),
+    T' = T + 2 pad - K + 1: the cross-correlation ``lax.conv_general_dilated`` computes, as
+    ``irfft(rfft(x) * conj(rfft(f)))``.
+
+    Why: a conv with one input channel is a poor GEMM shape, and its cost grows with K; the
+    FFT costs O(T log T) per filter whatever K is, ~6x less than XLA's direct conv for the
+    1025-tap ASVspoof 2021 baseline on CPU (for 129 taps the direct conv wins, see
+    ``ModelConfig.sinc_conv_impl``). Differentiable in x and in the filters.
+
+    The FFT length n >= T + 2 pad, so the circular correlation never wraps for the T' outputs
+    kept (index t + j <= T + 2 pad - 1 < n). jnp.fft has no bfloat16: for a bf16 ``dtype``
+    inputs and filters are rounded to bf16 as the direct conv sees them, the FFT runs in float32
+    (as a bf16 conv accumulates), and the output is cast back to bf16.
+    """
+    b, t = x.shape
+    k = filters.shape[1]
+    length = t + 2 * pad
+    t_out = length - k + 1
+    n = 1 << (length - 1).bit_length()  # power of two: the fastest FFT size
+    x = x.astype(dtype).astype(jnp.float32)
+    filters = filters.astype(dtype).astype(jnp.float32)
+    xp = jnp.pad(x, ((0, 0), (pad, pad)))  # (B, T + 2 pad)
+    xf = jnp.fft.rfft(xp, n)  # (B, n // 2 + 1)
+    ff = jnp.conj(jnp.fft.rfft(filters, n))  # (C, n // 2 + 1)
+    y = jnp.fft.irfft(xf[:, None, :] * ff[None, :, :], n)[:, :, :t_out]  # (B, C, T')
+    return jnp.swapaxes(y, 1, 2).astype(dtype)  # (B, T', C): the direct conv's layout
+
+
+# --------------------------------------------------------------------------------------------
 # The module
 # --------------------------------------------------------------------------------------------
 
@@ -226,7 +260,8 @@ def seed_sinc_tensors(cfg: ModelConfig) -> dict[str, np.ndarray]:
 class SincConv(nn.Module):
     """waveform (B, T) -> sinc features (B, T', C), channels-last.
 
-    conv (valid or same padding) -> optional abs -> optional max-pool. Channels-last because
+    conv (valid or same padding; XLA's direct conv or an FFT correlation, per
+    ``config.sinc_conv_impl``) -> optional abs -> optional max-pool. Channels-last because
     the whole model is (B, T, C) (XLA's preferred conv layout on CPU and GPU; a CPU probe found
     it ~1.5x faster than channels-first).
     """
@@ -270,16 +305,18 @@ class SincConv(nn.Module):
             if cfg.sinc_abs or cfg.sinc_pool > 1:
                 raise ValueError("an affine map can only be folded into a bare sinc conv")
             kernel = kernel * out_scale
-        kernel = kernel.astype(dtype)  # WIO
         k = cfg.sinc_kernel_size
-        pad = [(k // 2, k // 2)] if cfg.sinc_padding == "same" else [(0, 0)]
-        y = jax.lax.conv_general_dilated(
-            x[..., None].astype(dtype),  # (B, T, 1)
-            kernel,
-            window_strides=(1,),
-            padding=pad,
-            dimension_numbers=("NWC", "WIO", "NWC"),
-        )  # (B, T', C)
+        pad = k // 2 if cfg.sinc_padding == "same" else 0
+        if cfg.sinc_uses_fft:
+            y = fft_correlate(x, kernel[:, 0, :].T, pad, dtype)  # (B, T', C)
+        else:
+            y = jax.lax.conv_general_dilated(
+                x[..., None].astype(dtype),  # (B, T, 1)
+                kernel.astype(dtype),  # WIO
+                window_strides=(1,),
+                padding=[(pad, pad)],
+                dimension_numbers=("NWC", "WIO", "NWC"),
+            )  # (B, T', C)
         if out_shift is not None:
             y = y + out_shift.astype(dtype)
         if cfg.sinc_abs:

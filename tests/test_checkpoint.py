@@ -175,6 +175,21 @@ def test_error_corrupt_config(saved, tmp_path, text, needle):
     assert needle in _one_line(e)
 
 
+def test_config_without_sinc_conv_impl_loads(saved, tmp_path, tiny_vars):
+    # config.json written before the sinc_conv_impl field existed: loads with the default
+    d = _fresh_copy(saved, tmp_path)
+    cfg = json.loads((d / "config.json").read_text())
+    del cfg["sinc_conv_impl"]
+    (d / "config.json").write_text(json.dumps(cfg))
+    assert ck.load_config(d) == TINY and ck.load_config(d).sinc_conv_impl == "auto"
+    ck.load_pretrained(d)
+    # a non-default choice is saved and read back
+    fft = TINY.replace(sinc_conv_impl="fft")
+    ck.save_model(tmp_path / "fft", tiny_vars, fft, {"source": "unit test"})
+    assert ck.load_config(tmp_path / "fft") == fft
+    assert type(fft).from_dict(json.loads(fft.to_json())) == fft
+
+
 def test_error_unknown_config_field(saved, tmp_path):
     d = _fresh_copy(saved, tmp_path)
     cfg = json.loads((d / "config.json").read_text())

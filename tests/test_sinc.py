@@ -196,3 +196,52 @@ def test_sincnet_filters_finite_with_zero_on_axis():
     np.testing.assert_allclose(out[:, 0], st["window"][0], rtol=1e-6)  # limit 2*band / (2*band) * w
     g = jax.grad(lambda low: jnp.sum(f(low)))(jnp.asarray(st["low_hz_"]) + 10.0)
     assert np.all(np.isfinite(np.asarray(g)))
+
+
+@pytest.mark.parametrize("padding", ["valid", "same"])
+@pytest.mark.parametrize("kernel_size", [129, 1025])
+def test_sinc_conv_fft_matches_direct(kernel_size, padding):
+    # learnable sincnet filters, so that the gradient also reaches low_hz_ / band_hz_
+    cfg = get_config("caa_rawnet2", sinc_filters=6, sinc_kernel_size=kernel_size, sinc_padding=padding,
+                     sinc_learnable=True, sinc_min_low_hz=50.0, sinc_min_band_hz=50.0)
+    x = jnp.asarray(speech_like(kernel_size + 700, batch=2, seed=5))
+    direct, fft = SincConv(cfg.replace(sinc_conv_impl="direct")), SincConv(cfg.replace(sinc_conv_impl="fft"))
+    variables = direct.init(jax.random.PRNGKey(0), x)
+    # a fixed random cotangent: the gradient of <y, w> is the full vector-Jacobian product
+    t_out = x.shape[1] - (kernel_size - 1 if padding == "valid" else 0)
+    w = jax.random.normal(jax.random.PRNGKey(1), (2, t_out, cfg.sinc_filters))
+
+    def loss(mod, params, xx):
+        return jnp.sum(mod.apply({**variables, "params": params}, xx) * w)
+
+    with jax.default_matmul_precision("highest"):
+        outs = {}
+        for name, mod in (("direct", direct), ("fft", fft)):
+            y = mod.apply(variables, x)
+            gp, gx = jax.grad(lambda p, xx: loss(mod, p, xx), argnums=(0, 1))(variables["params"], x)
+            outs[name] = (y, gx, gp["low_hz_"], gp["band_hz_"])
+    assert outs["fft"][0].shape == (2, t_out, cfg.sinc_filters)
+    for what, got, want in zip(("output", "d/dx", "d/dlow_hz_", "d/dband_hz_"), outs["fft"], outs["direct"]):
+        got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+        scale = np.abs(want).max()
+        assert scale > 0, what
+        diff = np.abs(got - want).max()
+        assert diff <= 1e-5 * scale, f"{what}: max diff {diff:.3g} > 1e-5 * max |direct| {scale:.3g}"
+
+
+def test_sinc_conv_impl_auto_and_bf16():
+    assert get_config("asvspoof2021_baseline").sinc_uses_fft
+    assert not get_config("tak2021").sinc_uses_fft
+    assert not get_config("asvspoof2021_baseline", sinc_conv_impl="direct").sinc_uses_fft
+    assert get_config("tak2021", sinc_conv_impl="fft").sinc_uses_fft
+    with pytest.raises(ValueError, match="sinc_conv_impl"):
+        get_config("tak2021", sinc_conv_impl="winograd")
+    # bf16 compute: same dtype and layout as the direct path, equal to bf16 rounding
+    cfg = get_config("tak2021", sinc_filters=6, sinc_kernel_size=257, sinc_abs=False, sinc_pool=1)
+    x = jnp.asarray(speech_like(900, batch=2, seed=2))
+    ys = [SincConv(cfg.replace(sinc_conv_impl=i), dtype=jnp.bfloat16).apply({}, x) for i in ("direct", "fft")]
+    assert [y.dtype for y in ys] == [jnp.bfloat16, jnp.bfloat16]
+    d, f = (np.asarray(y, np.float64) for y in ys)
+    assert d.shape == f.shape == (2, 900 - 256, 6)
+    diff = np.abs(d - f).max()
+    assert diff <= 2e-2 * np.abs(d).max(), f"bf16: max diff {diff:.3g}, max |direct| {np.abs(d).max():.3g}"

@@ -123,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
             from rawnet2_jax.checkpoint import load_pretrained
 
             pre = load_pretrained(args.init_from)
-            strip = lambda d: {k: v for k, v in d.items() if k != "name"}  # noqa: E731
+            # name and sinc_conv_impl (how the sinc conv is computed) do not change the model
+            strip = lambda d: {k: v for k, v in d.items() if k not in ("name", "sinc_conv_impl")}  # noqa: E731
             if strip(pre.config.to_dict()) != strip(cfg.model.to_dict()):
                 raise UserError(f"{args.init_from} holds model {pre.config.name!r}, the preset trains {cfg.model.name!r}")
             init = pre.variables
