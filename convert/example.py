@@ -32,8 +32,10 @@ def make_reference_checkpoint(
     """Save a reference-module checkpoint of ``preset``; returns its path."""
     import torch
 
+    import numpy as np
+
+    from convert.converter import synthetic_speech
     from convert.reference import reference_model
-    from rawnet2_jax.data.demo import speech_batch
 
     cfg = get_config(preset)
     num_samples = max(num_samples, cfg.min_num_samples)
@@ -42,8 +44,9 @@ def make_reference_checkpoint(
     model.train()
     with torch.no_grad():  # running statistics only: no optimiser step
         for b in range(batches):
-            x = torch.from_numpy(speech_batch(batch_size, num_samples, seed=seed * 1000 + b))
-            model(x)
+            x = np.stack([synthetic_speech(num_samples, seed=seed * 1000 + b * batch_size + i,
+                                           sample_rate=cfg.sample_rate) for i in range(batch_size)])
+            model(torch.from_numpy(x))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     wrapped = cfg.layout == "seed" if bare is None else not bare
     obj = {"model_state_dict": state, "epoch": 0, "note": "rawnet2-jax example"} if wrapped else state

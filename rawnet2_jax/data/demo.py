@@ -271,14 +271,3 @@ def make_demo_corpus(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(),
             P.la_asv_scores_path(la, split).write_text("\n".join(_asv_scores(rng, entries)) + "\n")
     return la
 
-
-def speech_batch(batch: int, num_samples: int, seed: int = 0) -> np.ndarray:
-    """``batch`` clips of synthetic bona fide speech, float32 (batch, num_samples).
-
-    For checks that want speech-like input without a corpus on disk (example checkpoints,
-    BatchNorm statistics, benchmarks): same synthesis as the demo corpus.
-    """
-    rng = np.random.default_rng([seed, 7])
-    speakers = [spk for _, spk in _speakers(0, DemoConfig(seed=seed, speakers_per_split=max(2, batch)))]
-    clips = [synthesize(rng, speakers[i % len(speakers)], num_samples, "-") for i in range(batch)]
-    return np.stack(clips).astype(np.float32)
