@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any, Literal, TypeVar
+from typing import Any, Iterable, Literal, TypeVar
 
 SincScale = Literal["mel", "inverse_mel", "linear"]
 # "official": the eurecom SincConv (ideal band-pass from band edges, full Hamming window).
@@ -71,7 +71,8 @@ _C = TypeVar("_C", bound="ConfigMixin")
 
 
 class ConfigMixin:
-    """``replace`` / ``to_dict`` / ``to_json`` / ``from_dict`` for a frozen config dataclass.
+    """``replace`` / ``to_dict`` / ``to_json`` / ``from_dict`` / ``with_overrides`` for a frozen
+    config dataclass.
 
     ``from_dict`` first lets :meth:`_decode_fields` turn JSON values back into field values
     (nested configs, tuples), then refuses unknown fields with
@@ -101,6 +102,18 @@ class ConfigMixin:
         if unknown:
             raise ValueError(f"unknown {cls._config_kind} config fields: {', '.join(unknown)}")
         return cls(**d)
+
+    def with_overrides(self: _C, items: Iterable[str]) -> _C:
+        """This config with ``"field=value"`` / ``"nested.field=value"`` strings applied.
+
+        ``cfg.with_overrides(["model.fms_mode=mul", "learning_rate=3e-4", "class_weights=1,9"])``:
+        values are read as the fields' declared types (``none`` for Optional fields); any bad
+        path or value raises a one-line :class:`~rawnet2_jax.errors.ConfigError`. See
+        :mod:`rawnet2_jax.overrides`.
+        """
+        from rawnet2_jax.overrides import apply_overrides
+
+        return apply_overrides(self, items)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,6 +5,10 @@ class UserError(Exception):
     """Bad input from a user (file, checkpoint, config). CLIs print it on one line and exit 1."""
 
 
+class ConfigError(UserError):
+    """A config override (``--set FIELD=VALUE``) naming no field or giving a value it cannot take."""
+
+
 class AudioError(UserError):
     """An audio file that cannot be used."""
 
