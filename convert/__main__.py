@@ -64,8 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model preset (caa_rawnet2, tak2021, asvspoof2021_baseline); "
                         "default: detected from the checkpoint")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="change one ModelConfig field of the preset, e.g. --set fms_mode=mul "
-                        "(repeatable)")
+                   help="change one ModelConfig field of the preset, e.g. --set fms_mode=mul, "
+                        "read as the field's type (true/false, numbers, a,b for tuples, none "
+                        "where allowed; repeatable)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing non-empty OUT_DIR (only once the new one is complete)")
     g = p.add_argument_group("verification (needs the torch reference modules)")

@@ -22,7 +22,6 @@ import dataclasses
 import hashlib
 import os
 import re
-import typing
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -165,65 +164,15 @@ def check_state_dict(shapes: Mapping[str, tuple], config: ModelConfig, source: s
     )
 
 
-def _field_types() -> dict[str, Any]:
-    return typing.get_type_hints(ModelConfig)
-
-
-def _parse_value(name: str, text: str) -> Any:
-    hint = _field_types().get(name)
-    if hint is None:
-        raise CheckpointError(
-            f"--set {name}=...: ModelConfig has no field {name!r}; fields: "
-            + ", ".join(f.name for f in dataclasses.fields(ModelConfig))
-        )
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    low = text.strip().lower()
-    if hint is bool:
-        if low in ("1", "true", "yes", "on"):
-            return True
-        if low in ("0", "false", "no", "off"):
-            return False
-        raise CheckpointError(f"--set {name}={text}: expected true/false")
-    if hint is int:
-        try:
-            return int(text)
-        except ValueError:
-            raise CheckpointError(f"--set {name}={text}: expected an integer") from None
-    if hint is float:
-        try:
-            return float(text)
-        except ValueError:
-            raise CheckpointError(f"--set {name}={text}: expected a number") from None
-    if origin is typing.Literal:
-        if text not in args:
-            raise CheckpointError(f"--set {name}={text}: choose one of {', '.join(map(str, args))}")
-        return text
-    if low in ("none", "null"):
-        return None
-    if "," in text or (args and any(typing.get_origin(a) is tuple for a in args)):
-        try:
-            return tuple(float(v) for v in text.split(",") if v.strip())
-        except ValueError:
-            raise CheckpointError(f"--set {name}={text}: expected comma-separated numbers") from None
-    return text
-
-
 def apply_overrides(config: ModelConfig, overrides: Sequence[str] | Mapping[str, Any]) -> ModelConfig:
-    """``config`` with ``["field=value", ...]`` (or a mapping) applied; one-line errors."""
-    if isinstance(overrides, Mapping):
-        changes = dict(overrides)
-    else:
-        changes = {}
-        for item in overrides:
-            if "=" not in item:
-                raise CheckpointError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set fms_mode=mul")
-            k, v = item.split("=", 1)
-            changes[k.strip()] = _parse_value(k.strip(), v.strip())
-    if not changes:
+    """``config`` with ``["field=value", ...]`` (read by ``ConfigMixin.with_overrides``) or a
+    mapping of typed values applied; one-line errors."""
+    if not isinstance(overrides, Mapping):
+        return config.with_overrides(overrides)
+    if not overrides:
         return config
     try:
-        return config.replace(**changes)
+        return config.replace(**overrides)
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"invalid config override: {_first_line(e)}") from None
 
