@@ -1,4 +1,5 @@
-"""``python -m rawnet2_jax.metrics CM_SCORES [--asv-scores FILE] [--t-dcf 2019|2021] [--json]``."""
+"""``python -m rawnet2_jax.metrics CM_SCORES [--asv-scores FILE] [--t-dcf 2019|2021] [--json]``
+and ``python -m rawnet2_jax.metrics SCORES --asvspoof2021 KEYS_DIR --track LA|DF [--subset S] [--json]``."""
 
 from __future__ import annotations
 
@@ -29,11 +30,20 @@ ASVspoof 2019 LA report; 2021 is the revised formulation (not comparable).
 
 Per attack: that attack's spoofs against all bona fide trials.
 
+ASVspoof 2021 (--asvspoof2021 KEYS_DIR --track LA|DF): SCORES is the organisers'
+two-column file 'trial score' (any order) covering every trial of
+KEYS_DIR/{LA,DF}/CM/trial_metadata.txt; KEYS_DIR is the extracted keys/ folder of
+LA-keys-full.tar.gz / DF-keys-full.tar.gz (or its parent). Prints the eval package's
+tables for --subset (eval, progress or hidden; default eval): LA min t-DCF (2021
+formulation, C0/C1/C2 from keys/LA/ASV of that subset) and EER by attack x codec; DF EER
+by vocoder x compression. --json: {"eer": {ROW: {COL: percent}}, "min_tdcf": ... or null}.
+
 examples:
   python -m rawnet2_jax.metrics scores/eval.txt
   python -m rawnet2_jax.metrics scores/eval.txt \\
       --asv-scores LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.eval.gi.trl.scores.txt
   python -m rawnet2_jax.metrics scores/dev.txt --asv-scores ...asv.dev.gi.trl.scores.txt --json
+  python -m rawnet2_jax.metrics scores_la.txt --asvspoof2021 keys --track LA --subset eval
 
 exit status: 0 success, 1 bad input (one 'error:' line on stderr), 2 bad usage.
 """
@@ -51,7 +61,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("cm_scores", metavar="CM_SCORES", help="CM score file (utt_id attack_id key score)")
+    p.add_argument("cm_scores", metavar="CM_SCORES",
+                   help="CM score file (utt_id attack_id key score; with --asvspoof2021: trial score)")
     p.add_argument(
         "--asv-scores",
         metavar="ASV_SCORES",
@@ -64,6 +75,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         default="2019",
         help="t-DCF formulation (default 2019, the ASVspoof 2019 'legacy' one)",
     )
+    p.add_argument("--asvspoof2021", metavar="KEYS_DIR",
+                   help="ASVspoof 2021 key directory (keys/ of the organisers' key packages)")
+    p.add_argument("--track", choices=("LA", "DF"), help="ASVspoof 2021 track (with --asvspoof2021)")
+    p.add_argument("--subset", choices=("eval", "progress", "hidden"), default="eval",
+                   help="ASVspoof 2021 subset (default eval)")
     p.add_argument(
         "--json",
         action="store_true",
@@ -73,7 +89,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
-    args = build_parser(prog).parse_args(argv)
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    if args.asvspoof2021 is not None or args.track is not None:
+        return _main_2021(parser, args)
     from rawnet2_jax.errors import UserError
     from rawnet2_jax.metrics import evaluate_scores, read_asv_scores, read_cm_scores
 
@@ -90,6 +109,27 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(json.dumps(report.to_dict()))
     else:
         print(report.format_table())
+    return 0
+
+
+def _main_2021(parser, args) -> int:
+    import json as _json
+
+    from rawnet2_jax.errors import UserError
+    from rawnet2_jax.metrics.asvspoof2021 import evaluate_2021
+
+    if args.asvspoof2021 is None or args.track is None:
+        parser.error("--asvspoof2021 KEYS_DIR and --track LA|DF go together")
+    if args.asv_scores:
+        parser.error("--asv-scores is for 2019 score files; with --asvspoof2021 the ASV scores come from KEYS_DIR")
+    try:
+        tables = evaluate_2021(args.cm_scores, args.asvspoof2021, args.track, args.subset)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    for w in tables.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(_json.dumps(tables.to_dict()) if args.json else tables.format_text())
     return 0
 
 

@@ -76,7 +76,11 @@ def compute_eer(target_scores, nontarget_scores):
     Returns:
         ``(eer, threshold)`` as Python floats.
     """
-    frr, far, thresholds = compute_det_curve(target_scores, nontarget_scores)
+    return eer_from_det(*compute_det_curve(target_scores, nontarget_scores))
+
+
+def eer_from_det(frr: np.ndarray, far: np.ndarray, thresholds: np.ndarray) -> tuple[float, float]:
+    """``(eer, threshold)`` from a DET curve of :func:`compute_det_curve`."""
     index = int(np.argmin(np.abs(frr - far)))
     eer = float(np.mean([frr[index], far[index]]))
     return eer, float(thresholds[index])

@@ -16,7 +16,10 @@ Two formulations, both as in the organisers' evaluation code:
       C2 = Pspoof Cfa_spoof Pfa_spoof_asv
       t-DCF_norm(s) = (C0 + C1 Pmiss_cm(s) + C2 Pfa_cm(s)) / (C0 + min(C1, C2))
 
-The two are not comparable. ``Pmiss_cm(s)``/``Pfa_cm(s)`` come from
+The 2021 coefficients and cost model are those of the ASVspoof 2021 eval package
+(``eval_wrapper.get_tDCF_C012``, ``config.cost_model``: Pspoof 0.05, Ptar 0.95 * 0.99,
+Pnon 0.95 * 0.01, Cmiss 1, Cfa 10, Cfa_spoof 10); ``tests/test_metrics_2021.py`` checks
+them against a transcription of it. The two are not comparable. ``Pmiss_cm(s)``/``Pfa_cm(s)`` come from
 :func:`~rawnet2_jax.metrics.eer.compute_det_curve` (bona fide = positive class); the ASV
 operating point is the EER threshold of target vs non-target ASV scores, with
 ``Pfa_asv = P(nontarget >= thr)``, ``Pmiss_asv = P(target < thr)``,
@@ -120,15 +123,26 @@ def tdcf_curve(
         norm = min(c1, c2)
         curve = (c1 * p_miss_cm + c2 * p_fa_cm) / norm
     elif version == "2021":
-        c0 = cm.p_target * cm.c_miss_asv * asv.p_miss + cm.p_nontarget * cm.c_fa_asv * asv.p_fa
-        c1 = cm.p_target * cm.c_miss_asv - c0
-        c2 = cm.p_spoof * cm.c_fa_cm * asv.p_fa_spoof
+        c0, c1, c2 = tdcf_2021_coefficients(asv, cost_model)
         _check_weights(c0, c1, c2, asv)
-        norm = c0 + min(c1, c2)
-        curve = (c0 + c1 * p_miss_cm + c2 * p_fa_cm) / norm
+        curve = normalised_tdcf_2021(p_miss_cm, p_fa_cm, c0, c1, c2)
     else:
         raise MetricsError(f"unknown t-DCF version {version!r}; use one of {TDCF_VERSIONS}")
     return curve, thresholds
+
+
+def tdcf_2021_coefficients(asv: AsvErrorRates, cost_model: CostModel = ASVSPOOF_COST_MODEL) -> tuple[float, float, float]:
+    """``(C0, C1, C2)`` of the 2021 formulation (the eval package's ``get_tDCF_C012``)."""
+    cm = cost_model
+    c0 = cm.p_target * cm.c_miss_asv * asv.p_miss + cm.p_nontarget * cm.c_fa_asv * asv.p_fa
+    c1 = cm.p_target * cm.c_miss_asv - c0
+    c2 = cm.p_spoof * cm.c_fa_cm * asv.p_fa_spoof
+    return c0, c1, c2
+
+
+def normalised_tdcf_2021(p_miss_cm, p_fa_cm, c0: float, c1: float, c2: float) -> np.ndarray:
+    """``(C0 + C1 Pmiss_cm + C2 Pfa_cm) / (C0 + min(C1, C2))`` at every CM threshold."""
+    return (c0 + c1 * np.asarray(p_miss_cm) + c2 * np.asarray(p_fa_cm)) / (c0 + min(c1, c2))
 
 
 def _check_weights(c0: float, c1: float, c2: float, asv: AsvErrorRates) -> None:
