@@ -6,12 +6,16 @@ A *model directory* holds everything needed to rebuild one model, and nothing el
       config.json      ModelConfig.to_json()
       metadata.json    {"format_version": 1, "source": ..., ...}
       variables/       orbax checkpoint of {"params", "batch_stats", "buffers"}
+      manifest.json    {"algorithm": "sha256", "files": {"config.json": HEX, "variables/...": HEX}}
 
 Writers (the converter, the trainer) call :func:`save_model`, which writes into a temporary
 sibling directory and renames it into place, so a reader never sees a half-written model.
+Leftover temporary siblings of writers that were killed are removed by the next write.
 
 Readers call :func:`load_pretrained` with a model directory or a training workdir (the
-trainer saves its best model with ``save_model(workdir / BEST_MODEL_DIRNAME, ...)``).
+trainer saves its best model with ``save_model(workdir / BEST_MODEL_DIRNAME, ...)``). The
+manifest is checked at every load, so a damaged file is named instead of silently changing
+the scores; directories saved before manifests existed load unchecked.
 
 No torch here: this module is what users import to *run* a model.
 """
@@ -21,7 +25,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -30,12 +33,15 @@ import numpy as np
 
 from rawnet2_jax.config import ModelConfig
 from rawnet2_jax.errors import CheckpointError
+from rawnet2_jax.fsutil import make_temp_dir, missing_reason, os_error_line, remove_stale_temps, sha256_file
 from rawnet2_jax.treecheck import raise_problems, shape_problems, summarize
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 METADATA_FILE = "metadata.json"
 VARIABLES_DIR = "variables"
+MANIFEST_FILE = "manifest.json"
+TRAIN_CONFIG_KEYS = ("model", "batch_size")  # a workdir's config.json (a TrainConfig) has these
 BEST_MODEL_DIRNAME = "best_model"  # where the trainer puts its best model inside a workdir
 COLLECTIONS = ("params", "batch_stats", "buffers")
 
@@ -51,6 +57,8 @@ __all__ = [
     "load_pretrained",
     "restore_variables",
     "save_model",
+    "verify_manifest",
+    "write_manifest",
 ]
 
 
@@ -142,8 +150,6 @@ def save_model(
     non-empty existing ``directory`` raises :class:`CheckpointError`. An existing model is only
     replaced once the new one is complete.
     """
-    import orbax.checkpoint as ocp
-
     directory = Path(directory).absolute()
     variables = _to_numpy_tree(variables)
     unknown = sorted(set(variables) - set(COLLECTIONS))
@@ -171,22 +177,46 @@ def save_model(
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"model metadata is not JSON-serialisable: {e}") from None
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(directory.parent, directory.name)
+        tmp = make_temp_dir(directory.parent, directory.name)
+    except OSError as e:
+        raise CheckpointError(os_error_line(e, f"creating {directory}")) from None
     try:
         (tmp / CONFIG_FILE).write_text(config.to_json() + "\n")
         (tmp / METADATA_FILE).write_text(meta_text + "\n")
-        ckptr = ocp.StandardCheckpointer()
-        try:
-            ckptr.save(tmp / VARIABLES_DIR, variables)
-            ckptr.wait_until_finished()
-        finally:
-            ckptr.close()
+        _save_variables(tmp / VARIABLES_DIR, variables, directory)
+        write_manifest(tmp)
         _replace_dir(tmp, directory)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(os_error_line(e, f"writing model {directory}") + "; nothing was replaced") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _save_variables(vdir: Path, variables: Mapping[str, Any], directory: Path) -> None:
+    import orbax.checkpoint as ocp
+
+    ckptr = ocp.StandardCheckpointer()
+    try:
+        ckptr.save(vdir, variables)
+        ckptr.wait_until_finished()
+    except OSError:
+        raise
+    except Exception as e:  # tensorstore reports a full disk or a read-only dir in its own types
+        text = str(e)
+        for code, words in ((28, ("No space left", "ENOSPC")), (30, ("Read-only file system", "EROFS")),
+                            (13, ("Permission denied", "EACCES"))):
+            if any(w in text for w in words):
+                raise OSError(code, os.strerror(code), str(vdir)) from None
+        first = (text.strip().splitlines() or [type(e).__name__])[0][:200]
+        raise CheckpointError(f"writing model {directory} failed ({type(e).__name__}: {first}); nothing was replaced") from None
+    finally:
+        ckptr.close()
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -198,7 +228,7 @@ def _replace_dir(src: Path, dst: Path) -> None:
         dst.rmdir()
         os.rename(src, dst)
         return
-    old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.old-", dir=dst.parent))
+    old = make_temp_dir(dst.parent, dst.name, "old")
     old.rmdir()
     os.rename(dst, old)
     try:
@@ -209,6 +239,64 @@ def _replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+# ----------------------------------------------------------------------------- manifest
+
+
+def _model_files(directory: Path) -> list[str]:
+    """Relative POSIX paths of every file under ``directory`` except the manifest, sorted."""
+    out = []
+    for root, _dirs, names in os.walk(directory):
+        for name in names:
+            rel = Path(root, name).relative_to(directory).as_posix()
+            if rel != MANIFEST_FILE:
+                out.append(rel)
+    return sorted(out)
+
+
+def write_manifest(directory: str | os.PathLike) -> Path:
+    """Write ``manifest.json``: the SHA-256 and size of every other file of the directory."""
+    d = Path(directory)
+    files = {rel: {"sha256": sha256_file(d / rel), "bytes": (d / rel).stat().st_size} for rel in _model_files(d)}
+    path = d / MANIFEST_FILE
+    path.write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def verify_manifest(directory: str | os.PathLike) -> bool:
+    """Check every file listed in ``manifest.json`` (False: no manifest, nothing checked).
+
+    Raises one-line :class:`CheckpointError` naming the first missing or damaged file.
+    """
+    d = Path(directory)
+    path = d / MANIFEST_FILE
+    if not path.exists():
+        return False
+    fix = "re-create the model directory (re-convert or re-train), or restore it from a backup"
+    try:
+        files = json.loads(path.read_text())["files"]
+        if not isinstance(files, dict):
+            raise TypeError("files is not an object")
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{path} is damaged ({type(e).__name__}: {e}); {fix}") from None
+    for rel in sorted(files):
+        entry = files[rel]
+        want = entry.get("sha256") if isinstance(entry, dict) else entry
+        f = d / rel
+        if not f.is_file():
+            raise CheckpointError(f"{f} is missing (listed in {MANIFEST_FILE}); {fix}")
+        if isinstance(entry, dict) and entry.get("bytes") is not None and f.stat().st_size != entry["bytes"]:
+            raise CheckpointError(
+                f"{f} is damaged: {f.stat().st_size} bytes instead of {entry['bytes']} "
+                f"(truncated or overwritten since it was saved); {fix}"
+            )
+        if sha256_file(f) != want:
+            raise CheckpointError(
+                f"{f} is damaged: its SHA-256 differs from {MANIFEST_FILE} (changed since it was "
+                f"saved); {fix}" + (" (after a deliberate edit, delete manifest.json)" if rel == CONFIG_FILE else "")
+            )
+    return True
+
+
 # ----------------------------------------------------------------------------- load
 
 
@@ -217,24 +305,50 @@ def is_model_dir(directory: str | os.PathLike) -> bool:
     return (d / CONFIG_FILE).is_file() and (d / VARIABLES_DIR).is_dir()
 
 
+def _read_json_object(path: Path) -> dict[str, Any] | None:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _is_training_workdir(d: Path) -> bool:
+    """A ``python -m train`` workdir: ``checkpoints/`` or a TrainConfig ``config.json``."""
+    if (d / "checkpoints").is_dir() or (d / BEST_MODEL_DIRNAME).is_dir():
+        return True
+    cfg = _read_json_object(d / CONFIG_FILE) if (d / CONFIG_FILE).is_file() else None
+    return cfg is not None and all(k in cfg for k in TRAIN_CONFIG_KEYS) and isinstance(cfg["model"], dict)
+
+
 def find_model_dir(directory: str | os.PathLike) -> Path:
     """Resolve a model directory or a training workdir to the model directory to load.
 
-    Order: ``directory`` itself; ``directory/best_model``; the only model directory among its
-    children (one level down). Raises one-line :class:`CheckpointError` otherwise.
+    Order: ``directory`` itself when it is a model directory; the ``best_model/`` of a
+    training workdir (``checkpoints/``, ``best_model/`` and a TrainConfig ``config.json``);
+    the only model directory among its children (one level down). Raises one-line
+    :class:`CheckpointError` otherwise.
     """
     d = Path(directory)
-    if not d.exists():
-        raise CheckpointError(f"model directory {d} does not exist")
+    if not os.path.exists(d):
+        why = missing_reason(d)
+        raise CheckpointError(f"model directory {d} {why}" if why == "does not exist" else f"{d} {why}")
     if not d.is_dir():
         raise CheckpointError(
             f"{d} is a file, not a model directory; convert a PyTorch .pt first with "
             f"`python -m convert {d} OUT_DIR`"
         )
+    if _is_training_workdir(d):
+        best = d / BEST_MODEL_DIRNAME
+        if is_model_dir(best):
+            return best
+        raise CheckpointError(
+            f"{d} is a training workdir without a finished {BEST_MODEL_DIRNAME}/ yet (it is written "
+            "after the first epoch's dev evaluation); let the training reach an epoch end, or pass a "
+            "model directory"
+        )
     if (d / CONFIG_FILE).exists() or (d / VARIABLES_DIR).exists():
         return d
-    if is_model_dir(d / BEST_MODEL_DIRNAME):
-        return d / BEST_MODEL_DIRNAME
     children = sorted(
         c for c in d.iterdir() if c.is_dir() and not c.name.startswith(".") and is_model_dir(c)
     )
@@ -254,6 +368,8 @@ def find_model_dir(directory: str | os.PathLike) -> Path:
 
 def load_config(directory: str | os.PathLike) -> ModelConfig:
     """The :class:`ModelConfig` stored in a model directory (one-line errors)."""
+    from rawnet2_jax.config import config_field_problems
+
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{path} is missing; {directory} is not a complete model directory")
@@ -263,6 +379,14 @@ def load_config(directory: str | os.PathLike) -> ModelConfig:
         raise CheckpointError(f"{path} is corrupt (not valid JSON: {e}); re-create the model directory") from None
     if not isinstance(d, dict):
         raise CheckpointError(f"{path} is corrupt: expected a JSON object, got {type(d).__name__}")
+    if all(k in d for k in TRAIN_CONFIG_KEYS) and isinstance(d.get("model"), dict):
+        raise CheckpointError(
+            f"{path} is a training config, not a model config; pass the training workdir itself "
+            f"(its {BEST_MODEL_DIRNAME}/ is used) or a model directory"
+        )
+    problems = config_field_problems(ModelConfig, d)
+    if problems:
+        raise CheckpointError(f"{path} is not a valid model config: {_summarize(problems, 4)}; re-create the model directory")
     try:
         return ModelConfig.from_dict(d)
     except (TypeError, ValueError) as e:
@@ -281,13 +405,14 @@ def load_metadata(directory: str | os.PathLike) -> dict[str, Any]:
 
 
 def restore_variables(
-    directory: str | os.PathLike, config: ModelConfig | None = None
+    directory: str | os.PathLike, config: ModelConfig | None = None, *, verify: bool = True
 ) -> dict[str, Any]:
     """Variables (nested dicts of numpy arrays) of a model directory, checked against its config.
 
     ``config`` defaults to the directory's own ``config.json``. Raises one-line
-    :class:`CheckpointError` on a missing directory, a failed orbax restore, or arrays that do
-    not fit the config.
+    :class:`CheckpointError` on a missing directory, a file that does not match the manifest
+    (``verify=False`` skips that check), a failed orbax restore, or arrays that do not fit
+    the config.
     """
     import orbax.checkpoint as ocp
 
@@ -296,6 +421,8 @@ def restore_variables(
         raise CheckpointError(f"model directory {d} does not exist")
     if config is None:
         config = load_config(d)
+    if verify:
+        verify_manifest(d)
     vdir = d / VARIABLES_DIR
     if not vdir.is_dir():
         raise CheckpointError(f"{vdir} is missing; {d} is not a complete model directory")
@@ -398,5 +525,5 @@ def load_pretrained(directory: str | os.PathLike, *, matmul_precision: str | Non
     """
     d = find_model_dir(directory)
     config = load_config(d)
-    variables = restore_variables(d, config)
+    variables = restore_variables(d, config)  # checks the manifest first
     return Pretrained(config, variables, load_metadata(d), d, matmul_precision=matmul_precision)

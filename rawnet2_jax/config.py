@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from typing import Any, Iterable, Literal, TypeVar
 
 SincScale = Literal["mel", "inverse_mel", "linear"]
@@ -68,6 +70,52 @@ SINC_FFT_MIN_TAPS = 257
 
 
 _C = TypeVar("_C", bound="ConfigMixin")
+
+
+def _value_fits(value: Any, annotation: Any) -> bool:
+    """Whether a JSON value can be the value of a field annotated ``annotation``."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return any(value == a and type(value) is type(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, types.UnionType):
+        return any(_value_fits(value, a) for a in typing.get_args(annotation))
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            return False
+        item = args[0] if args else Any
+        return all(_value_fits(v, item) for v in value)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if isinstance(annotation, type) and dataclasses.is_dataclass(annotation):
+        return isinstance(value, (dict, annotation))
+    return True  # anything else is checked by the dataclass itself
+
+
+def _type_name(annotation: Any) -> str:
+    if typing.get_origin(annotation) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+
+
+def config_field_problems(cls: type, d: dict[str, Any]) -> list[str]:
+    """``["num_samples: expected int, got '64000' (str)", ...]`` for the known fields of ``d``
+    whose JSON value does not fit the field's type annotation (unknown fields are not listed)."""
+    hints = typing.get_type_hints(cls)
+    out = []
+    for f in dataclasses.fields(cls):
+        if f.name in d and f.name in hints and not _value_fits(d[f.name], hints[f.name]):
+            v = d[f.name]
+            out.append(f"{f.name}: expected {_type_name(hints[f.name])}, got {v!r} ({type(v).__name__})")
+    return out
 
 
 class ConfigMixin:

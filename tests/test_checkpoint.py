@@ -68,7 +68,7 @@ def _fresh_copy(saved, tmp_path):
 
 
 def test_layout_and_metadata(saved):
-    assert sorted(p.name for p in saved.iterdir()) == ["config.json", "metadata.json", "variables"]
+    assert sorted(p.name for p in saved.iterdir()) == ["config.json", "manifest.json", "metadata.json", "variables"]
     meta = ck.load_metadata(saved)
     assert meta["format_version"] == ck.FORMAT_VERSION
     assert meta["source"] == "unit test"
@@ -181,6 +181,7 @@ def test_config_without_sinc_conv_impl_loads(saved, tmp_path, tiny_vars):
     cfg = json.loads((d / "config.json").read_text())
     del cfg["sinc_conv_impl"]
     (d / "config.json").write_text(json.dumps(cfg))
+    (d / ck.MANIFEST_FILE).unlink()  # such directories predate manifests too
     assert ck.load_config(d) == TINY and ck.load_config(d).sinc_conv_impl == "auto"
     ck.load_pretrained(d)
     # a non-default choice is saved and read back
@@ -202,6 +203,7 @@ def test_error_unknown_config_field(saved, tmp_path):
 
 def test_error_orbax_restore_failure(saved, tmp_path):
     d = _fresh_copy(saved, tmp_path)
+    (d / ck.MANIFEST_FILE).unlink()  # what orbax says about a model without a manifest
     for p in (d / "variables").rglob("*"):
         if p.is_file() and p.name not in ("_CHECKPOINT_METADATA",):
             p.write_bytes(b"garbage")
@@ -223,6 +225,7 @@ def test_error_shape_mismatch_against_config(saved, tmp_path):
     cfg = json.loads((d / "config.json").read_text())
     cfg["second_block_channels"] = 24
     (d / "config.json").write_text(json.dumps(cfg))
+    (d / ck.MANIFEST_FILE).unlink()  # else the manifest names the edited config.json first
     with pytest.raises(CheckpointError) as e:
         ck.load_pretrained(d)
     msg = _one_line(e)

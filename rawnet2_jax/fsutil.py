@@ -1,0 +1,141 @@
+"""File-system helpers shared by the writers and readers: why a path is unusable, our own
+temporary directories (named so that a later writer can tell a dead writer's leftovers from a
+live one's), SHA-256 of files, and one-line messages for OSErrors (full disk, read-only).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+# A temporary sibling of NAME is ".NAME.tmp-HOST-PID-RANDOM" (".NAME.old-..." for a model moved
+# aside while its replacement is renamed in). Leftovers of writers killed with -9 are removed by
+# the next writer of NAME: on this host when that PID is gone, from other hosts (shared file
+# systems) after STALE_FOREIGN_SECONDS, and with the older, PID-less names when they predate
+# this process.
+TEMP_KINDS = ("tmp", "old")
+STALE_FOREIGN_SECONDS = 24 * 3600
+
+
+def _host() -> str:
+    return socket.gethostname().replace("-", "_") or "host"
+
+
+def temp_prefix(name: str, kind: str = "tmp") -> str:
+    return f".{name}.{kind}-{_host()}-{os.getpid()}-"
+
+
+def make_temp_dir(parent: Path, name: str, kind: str = "tmp") -> Path:
+    """A new empty hidden directory next to ``parent / name``, named for :func:`remove_stale_temps`."""
+    return Path(tempfile.mkdtemp(prefix=temp_prefix(name, kind), dir=parent))
+
+
+def _process_start_time() -> float:
+    """Wall-clock start of this process (from /proc; import time of this module elsewhere)."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(
+            float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime")
+        )
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return _IMPORTED_AT
+
+
+_IMPORTED_AT = time.time()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def _is_stale(entry: Path, suffix: str, now: float) -> bool:
+    parts = suffix.split("-")
+    try:
+        mtime = entry.lstat().st_mtime
+    except OSError:
+        return False
+    if len(parts) >= 3 and parts[1].isdigit():
+        host, pid = parts[0], int(parts[1])
+        if host == _host():
+            return pid != os.getpid() and not _pid_alive(pid)
+        return now - mtime > STALE_FOREIGN_SECONDS
+    return mtime < _process_start_time() - 1.0  # a PID-less name of an earlier writer
+
+
+def remove_stale_temps(parent: str | os.PathLike, name: str) -> list[Path]:
+    """Remove leftovers (``.NAME.tmp-*``, ``.NAME.old-*``) of writers of ``parent/NAME`` that
+    are no longer running; returns what was removed. Never raises."""
+    parent = Path(parent)
+    removed: list[Path] = []
+    now = time.time()
+    try:
+        entries = list(parent.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        for kind in TEMP_KINDS:
+            prefix = f".{name}.{kind}-"
+            if entry.name.startswith(prefix) and _is_stale(entry, entry.name[len(prefix):], now):
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    try:
+                        entry.unlink()
+                    except OSError:
+                        pass
+                if not entry.exists():
+                    removed.append(entry)
+    return removed
+
+
+def missing_reason(path: str | os.PathLike) -> str:
+    """Why ``path`` cannot be opened: 'does not exist', 'is a symlink loop', ..."""
+    p = os.fspath(path)
+    try:
+        os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return "is a symbolic link loop (it points back to itself); fix or remove the link"
+        if os.path.islink(p):
+            return f"is a broken symbolic link (to {os.readlink(p)!r}, which does not exist)"
+        if e.errno == errno.EACCES:
+            return "cannot be opened: permission denied"
+        if e.errno == errno.ENOTDIR:
+            return "does not exist (a part of the path is a file, not a folder)"
+        if e.errno == errno.ENOENT:
+            return "does not exist"
+        return f"cannot be opened ({e.strerror or e})"
+    return "exists"
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def os_error_line(e: OSError, doing: str) -> str:
+    """One line for an OSError while ``doing`` (e.g. "writing models/x"), with what to do."""
+    where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+    if e.errno == errno.ENOSPC or e.errno == errno.EDQUOT:
+        return f"{doing} failed: no space left on the device{where}; free space or choose another location"
+    if e.errno == errno.EROFS:
+        return f"{doing} failed: read-only file system{where}; choose a writable location"
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return f"{doing} failed: permission denied{where}; choose a location you can write to"
+    return f"{doing} failed: {e.strerror or e}{where}"
