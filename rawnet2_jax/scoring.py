@@ -410,7 +410,7 @@ def format_file_scores(results: Sequence[FileScore], fmt: str = "table") -> str:
 
 # ----------------------------------------------------------------------------- evaluate
 
-DATASETS = ("asvspoof2019_la", "in_the_wild")
+from rawnet2_jax.data import DATASETS  # noqa: E402  (the one dataset registry)
 
 
 class _AttackRecorder:

@@ -3,7 +3,9 @@
 Modules (imported lazily: ``import rawnet2_jax.data`` stays cheap):
 
 * :mod:`~rawnet2_jax.data.protocols`   parsers for CM protocols, ASV scores, meta.csv; LA layout
-* :mod:`~rawnet2_jax.data.asvspoof2019_la`, :mod:`~rawnet2_jax.data.in_the_wild`   TFDS builders
+* :mod:`~rawnet2_jax.data.asvspoof2019_la`, :mod:`~rawnet2_jax.data.in_the_wild`,
+  :mod:`~rawnet2_jax.data.asvspoof2021_la`, :mod:`~rawnet2_jax.data.asvspoof2021_df`   TFDS builders
+* :mod:`~rawnet2_jax.data.keys2021`    the ASVspoof 2021 key files
 * :mod:`~rawnet2_jax.data.pipeline`    ``train_batches`` / ``eval_batches`` (grain)
 * :mod:`~rawnet2_jax.data.demo`        synthetic corpus in the ASVspoof 2019 LA layout
 
@@ -19,9 +21,31 @@ from __future__ import annotations
 import os
 from typing import Any
 
-__all__ = ["data_source", "train_batches", "eval_batches", "steps_per_epoch", "make_demo_corpus"]
+__all__ = ["DATASETS", "build_dataset", "is_built", "data_source", "train_batches", "eval_batches", "steps_per_epoch", "make_demo_corpus"]
 
-DATASETS = ("asvspoof2019_la", "in_the_wild")
+#: Every TFDS dataset of the project: name -> its one split that evaluation uses. Each is
+#: built by ``rawnet2_jax.data.<name>.build(manual_dir, data_dir, overwrite=...)``.
+DATASETS = ("asvspoof2019_la", "in_the_wild", "asvspoof2021_la", "asvspoof2021_df")
+EVAL_SPLITS = {name: "eval" for name in DATASETS}
+
+
+def build_dataset(name: str, manual_dir: str | os.PathLike, data_dir: str | os.PathLike, *, overwrite: bool = False):
+    """Build (or reuse) dataset ``name``; returns the TFDS builder."""
+    import importlib
+
+    from rawnet2_jax.errors import DataError
+
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    return importlib.import_module(f"rawnet2_jax.data.{name}").build(manual_dir, data_dir, overwrite=overwrite)
+
+
+def is_built(name: str, data_dir: str | os.PathLike) -> bool:
+    """Whether ``data_dir/<name>/<version>/dataset_info.json`` exists (no TFDS import)."""
+    root = os.path.join(os.fspath(data_dir), name)
+    return os.path.isdir(root) and any(
+        os.path.isfile(os.path.join(root, v, "dataset_info.json")) for v in os.listdir(root)
+    )
 
 
 def data_source(name: str, split: str, data_dir: str | os.PathLike) -> Any:
@@ -35,10 +59,7 @@ def data_source(name: str, split: str, data_dir: str | os.PathLike) -> Any:
 
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    root = os.path.join(os.fspath(data_dir), name)
-    if not os.path.isdir(root) or not any(
-        os.path.isfile(os.path.join(root, v, "dataset_info.json")) for v in os.listdir(root)
-    ):
+    if not is_built(name, data_dir):
         raise DataError(
             f"{name} is not built in {data_dir}; run: python -m rawnet2_jax.data build {name} "
             f"--manual-dir DIR --data-dir {data_dir}"

@@ -3,6 +3,7 @@
     python -m rawnet2_jax.data demo OUT_DIR [--seed 0] [--num-train 400] ...
     python -m rawnet2_jax.data build asvspoof2019_la --manual-dir DIR --data-dir DATA_DIR
     python -m rawnet2_jax.data build in_the_wild --manual-dir DIR --data-dir DATA_DIR
+    python -m rawnet2_jax.data build asvspoof2021_la|asvspoof2021_df --manual-dir DIR --data-dir DATA_DIR
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rawnet2_jax.data import DATASETS, build_dataset
 from rawnet2_jax.errors import UserError
 
 _EPILOG = """examples:
@@ -26,6 +28,10 @@ real corpora:
                    directory holding the extracted LA/ folder (about 7.6 GB of PCM; build ~1 h on 2 cores)
   in_the_wild      release_in_the_wild.zip from https://deepfake-total.com/in_the_wild;
                    --manual-dir holds release_in_the_wild/ (meta.csv + wav); resampled to 16 kHz
+  asvspoof2021_la  ASVspoof2021_LA_eval.tar.gz (zenodo.org/record/4837263) + LA-keys-full.tar.gz
+                   (asvspoof.org); --manual-dir holds ASVspoof2021_LA_eval/flac/ and keys/LA/...
+  asvspoof2021_df  ASVspoof2021_DF_eval_part00..03.tar.gz (zenodo.org/record/4835108) + DF-keys-full.tar.gz;
+                   --manual-dir holds ASVspoof2021_DF_eval/flac/ (or the four _partNN folders) and keys/DF/...
 """
 
 
@@ -56,11 +62,12 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser(
         "build",
         help="build a TFDS dataset (array_record) from an extracted corpus",
-        description="Build asvspoof2019_la or in_the_wild into DATA_DIR/<name>/1.0.0 (array_record; "
+        description="Build a dataset into DATA_DIR/<name>/1.0.0 (array_record; "
         "audio as 16 kHz int16 PCM). Reuses a finished build; an interrupted one restarts cleanly.",
     )
-    b.add_argument("name", choices=["asvspoof2019_la", "in_the_wild"])
-    b.add_argument("--manual-dir", required=True, help="directory holding LA/ (or release_in_the_wild/)")
+    b.add_argument("name", choices=list(DATASETS))
+    b.add_argument("--manual-dir", required=True,
+                   help="directory holding LA/ (or release_in_the_wild/, or ASVspoof2021_*_eval/ + keys/)")
     b.add_argument("--data-dir", required=True, help="TFDS data dir to write to (read later with the same path)")
     b.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
 
@@ -80,11 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             la = make_demo_corpus(args.out_dir, cfg)
             print(f"wrote {la}")
         else:
-            if args.name == "asvspoof2019_la":
-                from rawnet2_jax.data.asvspoof2019_la import build
-            else:
-                from rawnet2_jax.data.in_the_wild import build
-            builder = build(args.manual_dir, args.data_dir, overwrite=args.overwrite)
+            builder = build_dataset(args.name, args.manual_dir, args.data_dir, overwrite=args.overwrite)
             for name, split in builder.info.splits.items():
                 print(f"{args.name}/{name}: {split.num_examples} utterances, {split.num_shards} shards")
             print(f"data_dir: {args.data_dir}")
