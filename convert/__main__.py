@@ -6,6 +6,8 @@ import argparse
 import sys
 from typing import Sequence
 
+from rawnet2_jax.cliutil import OneLineParser, nonneg_float, positive_int
+
 DESCRIPTION = """\
 Convert a PyTorch RawNet2 checkpoint into a Flax model directory that
 rawnet2_jax.load_pretrained() reads.
@@ -52,7 +54,7 @@ exit status: 0 success, 1 bad input (one line on stderr, nothing written),
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="python -m convert",
         description=DESCRIPTION,
         epilog=EPILOG,
@@ -76,17 +78,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "intermediate; exit 3 (and write nothing) above --tolerance")
     g.add_argument("--verify-audio", metavar="FILE",
                    help="audio file for --verify (default: deterministic synthetic speech)")
-    g.add_argument("--verify-samples", type=int, metavar="N",
+    g.add_argument("--verify-samples", type=positive_int, metavar="N",
                    help="input length for --verify (default: the preset's num_samples)")
-    g.add_argument("--tolerance", type=float, default=None, metavar="REL",
+    g.add_argument("--tolerance", type=nonneg_float, default=None, metavar="REL",
                    help="max allowed max|torch - flax| / max|torch| per tensor (default 1e-4)")
     b = p.add_argument_group("BatchNorm statistics check (seed ambiguities)")
     b.add_argument("--check-bn-stats", nargs="+", metavar="AUDIO", default=[],
                    help="speech files; rank candidate forward settings by how well they reproduce "
                         "the stored BatchNorm running statistics")
-    b.add_argument("--bn-stats-samples", type=int, metavar="N",
+    b.add_argument("--bn-stats-samples", type=positive_int, metavar="N",
                    help="cut/pad each file to N samples (default: the preset's num_samples)")
-    b.add_argument("--bn-stats-batch", type=int, metavar="B",
+    b.add_argument("--bn-stats-batch", type=positive_int, metavar="B",
                    help="batch size of the training run that produced the statistics (default 32); "
                         "files are run in batches of B, as in training")
     return p
@@ -98,11 +100,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rawnet2_jax.errors import UserError
 
     tol = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance
-    for name in ("verify_samples", "bn_stats_samples", "bn_stats_batch"):
-        v = getattr(args, name)
-        if v is not None and v <= 0:
-            print(f"error: --{name.replace('_', '-')} must be positive", file=sys.stderr)
-            return 2
     try:
         result = convert_checkpoint(
             args.src,

@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from rawnet2_jax.cliutil import nonneg_int
 from rawnet2_jax.config import PRESETS, get_config
 from rawnet2_jax.errors import UserError
 
@@ -64,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("out", help="where to write the .pt file")
     ap.add_argument("--preset", default="caa_rawnet2", choices=sorted(PRESETS))
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=nonneg_int, default=0)
     ap.add_argument("--bare", action="store_true", help="save a bare state dict even for the seed layout")
     args = ap.parse_args(argv)
     try:

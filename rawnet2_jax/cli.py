@@ -10,6 +10,8 @@ import argparse
 import os
 import sys
 
+from rawnet2_jax.cliutil import nonneg_float, positive_float, positive_int
+
 EPILOG = """\
 score convention: log-odds = logit[1] - logit[0], HIGHER = MORE BONA FIDE (index 0 = spoof,
 1 = bona fide); spoof probability = softmax[0]. Official score files hold the log-odds.
@@ -77,12 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("paths", nargs="+", metavar="PATH", help="audio files and/or folders")
     s.add_argument("--windows", action="store_true",
                    help="average the log-odds over windows covering the whole file")
-    s.add_argument("--hop", type=float, default=None, metavar="SECONDS",
+    s.add_argument("--hop", type=positive_float, default=None, metavar="SECONDS",
                    help="window hop with --windows (default: window length, no overlap)")
-    s.add_argument("--batch-size", type=int, default=32, metavar="N", help="rows per model call (default 32)")
+    s.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="rows per model call (default 32)")
     s.add_argument("--allow-silent", action="store_true",
                    help="score all-zero (silent) files instead of reporting them as failed")
-    s.add_argument("--max-seconds", type=float, default=600.0, metavar="S",
+    s.add_argument("--max-seconds", type=nonneg_float, default=600.0, metavar="S",
                    help="skip (as failed) files longer than this (default 600; 0 = no limit)")
     fmt = s.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_const", dest="format", const="csv", help="CSV on stdout")
@@ -101,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--t-dcf", dest="t_dcf", choices=("2019", "2021"), default="2019",
                    help="t-DCF formulation (default 2019)")
     e.add_argument("--out", required=True, metavar="DIR", help="output directory")
-    e.add_argument("--batch-size", type=int, default=32, metavar="N", help="batch size (default 32)")
+    e.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="batch size (default 32)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     # Listed for --help; `metrics` arguments are parsed by the metrics CLI itself.
@@ -149,9 +151,6 @@ def cmd_score(args) -> int:
 def cmd_evaluate(args) -> int:
     from rawnet2_jax.scoring import evaluate_split
 
-    if args.batch_size <= 0:
-        _err(f"--batch-size must be positive, got {args.batch_size}")
-        return 1
     model = _load_model(args.checkpoint)
     outputs = evaluate_split(
         model,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from rawnet2_jax.cliutil import OneLineParser, fraction, nonneg_int, positive_float, positive_int
 from rawnet2_jax.data import DATASETS, build_dataset
 from rawnet2_jax.errors import UserError
 
@@ -36,13 +37,13 @@ real corpora:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(
+    ap = OneLineParser(
         prog="python -m rawnet2_jax.data",
         description="Datasets for RawNet2: synthetic demo corpus and TFDS builders (no TensorFlow needed).",
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub = ap.add_subparsers(dest="cmd", required=True, parser_class=OneLineParser)
 
     d = sub.add_parser(
         "demo",
@@ -52,12 +53,13 @@ def main(argv: list[str] | None = None) -> int:
         "Deterministic from --seed.",
     )
     d.add_argument("out_dir", help="output directory (LA/ is created inside)")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--num-train", type=int, default=400, help="utterances in train (default 400)")
-    d.add_argument("--num-dev", type=int, default=300, help="utterances in dev (default 300)")
-    d.add_argument("--num-eval", type=int, default=400, help="utterances in eval (default 400)")
-    d.add_argument("--seconds", type=float, default=2.0, help="mean clip length in seconds (default 2)")
-    d.add_argument("--bonafide-fraction", type=float, default=0.25)
+    d.add_argument("--seed", type=nonneg_int, default=0)
+    d.add_argument("--num-train", type=positive_int, default=400, help="utterances in train (default 400)")
+    d.add_argument("--num-dev", type=positive_int, default=300, help="utterances in dev (default 300)")
+    d.add_argument("--num-eval", type=positive_int, default=400, help="utterances in eval (default 400)")
+    d.add_argument("--seconds", type=positive_float, default=2.0, help="mean clip length in seconds (default 2)")
+    d.add_argument("--bonafide-fraction", type=fraction, default=0.25,
+                   help="share of bona fide utterances, 0 < F < 1 (default 0.25)")
 
     b = sub.add_parser(
         "build",
@@ -93,6 +95,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"data_dir: {args.data_dir}")
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a read-only or full output location
+        from rawnet2_jax.fsutil import os_error_line
+
+        where = args.out_dir if args.cmd == "demo" else args.data_dir
+        print(f"error: {os_error_line(e, f'writing {where}')}", file=sys.stderr)
         return 1
     return 0
 
