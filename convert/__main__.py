@@ -69,6 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="change one ModelConfig field of the preset, e.g. --set fms_mode=mul, "
                         "read as the field's type (true/false, numbers, a,b for tuples, none "
                         "where allowed; repeatable)")
+    p.add_argument("--allow-nonfinite", action="store_true",
+                   help="convert tensors holding NaN/Inf values instead of refusing the checkpoint")
     p.add_argument("--force", action="store_true",
                    help="replace an existing non-empty OUT_DIR (only once the new one is complete)")
     g = p.add_argument_group("verification (needs the torch reference modules)")
@@ -114,9 +116,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             bn_stats_audio=args.check_bn_stats,
             bn_stats_samples=args.bn_stats_samples,
             bn_stats_batch=args.bn_stats_batch,
+            allow_nonfinite=args.allow_nonfinite,
         )
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # the output location is read-only or full
+        from rawnet2_jax.fsutil import os_error_line
+
+        print(f"error: {os_error_line(e, f'writing {args.out_dir}')}", file=sys.stderr)
         return 1
     except ImportError as e:
         print(f"error: {e}; install the converter's extras: pip install -e '.[torch]'", file=sys.stderr)

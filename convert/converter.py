@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import os
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -58,15 +59,20 @@ def read_torch_file(path: str | os.PathLike) -> Any:
 
     import torch
 
+    from rawnet2_jax.fsutil import missing_reason
+
     p = Path(path)
-    if not p.exists():
-        raise CheckpointError(f"{p}: no such file")
+    if not os.path.exists(p):
+        why = missing_reason(p)
+        raise CheckpointError(f"{p}: no such file" if why == "does not exist" else f"{p} {why}")
     if p.is_dir():
         raise CheckpointError(f"{p} is a directory; pass the PyTorch .pt/.pth file")
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: file is empty (truncated download or failed save?)")
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4": we explain failures ourselves
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         msg = str(e)
         # weights_only refuses both code-carrying pickles (an unsupported GLOBAL) and bytes
@@ -80,6 +86,19 @@ def read_torch_file(path: str | os.PathLike) -> Any:
                 f"{p}: unsafe pickle: the file carries code or Python objects beyond tensors{what}; "
                 "refusing to load; re-save with torch.save(model.state_dict())"
             ) from None
+        # The safe unpickler stops at the first opcode it does not know (e.g. protocol 4's
+        # FRAME) before it sees any GLOBAL: look at the globals without running anything.
+        foreign = _foreign_pickle_globals(p)
+        if foreign:
+            raise CheckpointError(
+                f"{p}: unsafe pickle: the file carries code or Python objects beyond tensors (it "
+                f"references {foreign[0]}); refusing to load; re-save with torch.save(model.state_dict())"
+            ) from None
+        if foreign is not None:
+            raise CheckpointError(
+                f"{p}: a plain pickle that torch.load(weights_only=True) cannot read "
+                f"({_first_line(e)}); re-save it with torch.save(model.state_dict(), path)"
+            ) from None
         raise CheckpointError(f"{p}: corrupt checkpoint ({_first_line(e)}); re-download or re-save it") from None
     except (RuntimeError, EOFError, OSError, KeyError, ValueError, AttributeError, IndexError,
             UnicodeDecodeError, TypeError) as e:
@@ -87,6 +106,54 @@ def read_torch_file(path: str | os.PathLike) -> Any:
             f"{p}: truncated or corrupt checkpoint, torch cannot read it "
             f"({type(e).__name__}: {_first_line(e)[:160]}); re-download or re-save it"
         ) from None
+
+
+# Globals a pickled state dict may reference (what torch.save writes for tensors).
+_TENSOR_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.core.multiarray._reconstruct",
+                           "numpy.dtype", "numpy.ndarray", "builtins.set")
+
+
+def _pickle_streams(p: Path) -> list[bytes]:
+    import zipfile
+
+    if zipfile.is_zipfile(p):
+        with zipfile.ZipFile(p) as z:
+            return [z.read(n) for n in z.namelist() if n.endswith(".pkl")]
+    return [p.read_bytes()]
+
+
+def _foreign_pickle_globals(p: Path) -> list[str] | None:
+    """Globals (``module.name``) of the pickle in ``p`` that are not tensor machinery, found by
+    reading its opcodes only (``pickletools``; nothing is imported or called). ``None``: the
+    bytes are no readable pickle."""
+    import pickletools
+
+    foreign: list[str] = []
+    try:
+        streams = _pickle_streams(p)
+        for data in streams:
+            pushed: list[Any] = []  # recent string pushes (memo gets included): STACK_GLOBAL's operands
+            memo: dict[int, Any] = {}
+            for op, arg, _pos in pickletools.genops(data):
+                if op.name in ("GLOBAL", "INST"):
+                    name = str(arg).replace(" ", ".")
+                elif op.name == "STACK_GLOBAL":
+                    name = ".".join(str(x) for x in pushed[-2:])
+                else:
+                    if isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name):
+                        pushed.append(arg)
+                    elif op.name == "MEMOIZE":
+                        memo[len(memo)] = pushed[-1] if pushed else None
+                    elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                        memo[int(arg)] = pushed[-1] if pushed else None
+                    elif op.name in ("GET", "BINGET", "LONG_BINGET"):
+                        pushed.append(memo.get(int(arg)))
+                    continue
+                if not name.startswith(_TENSOR_GLOBAL_PREFIXES):
+                    foreign.append(name)
+    except Exception:  # not a pickle (or a truncated one): corrupt, not unsafe
+        return None if not foreign else foreign
+    return foreign
 
 
 def _first_line(e: BaseException) -> str:
@@ -136,6 +203,32 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> tuple[dict[str, A
 def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, Any], list[str]]:
     """(torch state dict, notes) of a checkpoint file; see :func:`read_torch_file`."""
     return unwrap_state_dict(read_torch_file(path), str(path))
+
+
+def widen_half_precision(sd: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """bfloat16 / float16 tensors -> float32 (exact: every half value is a float32 value)."""
+    import torch
+
+    halves = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
+    out, seen = {}, {}
+    for k, v in sd.items():
+        if v.dtype in halves:
+            seen[halves[v.dtype]] = seen.get(halves[v.dtype], 0) + 1
+            v = v.to(torch.float32)
+        out[k] = v
+    notes = [f"widened {n} {name} tensor(s) to float32 (exact)" for name, n in sorted(seen.items())]
+    return out, notes
+
+
+def nonfinite_tensors(np_sd: Mapping[str, np.ndarray]) -> list[str]:
+    """``["fc.weight (3 NaN/Inf of 1024)", ...]`` for every tensor with non-finite values."""
+    out = []
+    for k, v in np_sd.items():
+        if np.issubdtype(v.dtype, np.floating):
+            bad = int(v.size - np.count_nonzero(np.isfinite(v)))
+            if bad:
+                out.append(f"{k} ({bad} NaN/Inf of {v.size})")
+    return out
 
 
 def _to_numpy(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -434,21 +527,27 @@ def convert_checkpoint(
     bn_stats_audio: Sequence[str | os.PathLike] = (),
     bn_stats_samples: int | None = None,
     bn_stats_batch: int | None = None,
+    allow_nonfinite: bool = False,
     log=print,
 ) -> ConversionResult:
     """Convert ``src`` into the model directory ``out_dir`` (None: convert, do not write).
 
     Everything that can fail runs before anything is written; the directory then appears
     atomically. A failed verification raises nothing but writes nothing and returns
-    ``verify_ok=False``.
+    ``verify_ok=False``. Tensors with NaN/Inf values are refused unless ``allow_nonfinite``.
     """
     from convert.tables import torch_to_flax
     from rawnet2_jax.checkpoint import save_model
+    from rawnet2_jax.fsutil import remove_stale_temps
 
     src = Path(src)
     if out_dir is not None:
         check_output_dir(out_dir, force)
+        out_abs = Path(out_dir).absolute()
+        remove_stale_temps(out_abs.parent, out_abs.name)  # left by a conversion killed with -9
     sd, notes = load_state_dict(src)
+    sd, hnotes = widen_half_precision(sd)
+    notes += hnotes
     for n in notes:
         log(f"note: {n}")
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
@@ -462,6 +561,16 @@ def convert_checkpoint(
     cnotes += wnotes
     check_state_dict(shapes, config, str(src))
     np_sd = _to_numpy(sd)
+    bad = nonfinite_tensors(np_sd)
+    if bad and not allow_nonfinite:
+        raise CheckpointError(
+            f"{src}: {len(bad)} tensor(s) hold NaN/Inf values: {_summarize(bad, 6)}; the checkpoint is "
+            "broken (a diverged training?) and would score every file as NaN; pass --allow-nonfinite "
+            "to convert it anyway"
+        )
+    for b in bad:
+        log(f"warning: non-finite values kept (--allow-nonfinite): {b}")
+        cnotes.append(f"warning: non-finite values in {b}")
     if config.layout == "seed":
         from rawnet2_jax.sinc import check_seed_sinc_tensors
 

@@ -1,0 +1,167 @@
+"""`python -m convert` under injected faults: half-precision and non-finite weights, write
+failures (full disk, read-only), a conversion killed with -9, code in plain pickles."""
+
+from __future__ import annotations
+
+import errno
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from convert import converter  # noqa: E402
+from rawnet2_jax.checkpoint import restore_variables  # noqa: E402
+from rawnet2_jax.config import get_config  # noqa: E402
+from tests.test_convert_cli import TINY_SEED, _Evil, _fails, _reference, _sets  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CFG = get_config("caa_rawnet2", **TINY_SEED)
+ARGS = ["--preset", "caa_rawnet2", *_sets(TINY_SEED)]
+
+
+@pytest.fixture(scope="module")
+def tiny_sd():
+    return {k: v.clone() for k, v in _reference(CFG).state_dict().items()}
+
+
+def _main(argv):
+    from convert.__main__ import main
+
+    return main([str(a) for a in argv])
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_state_dicts_convert_exactly(tmp_path, capsys, tiny_sd, dtype):
+    half = getattr(torch, dtype)
+    sd = {k: v.to(half) if v.is_floating_point() else v for k, v in tiny_sd.items()}
+    src = tmp_path / "half.pt"
+    torch.save(sd, src)
+    assert _main([src, tmp_path / "out", *ARGS]) == 0, capsys.readouterr().err
+    assert f"widened" in capsys.readouterr().out
+    from convert.tables import torch_to_flax
+
+    want = torch_to_flax({k: v.float().numpy() for k, v in sd.items()}, CFG, check=False)
+    got = restore_variables(tmp_path / "out")
+    flat_want = {"/".join(map(str, p)): a for p, a in _leaves(want)}
+    flat_got = {"/".join(map(str, p)): a for p, a in _leaves(got)}
+    assert flat_want.keys() == flat_got.keys()
+    for k, a in flat_want.items():
+        assert flat_got[k].dtype == np.asarray(a).dtype, k
+        diff = float(np.max(np.abs(flat_got[k].astype(np.float64) - np.asarray(a, np.float64)), initial=0))
+        assert diff == 0.0, f"{k}: max abs diff {diff:.3e} after {dtype} -> float32"
+
+
+def _leaves(tree, prefix=()):
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            yield from _leaves(v, prefix + (k,))
+        else:
+            yield prefix + (k,), np.asarray(v)
+
+
+def test_nonfinite_weights_are_refused_unless_allowed(tmp_path, capsys, tiny_sd):
+    sd = dict(tiny_sd)
+    sd["fc.weight"] = sd["fc.weight"].clone()
+    sd["fc.weight"][0, :3] = float("nan")
+    sd["blocks.1.conv2.weight"] = sd["blocks.1.conv2.weight"].clone()
+    sd["blocks.1.conv2.weight"].view(-1)[5] = float("inf")
+    src = tmp_path / "nan.pt"
+    torch.save(sd, src)
+    err = _fails(capsys, [src, tmp_path / "out", *ARGS], "2 tensor(s) hold NaN/Inf", "fc.weight (3 NaN/Inf",
+                 "blocks.1.conv2.weight (1 NaN/Inf", "--allow-nonfinite", out=tmp_path / "out")
+    assert "Traceback" not in err
+    assert _main([src, tmp_path / "out", *ARGS, "--allow-nonfinite"]) == 0
+    assert "warning: non-finite values kept" in capsys.readouterr().out
+    assert np.isnan(restore_variables(tmp_path / "out")["params"]["fc"]["kernel"]).sum() == 3
+
+
+def test_disk_full_while_writing_is_one_line(tmp_path, capsys, tiny_sd, monkeypatch):
+    import orbax.checkpoint as ocp
+
+    src = tmp_path / "m.pt"
+    torch.save(tiny_sd, src)
+
+    def full(self, path, *a, **k):
+        Path(path).mkdir(parents=True)
+        (Path(path) / "half_written").write_bytes(b"\0" * 4096)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(ocp.StandardCheckpointer, "save", full)
+    _fails(capsys, [src, tmp_path / "out", *ARGS], "no space left on the device", out=tmp_path / "out")
+
+
+def test_read_only_output_is_one_line(tmp_path, capsys, tiny_sd, monkeypatch):
+    from rawnet2_jax import fsutil
+
+    src = tmp_path / "m.pt"
+    torch.save(tiny_sd, src)
+
+    def read_only(*a, **k):  # CI runs as root, where chmod does not stop writes
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path))
+
+    monkeypatch.setattr(fsutil.tempfile, "mkdtemp", read_only)
+    _fails(capsys, [src, tmp_path / "out", *ARGS], "read-only file system", out=tmp_path / "out")
+
+
+KILLED_MID_WRITE = textwrap.dedent("""
+    import os, signal, sys
+    from pathlib import Path
+    import orbax.checkpoint as ocp
+
+    def save_then_die(self, path, *a, **k):
+        Path(path).mkdir(parents=True)
+        (Path(path) / "half_written").write_bytes(b"\\0" * 4096)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    ocp.StandardCheckpointer.save = save_then_die
+    from convert.__main__ import main
+    sys.exit(main(sys.argv[1:]))
+""")
+
+
+@pytest.mark.slow  # two subprocesses importing jax and torch: ~40 s on a busy 2-core machine
+def test_conversion_killed_minus_9_leaves_no_temp_dir_behind(tmp_path, tiny_sd):
+    src = tmp_path / "m.pt"
+    torch.save(tiny_sd, src)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    argv = [str(src), str(tmp_path / "out"), *ARGS]
+    r = subprocess.run([sys.executable, "-c", KILLED_MID_WRITE, *argv], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == -9, r.stderr
+    left = [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.tmp-")]
+    assert len(left) == 1 and not (tmp_path / "out").exists(), sorted(p.name for p in tmp_path.iterdir())
+    r = subprocess.run([sys.executable, "-m", "convert", *argv], env=env, capture_output=True, text=True,
+                       timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "out"]
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_code_in_a_plain_pickle_is_unsafe_not_corrupt(tmp_path, capsys, protocol):
+    marker = tmp_path / "PWNED"
+    src = tmp_path / "evil.pkl"
+    src.write_bytes(pickle.dumps({"fc.weight": [0.0], "hook": _Evil(marker)}, protocol=protocol))
+    err = _fails(capsys, [src, tmp_path / "out"], "unsafe pickle", "system", out=tmp_path / "out")
+    assert "corrupt" not in err
+    assert not marker.exists()
+
+
+def test_truncated_plain_pickle_is_still_corrupt(tmp_path, capsys):
+    src = tmp_path / "t.pkl"
+    src.write_bytes(pickle.dumps({"a": list(range(1000))}, protocol=4)[:200])
+    err = _fails(capsys, [src, tmp_path / "out"], out=tmp_path / "out")
+    assert "unsafe" not in err
+
+
+def test_symlink_loop_source(tmp_path, capsys):
+    a, b = tmp_path / "a.pt", tmp_path / "b.pt"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    _fails(capsys, [a, tmp_path / "out"], "symbolic link loop", out=tmp_path / "out")
