@@ -21,6 +21,7 @@ commands:
   evaluate  run a model on an ASVspoof 2019 LA / In-the-Wild split, write score file,
             per-attack EER / min t-DCF tables, DET and histogram PNGs, summary.json
   metrics   EER / min t-DCF of an existing score file (= python -m rawnet2_jax.metrics)
+  benchmark every built evaluation set (2019 LA, 2021 LA, 2021 DF, In-the-Wild), one summary
 
 Run `rawnet2-jax COMMAND --help` for each command's options.
 """
@@ -51,10 +52,32 @@ det_per_attack.png, score_histogram.png and summary.json (EER in %, min t-DCF, p
 For the min t-DCF give --asv-scores: the organisers' ASV score file OF THE SAME SPLIT,
 LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.{dev,eval}.gi.trl.scores.txt.
 
+ASVspoof 2021 (--dataset asvspoof2021_la|asvspoof2021_df, built with `python -m
+rawnet2_jax.data build`): scores every trial into scores_DATASET.txt (the organisers'
+`trial score` format), appending as it goes: a run stopped part-way continues from there
+with the same command (--restart to start over). Then the eval package's tables for
+--subset (eval/progress/hidden): tables_SUBSET.txt/.csv/.json, eer_by_condition_SUBSET.png,
+summary_SUBSET.json. The keys come from the data dir (copied at build time).
+
 example:
   rawnet2-jax evaluate --checkpoint models/caa_rawnet2 --split eval --data-dir ~/tfds \\
       --asv-scores LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.eval.gi.trl.scores.txt \\
       --out results/eval
+  rawnet2-jax evaluate --checkpoint models/caa_rawnet2 --dataset asvspoof2021_la --data-dir ~/tfds \\
+      --out results/la2021
+"""
+
+
+BENCHMARK_HELP = """\
+Evaluate one model on every evaluation set that is built in --data-dir: ASVspoof 2019 LA
+eval, ASVspoof 2021 LA eval, ASVspoof 2021 DF eval, In-the-Wild. Writes into --out one
+folder per dataset (score file, tables) and benchmark.md / benchmark.json (pooled EER, min
+t-DCF where defined, worst condition) and benchmark.png (pooled EER per dataset). Datasets
+not built are listed as skipped with the command that builds them. A run stopped part-way
+continues where it was when started again (--restart scores anew).
+
+example:
+  rawnet2-jax benchmark --checkpoint models/caa_rawnet2 --data-dir ~/tfds --out results/benchmark
 """
 
 
@@ -96,8 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="evaluate on a dataset split", description=EVALUATE_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("--checkpoint", required=True, metavar="DIR", help="model directory")
-    e.add_argument("--dataset", default="asvspoof2019_la", choices=("asvspoof2019_la", "in_the_wild"))
-    e.add_argument("--split", required=True, help="dev or eval (train also works; in_the_wild: eval)")
+    e.add_argument("--dataset", default="asvspoof2019_la",
+                   choices=("asvspoof2019_la", "in_the_wild", "asvspoof2021_la", "asvspoof2021_df"))
+    e.add_argument("--split", help="dev or eval (train also works; in_the_wild: eval; 2021: eval, the default)")
+    e.add_argument("--subset", choices=("eval", "progress", "hidden"), default="eval",
+                   help="ASVspoof 2021: the subset of the organisers' tables (default eval)")
+    e.add_argument("--restart", action="store_true",
+                   help="ASVspoof 2021: score anew instead of continuing an existing score file")
     e.add_argument("--data-dir", required=True, metavar="DIR", help="TFDS data directory the dataset was built in")
     e.add_argument("--asv-scores", metavar="FILE", help="organisers' ASV scores of the same split (for min t-DCF)")
     e.add_argument("--t-dcf", dest="t_dcf", choices=("2019", "2021"), default="2019",
@@ -105,6 +133,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, metavar="DIR", help="output directory")
     e.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="batch size (default 32)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    bm = sub.add_parser("benchmark", help="evaluate on every built dataset, one summary",
+                        description=BENCHMARK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    bm.add_argument("--checkpoint", required=True, metavar="DIR", help="model directory")
+    bm.add_argument("--data-dir", required=True, metavar="DIR", help="TFDS data directory")
+    bm.add_argument("--out", default="benchmark", metavar="DIR", help="output directory (default ./benchmark)")
+    bm.add_argument("--asv-scores-2019", metavar="FILE",
+                    help="ASVspoof2019.LA.asv.eval.gi.trl.scores.txt, for the 2019 LA min t-DCF")
+    bm.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="batch size (default 32)")
+    bm.add_argument("--restart", action="store_true", help="score anew instead of continuing earlier score files")
+    bm.add_argument("--no-progress", action="store_true", help="no progress output")
 
     # Listed for --help; `metrics` arguments are parsed by the metrics CLI itself.
     sub.add_parser("metrics", help="EER / min t-DCF of a score file", add_help=False)
@@ -151,6 +190,11 @@ def cmd_score(args) -> int:
 def cmd_evaluate(args) -> int:
     from rawnet2_jax.scoring import evaluate_split
 
+    if args.dataset.startswith("asvspoof2021"):
+        return cmd_evaluate_2021(args)
+    if args.split is None:
+        _err(f"--split is required for {args.dataset} (dev or eval)")
+        return 1
     model = _load_model(args.checkpoint)
     outputs = evaluate_split(
         model,
@@ -171,6 +215,39 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_evaluate_2021(args) -> int:
+    from rawnet2_jax.evaluate2021 import evaluate_asvspoof2021
+
+    if args.split not in (None, "eval"):
+        _err(f"{args.dataset} has one split, eval (choose the table subset with --subset)")
+        return 1
+    o = evaluate_asvspoof2021(
+        _load_model(args.checkpoint), dataset=args.dataset, data_dir=args.data_dir, out_dir=args.out,
+        subset=args.subset, batch_size=args.batch_size, resume=not args.restart, progress=not args.no_progress,
+        extra_summary={"checkpoint": os.path.abspath(args.checkpoint)},
+    )
+    for w in o.tables.warnings:
+        print(f"warning: {w}", file=sys.stderr)
+    print(o.tables.format_text())
+    resumed = f" (continued after {o.num_resumed:,} scored trials)" if o.num_resumed else ""
+    print(f"\nwrote {o.score_file.name}{resumed}, {o.tables_txt.name}/.csv/.json, {o.heatmap_png.name} and "
+          f"{o.summary_json.name} in {args.out}")
+    return 0
+
+
+def cmd_benchmark(args) -> int:
+    from rawnet2_jax.benchmark import format_markdown, run_benchmark
+
+    results = run_benchmark(
+        _load_model(args.checkpoint), args.data_dir, args.out, batch_size=args.batch_size,
+        resume=not args.restart, progress=not args.no_progress, asv_scores_2019=args.asv_scores_2019,
+        extra={"checkpoint": os.path.abspath(args.checkpoint)},
+    )
+    print(format_markdown(results))
+    print(f"\nwrote benchmark.md, benchmark.json, benchmark.png in {args.out}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "metrics":
@@ -187,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "score":
             return cmd_score(args)
+        if args.command == "benchmark":
+            return cmd_benchmark(args)
         return cmd_evaluate(args)
     except UserError as e:
         _err(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)

@@ -6,6 +6,8 @@ backend switch, safe to call from any thread or a headless machine.
 * :func:`plot_det_curve`: DET curve on normal-deviate (probit) axes, EER point marked.
 * :func:`plot_score_histogram`: bona fide vs spoof score densities (+ optional threshold).
 * :func:`plot_learning_curves`: train/dev loss, dev EER and learning rate per epoch.
+* :func:`plot_condition_heatmap`: annotated heatmaps of the ASVspoof 2021 tables.
+* :func:`plot_benchmark_bars`: pooled EER per dataset of ``rawnet2-jax benchmark``.
 """
 
 from __future__ import annotations
@@ -216,4 +218,69 @@ def plot_learning_curves(records: Sequence[Mapping], path="learning_curves.png",
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
     if title:
         fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_condition_heatmap(
+    grids: Mapping[str, tuple[np.ndarray, str]],
+    rows: Sequence[str],
+    cols: Sequence[str],
+    path="eer_by_condition.png",
+    *,
+    row_label: str = "",
+    col_label: str = "",
+    title: str = "EER by condition",
+):
+    """One annotated heatmap panel per ``{name: (grid (R, C), number format)}``; NaN = empty (grey).
+
+    Used for the ASVspoof 2021 tables (EER % by attack x codec, min t-DCF ...).
+    """
+    from matplotlib import colormaps
+
+    n = len(grids)
+    fig, axes = _figure(1.2 + 0.75 * len(cols), (0.9 + 0.36 * len(rows)) * n, nrows=n, ncols=1)
+    for ax, (name, (grid, spec)) in zip(axes[:, 0], grids.items()):
+        g = np.ma.masked_invalid(np.asarray(grid, dtype=np.float64))
+        cmap = colormaps["viridis_r"].with_extremes(bad="0.85")
+        im = ax.imshow(g, cmap=cmap, aspect="auto")
+        ax.set_xticks(range(len(cols)), labels=list(cols), rotation=30, ha="right", fontsize="small")
+        ax.set_yticks(range(len(rows)), labels=list(rows), fontsize="small")
+        ax.set_xlabel(col_label)
+        ax.set_ylabel(row_label)
+        ax.set_title(name)
+        finite = g.compressed()
+        mid = float(np.median(finite)) if finite.size else 0.0
+        empty = np.ma.getmaskarray(g)
+        for i in range(g.shape[0]):
+            for j in range(g.shape[1]):
+                if empty[i, j]:
+                    continue
+                v = float(g[i, j])
+                ax.text(j, i, format(v, spec), ha="center", va="center", fontsize=7,
+                        color="white" if v > mid else "black")
+        fig.colorbar(im, ax=ax, shrink=0.8)
+    fig.suptitle(title)
+    return _save(fig, path)
+
+
+def plot_benchmark_bars(results: Sequence[Mapping], path="benchmark.png", *, title: str = "Pooled EER by dataset"):
+    """Bar chart of pooled EER (%) per dataset; ``results`` items have ``dataset`` and ``eer``
+    (percent, or None for skipped datasets, drawn as an empty slot labelled 'not built')."""
+    fig, axes = _figure(1.5 + 1.3 * max(1, len(results)), 4.0)
+    ax = axes[0, 0]
+    names = [r["dataset"] for r in results]
+    values = [r.get("eer") for r in results]
+    xs = np.arange(len(names))
+    heights = [v if v is not None else 0.0 for v in values]
+    bars = ax.bar(xs, heights, color=["tab:blue" if v is not None else "0.8" for v in values])
+    for bar, v, r in zip(bars, values, results):
+        label = "not built" if v is None else f"{v:.2f} %"
+        if v is not None and r.get("min_tdcf") is not None:
+            label += f"\nt-DCF {r['min_tdcf']:.3f}"
+        ax.annotate(label, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
+                    fontsize="small", xytext=(0, 2), textcoords="offset points")
+    ax.set_xticks(xs, labels=names, rotation=15, ha="right")
+    ax.set_ylabel("pooled EER (%)")
+    ax.set_ylim(0, max([1.0] + [v for v in values if v is not None]) * 1.25)
+    ax.set_title(title)
     return _save(fig, path)
