@@ -528,16 +528,19 @@ def evaluate_split(
     progress: bool = True,
     source: Any = None,
     extra_summary: dict | None = None,
+    resume: bool = False,
 ) -> EvaluationOutputs:
     """Score a dataset split and write every evaluation artefact into ``out_dir``.
 
     Files: ``scores_{dataset}_{split}.txt`` (official format, score = logit[1] - logit[0]),
     ``per_attack.txt`` / ``per_attack.csv``, ``det.png``, ``det_per_attack.png``,
     ``score_histogram.png``, ``summary.json`` (the metrics JSON plus run information).
-    ``source`` replaces the TFDS split (tests, custom data).
+    ``source`` replaces the TFDS split (tests, custom data). The scores are written as
+    they come by :func:`rawnet2_jax.split_eval.score_split`; ``resume=True`` continues an
+    existing score file instead of starting it anew.
     """
     from rawnet2_jax import plots
-    from rawnet2_jax.metrics import evaluate_scores, read_asv_scores, read_cm_scores, write_cm_scores
+    from rawnet2_jax.metrics import evaluate_scores, read_asv_scores, read_cm_scores
 
     asv = read_asv_scores(asv_scores) if asv_scores else None  # fail early on a bad file
     if source is None:
@@ -547,12 +550,14 @@ def evaluate_split(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
-    utts, attacks, keys, scores = score_source(
-        model, source, batch_size=batch_size, progress=progress, desc=f"{dataset}/{split}"
-    )
-    score_file = out / f"scores_{dataset}_{split}.txt"
-    write_cm_scores(score_file, utts, attacks, keys, scores)
+    from rawnet2_jax.split_eval import score_split
+
+    score_file = score_split(
+        model, source, batch_size=batch_size, out_dir=out, resume=resume, score_file=f"scores_{dataset}_{split}.txt",
+        score_format="asvspoof2019", progress=progress, desc=f"{dataset}/{split}",
+    ).score_file
     cm = read_cm_scores(score_file)  # what a user re-evaluating the file would get
+    utts = cm.utt_ids
     report = evaluate_scores(cm, asv, tdcf_version=tdcf_version)
     if asv_scores:
         name = os.path.basename(os.fspath(asv_scores)).lower()
