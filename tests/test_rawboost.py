@@ -374,23 +374,32 @@ _SHARDED = textwrap.dedent(
     from tests.conftest import speech_like
     assert jax.device_count() == 4, jax.devices()
     audio = speech_like(2000, batch=8, seed=5)
-    f = jax.jit(lambda k, a: rawboost_batch(k, a, 4))
-    key = jax.random.key(3)
-    one = np.asarray(f(key, jax.device_put(audio, jax.devices()[0])))
     sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec("data"))
-    out = f(key, jax.device_put(audio, sharding))
-    print("RESULT" + json.dumps({"devices": len(out.sharding.device_set), "equal": bool(np.array_equal(one, np.asarray(out))),
-                                 "max_diff": float(np.abs(one - np.asarray(out)).max())}))
+    key = jax.random.key(3)
+    res = {}
+    for algo in (2, 4):
+        f = jax.jit(lambda k, a: rawboost_batch(k, a, algo))
+        one = np.asarray(f(key, jax.device_put(audio, jax.devices()[0])))
+        out = f(key, jax.device_put(audio, sharding))
+        res[algo] = {"devices": len(out.sharding.device_set), "max_diff": float(np.abs(one - np.asarray(out)).max()),
+                     "peak": float(np.abs(one).max())}
+    print("RESULT" + json.dumps(res))
     """
 )
 
 
 @pytest.mark.slow
 def test_batch_sharded_on_four_devices_equals_one_device():
+    """Same key, same global batch: 4 devices == 1 device. The draws are bit-identical (ISD,
+    whose only reduction is a max, matches exactly); LnL / SSI differ by float32 rounding
+    (~3e-8) because XLA's CPU row sums / norms vectorise differently for 2 rows per device
+    than for 8."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
                XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip())
     p = subprocess.run([sys.executable, "-c", _SHARDED], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     res = json.loads(p.stdout.split("RESULT", 1)[1])
-    assert res["devices"] == 4, res
-    assert res["equal"], f"4-device output differs from 1 device: max diff {res['max_diff']:.3e}"
+    assert res["2"]["devices"] == res["4"]["devices"] == 4, res
+    assert res["2"]["max_diff"] == 0.0, f"ISD on 4 devices differs from 1 device: max diff {res['2']['max_diff']:.3e}"
+    assert res["4"]["max_diff"] <= 1e-6 * res["4"]["peak"], \
+        f"algo 4 on 4 devices differs from 1 device: max diff {res['4']['max_diff']:.3e} (peak {res['4']['peak']:.3f})"
