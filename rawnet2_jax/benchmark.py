@@ -44,7 +44,7 @@ def build_command(dataset: str, data_dir) -> str:
     return f"python -m rawnet2_jax.data build {dataset} --manual-dir DIR --data-dir {data_dir}"
 
 
-def _cm4(model, dataset, data_dir, out: Path, batch_size, resume, progress, asv_scores=None) -> DatasetResult:
+def _cm4(model, dataset, data_dir, out: Path, batch_size, resume, progress, run_id, asv_scores=None) -> DatasetResult:
     from rawnet2_jax.metrics import evaluate_scores, read_asv_scores, read_cm_scores
     from rawnet2_jax.scoring import open_split
     from rawnet2_jax.split_eval import score_split
@@ -52,7 +52,7 @@ def _cm4(model, dataset, data_dir, out: Path, batch_size, resume, progress, asv_
     asv = read_asv_scores(asv_scores) if asv_scores else None
     scored = score_split(model, open_split(dataset, "eval", data_dir), batch_size=batch_size, out_dir=out,
                          resume=resume, score_file=f"scores_{dataset}_eval.txt", score_format="asvspoof2019",
-                         progress=progress, desc=dataset)
+                         progress=progress, desc=dataset, run_id=run_id)
     report = evaluate_scores(read_cm_scores(scored.score_file), asv, tdcf_version="2019")
     worst = max(report.per_attack.values(), key=lambda r: r.eer, default=None)
     (out / "summary.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
@@ -65,11 +65,11 @@ def _cm4(model, dataset, data_dir, out: Path, batch_size, resume, progress, asv_
     )
 
 
-def _asv2021(model, dataset, data_dir, out: Path, batch_size, resume, progress) -> DatasetResult:
+def _asv2021(model, dataset, data_dir, out: Path, batch_size, resume, progress, run_id) -> DatasetResult:
     from rawnet2_jax.evaluate2021 import evaluate_asvspoof2021
 
     o = evaluate_asvspoof2021(model, dataset=dataset, data_dir=data_dir, out_dir=out, subset="eval",
-                              batch_size=batch_size, resume=resume, progress=progress)
+                              batch_size=batch_size, resume=resume, progress=progress, run_id=run_id)
     t = o.tables
     worst = t.worst_condition()
     return DatasetResult(
@@ -91,8 +91,12 @@ def run_benchmark(
     asv_scores_2019: str | os.PathLike | None = None,
     datasets: tuple[str, ...] = BENCHMARK_DATASETS,
     extra: dict | None = None,
+    run_id: str | None = None,
 ) -> list[DatasetResult]:
-    """Evaluate ``model`` on every built dataset of ``datasets`` and write the summary files."""
+    """Evaluate ``model`` on every built dataset of ``datasets`` and write the summary files.
+
+    ``run_id`` (the checkpoint path from the CLI) keeps a resumed benchmark from continuing
+    score files of another model."""
     from rawnet2_jax import plots
 
     out = Path(out_dir)
@@ -104,10 +108,10 @@ def run_benchmark(
             continue
         sub = out / name
         if name.startswith("asvspoof2021"):
-            results.append(_asv2021(model, name, data_dir, sub, batch_size, resume, progress))
+            results.append(_asv2021(model, name, data_dir, sub, batch_size, resume, progress, run_id))
         else:
             asv = asv_scores_2019 if name == "asvspoof2019_la" else None
-            results.append(_cm4(model, name, data_dir, sub, batch_size, resume, progress, asv))
+            results.append(_cm4(model, name, data_dir, sub, batch_size, resume, progress, run_id, asv))
     (out / "benchmark.md").write_text(format_markdown(results) + "\n")
     payload = {**(extra or {}), "eer_unit": "percent", "results": [r.to_dict() for r in results]}
     (out / "benchmark.json").write_text(json.dumps(payload, indent=2) + "\n")

@@ -215,6 +215,18 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _run_id(checkpoint: str) -> str:
+    """Checkpoint path + a digest of its manifest (if any): resumed score files must match it."""
+    import hashlib
+
+    path = os.path.abspath(checkpoint)
+    for m in (os.path.join(path, "manifest.json"), os.path.join(path, "best_model", "manifest.json")):
+        if os.path.isfile(m):
+            with open(m, "rb") as f:
+                return f"{path} (manifest sha256 {hashlib.sha256(f.read()).hexdigest()[:16]})"
+    return path
+
+
 def cmd_evaluate_2021(args) -> int:
     from rawnet2_jax.evaluate2021 import evaluate_asvspoof2021
 
@@ -224,7 +236,7 @@ def cmd_evaluate_2021(args) -> int:
     o = evaluate_asvspoof2021(
         _load_model(args.checkpoint), dataset=args.dataset, data_dir=args.data_dir, out_dir=args.out,
         subset=args.subset, batch_size=args.batch_size, resume=not args.restart, progress=not args.no_progress,
-        extra_summary={"checkpoint": os.path.abspath(args.checkpoint)},
+        extra_summary={"checkpoint": os.path.abspath(args.checkpoint)}, run_id=_run_id(args.checkpoint),
     )
     for w in o.tables.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -241,7 +253,7 @@ def cmd_benchmark(args) -> int:
     results = run_benchmark(
         _load_model(args.checkpoint), args.data_dir, args.out, batch_size=args.batch_size,
         resume=not args.restart, progress=not args.no_progress, asv_scores_2019=args.asv_scores_2019,
-        extra={"checkpoint": os.path.abspath(args.checkpoint)},
+        extra={"checkpoint": os.path.abspath(args.checkpoint)}, run_id=_run_id(args.checkpoint),
     )
     print(format_markdown(results))
     print(f"\nwrote benchmark.md, benchmark.json, benchmark.png in {args.out}")

@@ -108,6 +108,20 @@ def _kept_lines(path: Path, source: Any) -> int:
     return n
 
 
+def _check_run_id(path: Path, run_id: str | None, resumed: bool) -> None:
+    """Refuse to continue a score file of another run; record this run's id otherwise."""
+    side = path.with_name(path.name + ".run")
+    if run_id is None:
+        return
+    if resumed and side.is_file():
+        before = side.read_text(encoding="utf-8").strip()
+        if before != run_id:
+            raise UserError(
+                f"{path} holds scores of {before}, not {run_id}; pass --restart (or another --out) to score anew"
+            )
+    side.write_text(run_id + "\n", encoding="utf-8")
+
+
 class _Progress:
     def __init__(self, total: int, done: int, desc: str, enabled: bool, log_every: int, log_seconds: float,
                  log: Callable[[str], None]):
@@ -155,6 +169,7 @@ def score_split(
     log_every: int = 10000,
     log_seconds: float = 60.0,
     log: Callable[[str], None] | None = None,
+    run_id: str | None = None,
 ) -> ScoredSplit:
     """Score every record of ``source`` into ``out_dir/score_file`` (see the module docstring).
 
@@ -171,6 +186,9 @@ def score_split(
         config: ``num_samples`` / ``pad_mode`` of the model input (default ``model.config``).
         progress: tqdm on a terminal, else a line every ``log_every`` files / ``log_seconds`` s.
         log: where progress lines go (default: stderr).
+        run_id: what produced the scores (e.g. the checkpoint path), kept next to the score
+            file (``<score_file>.run``); resuming a file written under another ``run_id`` is an
+            error instead of silently mixing two models' scores.
     """
     from rawnet2_jax.data.pipeline import eval_batches
     from rawnet2_jax.scoring import log_odds
@@ -187,6 +205,7 @@ def score_split(
     out.mkdir(parents=True, exist_ok=True)
     path = out / score_file
     start = _kept_lines(path, source) if resume and path.is_file() else 0
+    _check_run_id(path, run_id, resumed=start > 0)
     t0 = time.monotonic()
     if start == len(source):
         return ScoredSplit(path, start, start, 0.0)

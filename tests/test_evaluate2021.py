@@ -74,6 +74,16 @@ def test_resume_refuses_a_foreign_score_file(tmp_path, records):
     assert "\n" not in str(e.value)
 
 
+def test_resume_refuses_another_models_scores(tmp_path, records):
+    with pytest.raises(KeyboardInterrupt):
+        score_split(StopAfter(stop_at=3), records, batch_size=4, out_dir=tmp_path, progress=False, run_id="model A")
+    with pytest.raises(UserError, match="holds scores of model A, not model B; pass --restart"):
+        score_split(FakeModel(), records, batch_size=4, out_dir=tmp_path, progress=False, run_id="model B")
+    score_split(FakeModel(), records, batch_size=4, out_dir=tmp_path, progress=False, run_id="model B", resume=False)
+    assert (tmp_path / "scores.txt.run").read_text() == "model B\n"
+    assert len((tmp_path / "scores.txt").read_text().splitlines()) == 20
+
+
 def test_progress_lines_when_not_a_terminal(tmp_path, records):
     lines = []
     score_split(FakeModel(), records, batch_size=4, out_dir=tmp_path, progress=True, desc="demo", log_every=8,
