@@ -126,3 +126,15 @@ def test_corrupt_audio_leaves_nothing_half_built(tmp_path):
     b = asvspoof2021_la.build(tmp_path / "c", tmp_path / "data")
     assert b.info.splits["eval"].num_examples == len(lines)
     assert np.array_equal(sorted(p.name for p in ds.iterdir()), ["1.0.0"])
+
+
+def test_df_trial_in_two_parts(tmp_path):
+    lines = df21_key_lines(4, seed=1)
+    write_2021_keys(tmp_path / "c", "DF", lines)
+    write_2021_audio(tmp_path / "c", "DF", [ln.split()[1] for ln in lines], parts=2)
+    trial = lines[0].split()[1]
+    src = tmp_path / "c" / "ASVspoof2021_DF_eval_part00" / "ASVspoof2021_DF_eval" / "flac" / f"{trial}.flac"
+    (tmp_path / "c" / "ASVspoof2021_DF_eval" / "flac").mkdir(parents=True)
+    (tmp_path / "c" / "ASVspoof2021_DF_eval" / "flac" / f"{trial}.flac").write_bytes(src.read_bytes())
+    with pytest.raises(DataError, match=f"trial {trial} is also in .*extract each archive once"):
+        asvspoof2021_df.build(tmp_path / "c", tmp_path / "data")

@@ -68,9 +68,10 @@ def audio_dirs(manual_dir: str | os.PathLike, track: K.Track) -> list[Path]:
     return found
 
 
-def audio_index(manual_dir: str | os.PathLike, track: K.Track) -> dict[str, Path]:
-    """``{trial: flac path}`` over all audio folders; a trial in two folders is an error."""
-    index: dict[str, Path] = {}
+def audio_index(manual_dir: str | os.PathLike, track: K.Track) -> dict[str, str]:
+    """``{trial: flac path}`` over all audio folders; a trial in two folders is an error.
+    (Plain strings: 611,829 ``Path`` objects would cost ~100 MB more.)"""
+    index: dict[str, str] = {}
     for d in audio_dirs(manual_dir, track):
         with os.scandir(d) as it:
             for entry in it:
@@ -78,9 +79,9 @@ def audio_index(manual_dir: str | os.PathLike, track: K.Track) -> dict[str, Path
                     continue
                 trial = entry.name[: -len(".flac")]
                 if trial in index:
-                    raise DataError(f"{d / entry.name}: trial {trial} is also in {index[trial].parent}; "
+                    raise DataError(f"{d / entry.name}: trial {trial} is also in {os.path.dirname(index[trial])}; "
                                     "extract each archive once")
-                index[trial] = Path(entry.path)
+                index[trial] = entry.path
     return index
 
 
@@ -92,7 +93,7 @@ def read_keys(manual_dir: str | os.PathLike, track: K.Track) -> tuple[K.KeyTable
     return keys, paths
 
 
-def check_audio(keys: K.KeyTable, index: dict[str, Path], track: K.Track, dirs: list[Path]) -> list[Path]:
+def check_audio(keys: K.KeyTable, index: dict[str, str], track: K.Track, dirs: list[Path]) -> list[str]:
     """Audio path of every key trial; missing or unlisted files are one error."""
     trials = keys["trial"].tolist()
     missing = [t for t in trials if t not in index]
@@ -108,12 +109,12 @@ def check_audio(keys: K.KeyTable, index: dict[str, Path], track: K.Track, dirs: 
         stray = next(p for t, p in index.items() if t not in listed)
         raise DataError(
             f"{dataset_name(track)}: {len(index):,} flac files in {where} but {keys.path} lists {len(trials):,} "
-            f"trials ({stray.name} is not in it); use the key file of the same track and release"
+            f"trials ({os.path.basename(stray)} is not in it); use the key file of the same track and release"
         )
     return [index[t] for t in trials]
 
 
-def _make_example(i: int, *, paths: list[Path], keys: K.KeyTable):
+def _make_example(i: int, *, paths: list[str], keys: K.KeyTable):
     # Rows are read from the key columns by index: 611,829 per-row dicts would cost ~0.5 GB.
     pcm = load_pcm16(paths[i], max_seconds=None, on_silent="warn")
     fields = {_STANDARD.get(k, k): str(col[i]) for k, col in keys.columns.items()}
