@@ -233,6 +233,9 @@ def cmd_evaluate_2021(args) -> int:
     if args.split not in (None, "eval"):
         _err(f"{args.dataset} has one split, eval (choose the table subset with --subset)")
         return 1
+    if args.asv_scores:
+        _err(f"--asv-scores is for ASVspoof 2019; {args.dataset} takes its ASV scores from the keys it was built with")
+        return 1
     o = evaluate_asvspoof2021(
         _load_model(args.checkpoint), dataset=args.dataset, data_dir=args.data_dir, out_dir=args.out,
         subset=args.subset, batch_size=args.batch_size, resume=not args.restart, progress=not args.no_progress,

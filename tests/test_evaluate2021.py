@@ -151,6 +151,8 @@ def test_evaluate_2021_errors(la_data, tmp_path, monkeypatch, capsys):
     assert "run: python -m rawnet2_jax.data build asvspoof2021_df" in err and err.count("\n") == 1
     assert cli.main(base + ["--dataset", "asvspoof2021_la", "--split", "dev"]) == 1
     assert "has one split, eval" in capsys.readouterr().err
+    assert cli.main(base + ["--dataset", "asvspoof2021_la", "--asv-scores", "a.txt"]) == 1
+    assert "takes its ASV scores from the keys" in capsys.readouterr().err
     assert cli.main(base + ["--dataset", "asvspoof2019_la"]) == 1
     assert "--split is required" in capsys.readouterr().err
 
