@@ -15,6 +15,12 @@ missing, not a file, unreadable/corrupt, empty, NaN/Inf samples, silent (all zer
 ``on_silent="warn"`` or ``"ignore"`` to accept it) and longer than ``max_seconds`` (checked
 from the header *before* decoding, so a 10-hour file costs nothing).
 
+:func:`read_audio` is :func:`load_audio` plus what the scorer needs: decode only the frames
+that the first ``head_samples`` output samples depend on (a 3-hour file costs its first
+seconds), the duration from the header, and a refusal of WAV files whose header promises
+more audio than the file holds. :func:`degenerate_reason` names audio whose score carries no
+information (too short for the model, constant, DC only, below -90 dBFS).
+
 The dataset builders store audio as int16 PCM bytes; :func:`pcm16_to_float` /
 :func:`float_to_pcm16` convert with the same scale as soundfile (x / 32768).
 """
@@ -38,6 +44,9 @@ DEFAULT_SAMPLE_RATE = 16000
 DEFAULT_MAX_SECONDS = 600.0
 # libsndfile reports SF_COUNT_MAX frames for streams whose length is not in the header.
 _UNKNOWN_FRAMES = 1 << 62
+#: Audio whose RMS (or, around a DC offset, whose AC RMS) is below this level is "degenerate".
+DEGENERATE_DBFS = -90.0
+_WAV_FORMATS = ("WAV", "WAVEX", "RF64")
 
 
 class SilentAudioWarning(UserWarning):
@@ -56,7 +65,10 @@ def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
 
 def _header(path: str) -> sf._SoundFileInfo:
     if not os.path.exists(path):
-        raise AudioError(f"{path}: audio file not found")
+        from rawnet2_jax.fsutil import missing_reason
+
+        why = missing_reason(path)
+        raise AudioError(f"{path}: audio file not found" if why == "does not exist" else f"{path} {why}")
     if not os.path.isfile(path):
         raise AudioError(f"{path}: not a regular file")
     if os.path.getsize(path) == 0:
@@ -105,6 +117,64 @@ def load_audio(
     Raises:
       AudioError: one line naming the file and the problem.
     """
+    x, _, _ = read_audio(path, sample_rate=sample_rate, max_seconds=max_seconds, on_silent=on_silent,
+                      allow_truncated=True)
+    return x
+
+
+def _resampler_margin(sr: int) -> int:
+    # Source frames past the last needed one that soxr "HQ" looks at: beyond this margin the
+    # head of the resampled signal is bit-identical to resampling the whole file (tested).
+    return 4096 + sr // 10
+
+
+def _wav_declared_frames(path: str, info: sf._SoundFileInfo) -> tuple[int, int] | None:
+    """``(frames the data chunk header declares, frames the file holds)`` of a PCM/float WAV,
+    or None when the header cannot tell (streamed WAVs write 0 or 0xFFFFFFFF)."""
+    if info.format not in ("WAV", "WAVEX"):
+        return None
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            block = None
+            while True:
+                chunk = f.read(8)
+                if len(chunk) < 8:
+                    return None
+                cid, size = chunk[:4], int.from_bytes(chunk[4:], "little")
+                if cid == b"fmt ":
+                    fmt = f.read(size + (size & 1))
+                    block = int.from_bytes(fmt[12:14], "little")
+                    continue
+                if cid == b"data":
+                    if not block or size in (0, 0xFFFFFFFF):
+                        return None
+                    held = os.path.getsize(path) - f.tell()
+                    return size // block, max(0, held) // block
+                f.seek(size + (size & 1), os.SEEK_CUR)
+    except OSError:
+        return None
+
+
+def read_audio(
+    path: str | os.PathLike,
+    *,
+    sample_rate: int = DEFAULT_SAMPLE_RATE,
+    max_seconds: float | None = DEFAULT_MAX_SECONDS,
+    on_silent: OnSilent = "error",
+    head_samples: int | None = None,
+    allow_truncated: bool = False,
+) -> tuple[np.ndarray, float, str | None]:
+    """``(waveform, duration_s, note)``: :func:`load_audio` with two more options.
+
+    ``head_samples``: decode only the source frames that the first ``head_samples`` output
+    samples depend on, and return at most that many (the length cap is still checked from
+    the header). ``allow_truncated=False`` refuses a WAV whose header declares more frames
+    than the file holds (with ``allow_truncated=True`` that is the ``note`` instead).
+    ``duration_s`` is the whole file's (from the header when known).
+    """
     path = os.fspath(path)
     info = _header(path)
     sr = int(info.samplerate)
@@ -118,24 +188,68 @@ def load_audio(
     if cap is not None and known and frames > cap:
         raise AudioError(
             f"{path}: audio is {frames / sr:.1f} s long, over the {max_seconds:g} s limit "
-            "(raise max_seconds or cut the file)"
+            "(raise --max-seconds, 0 = no limit, or cut the file)"
         )
+    note = None
+    declared = _wav_declared_frames(path, info)
+    if declared is not None and declared[0] > declared[1] + 1:
+        note = f"the header promises {declared[0] / sr:.2f} s but the file holds {declared[1] / sr:.2f} s"
+        if not allow_truncated:
+            raise AudioError(
+                f"{path}: {note} (a truncated copy or download?); re-copy it, or to score what is "
+                "there: rawnet2-jax score --allow-degenerate"
+            )
+    # With an unknown length read at most cap + 1 frames (then check); a head read stops early.
+    n = -1 if (known or cap is None) else cap + 1
+    if head_samples is not None:
+        need = int(np.ceil(head_samples * sr / sample_rate)) + (0 if sr == sample_rate else _resampler_margin(sr))
+        n = need if n < 0 else min(n, need)
     try:
-        # With an unknown length read at most cap + 1 frames, then check.
-        n = -1 if (known or cap is None) else cap + 1
         data, _ = sf.read(path, frames=n, dtype="float32", always_2d=True)
     except Exception as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise AudioError(f"{path}: cannot decode audio ({msg}); the file may be corrupt") from e
     if cap is not None and data.shape[0] > cap:
-        raise AudioError(f"{path}: audio is over the {max_seconds:g} s limit (raise max_seconds or cut the file)")
+        raise AudioError(
+            f"{path}: audio is over the {max_seconds:g} s limit (raise --max-seconds, 0 = no limit, or cut the file)"
+        )
     if data.shape[0] == 0:
         raise AudioError(f"{path}: audio has zero samples")
     x = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
     # Check before resampling so NaN/Inf are reported as such (soxr would smear them).
     check_waveform(x, path, on_silent=on_silent)
     x = resample(x, sr, sample_rate)
-    return np.ascontiguousarray(x, dtype=np.float32)
+    if head_samples is not None:
+        x = x[:head_samples]
+    duration = frames / sr if known else data.shape[0] / sr
+    return np.ascontiguousarray(x, dtype=np.float32), float(duration), note
+
+
+def _dbfs(v: float) -> float:
+    return 20 * np.log10(v) if v > 0 else -np.inf
+
+
+def degenerate_reason(x: np.ndarray, min_samples: int = 1, sample_rate: int = DEFAULT_SAMPLE_RATE) -> str | None:
+    """Why the waveform ``x`` cannot carry a meaningful score, or None.
+
+    Shorter than ``min_samples`` (after padding the model would see mostly padding), constant
+    (every sample equal, e.g. a 1e-30 "signal"), DC only (an offset with nothing above
+    :data:`DEGENERATE_DBFS` around it) or quieter than :data:`DEGENERATE_DBFS` overall.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    n = int(x.size)
+    if n < min_samples:
+        return (f"only {n} sample(s) ({1000 * n / sample_rate:.1f} ms), shorter than the {min_samples} "
+                f"({1000 * min_samples / sample_rate:.0f} ms) the model needs to see one frame")
+    if n and np.ptp(x) == 0:
+        return f"constant (every sample is {x[0]:.3g})"
+    floor = 10 ** (DEGENERATE_DBFS / 20)
+    ac, total = float(np.std(x)), float(np.sqrt(np.mean(x * x)))
+    if ac < floor and total >= floor:
+        return f"DC only (offset {np.mean(x):.3g}, the rest at {_dbfs(ac):.0f} dBFS)"
+    if total < floor:
+        return f"below {DEGENERATE_DBFS:g} dBFS (RMS {_dbfs(total):.0f} dBFS)"
+    return None
 
 
 def fit_length(x: np.ndarray, num_samples: int, mode: PadMode = "zero") -> np.ndarray:

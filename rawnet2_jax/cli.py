@@ -36,7 +36,18 @@ whole file.
 
 Output per file: P(spoof) = softmax[0] and log-odds = logit[1] - logit[0] (> 0 leans bona
 fide; 0 is not a calibrated threshold). A file that cannot be scored is reported on one
-line on stderr and the others are still scored; the exit status is then 1.
+line on stderr and the others are still scored; the exit status is then 1. Without
+--windows only the first window's frames are decoded (a 3-hour file costs its first
+seconds); --max-seconds is still checked from the header.
+
+Rows are written (and flushed) as each file is scored, in input order; --output is opened
+before anything else. After Ctrl-C the finished rows stay (JSON is closed with
+"interrupted": true), stderr says how many, and the exit status is 130.
+
+Degenerate audio is refused (one line, counted as failed): shorter than the model's
+minimum input (config.min_num_samples, before padding), constant, DC only, below -90 dBFS,
+or a WAV whose header promises more audio than the file holds. --allow-degenerate scores
+it anyway and fills the row's "warning" column (--allow-silent: only all-zero files).
 
 examples:
   rawnet2-jax score --checkpoint models/caa_rawnet2 clip.wav other.flac
@@ -107,11 +118,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="rows per model call (default 32)")
     s.add_argument("--allow-silent", action="store_true",
                    help="score all-zero (silent) files instead of reporting them as failed")
+    s.add_argument("--allow-degenerate", action="store_true",
+                   help="score degenerate audio (too short, constant, DC only, below -90 dBFS, truncated "
+                        "WAV) with a warning column instead of reporting it as failed")
     s.add_argument("--max-seconds", type=nonneg_float, default=600.0, metavar="S",
                    help="skip (as failed) files longer than this (default 600; 0 = no limit)")
     fmt = s.add_mutually_exclusive_group()
     fmt.add_argument("--csv", action="store_const", dest="format", const="csv", help="CSV on stdout")
     fmt.add_argument("--json", action="store_const", dest="format", const="json", help="one JSON object on stdout")
+    fmt.add_argument("--jsonl", action="store_const", dest="format", const="jsonl",
+                     help="JSON lines on stdout: one object per file")
     s.add_argument("--output", "-o", metavar="FILE", help="write the table / CSV / JSON here instead of stdout")
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(format="table")
@@ -160,30 +176,71 @@ def _load_model(directory: str):
     return load_pretrained(directory)
 
 
-def cmd_score(args) -> int:
-    from rawnet2_jax.scoring import format_file_scores, score_files
+def _open_output(path: str | None):
+    """``(stream, created)``: the --output file opened for writing before any work, or stdout."""
+    if not path:
+        return sys.stdout, False
+    created = not os.path.exists(path)
+    try:
+        return open(path, "w", encoding="utf-8", newline=""), created
+    except OSError as e:
+        from rawnet2_jax.errors import UserError
+        from rawnet2_jax.fsutil import os_error_line
 
-    model = _load_model(args.checkpoint)
-    results = score_files(
-        model,
-        args.paths,
-        windows=args.windows,
-        hop_seconds=args.hop,
-        batch_size=args.batch_size,
-        max_seconds=args.max_seconds or None,
-        progress=not args.no_progress,
-        on_error=lambda fs: _err(fs.error),
-        allow_silent=args.allow_silent,
-    )
-    text = format_file_scores(results, args.format)
-    if args.output:
-        with open(args.output, "w", encoding="utf-8") as f:
-            f.write(text + "\n")
-    else:
-        print(text)
-    failed = sum(not r.ok for r in results)
+        raise UserError(os_error_line(e, f"opening --output {path}").replace(" failed:", ":", 1)) from None
+
+
+def cmd_score(args) -> int:
+    from rawnet2_jax.scoring import ScoreWriter, score_files
+
+    out, created = _open_output(args.output)
+    writer = ScoreWriter(out, args.format)
+    wrote_rows = False
+    total = 0
+
+    def on_start(paths):
+        nonlocal total
+        total = len(paths)
+        writer.start(paths)
+
+    def on_result(fs):
+        nonlocal wrote_rows
+        writer.write(fs)
+        wrote_rows = True
+
+    try:
+        model = _load_model(args.checkpoint)
+        try:
+            score_files(
+                model,
+                args.paths,
+                windows=args.windows,
+                hop_seconds=args.hop,
+                batch_size=args.batch_size,
+                max_seconds=args.max_seconds or None,
+                progress=not args.no_progress,
+                on_error=lambda fs: _err(fs.error),
+                allow_silent=args.allow_silent,
+                allow_degenerate=args.allow_degenerate,
+                on_start=on_start,
+                on_result=on_result,
+            )
+        except KeyboardInterrupt:
+            writer.close(interrupted=True)
+            done = len(writer.rows)
+            where = args.output or "stdout"
+            _err(f"interrupted after {done} of {total} files ({sum(r.ok for r in writer.rows)} scored); "
+                 f"their rows are in {where}; re-run for the rest")
+            return 130
+        writer.close()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+            if created and not wrote_rows and not writer.rows:
+                os.unlink(args.output)  # nothing was scored: do not leave an empty file behind
+    failed = sum(not r.ok for r in writer.rows)
     if failed:
-        print(f"{failed} of {len(results)} files failed", file=sys.stderr)
+        print(f"{failed} of {len(writer.rows)} files failed", file=sys.stderr)
     return 1 if failed else 0
 
 

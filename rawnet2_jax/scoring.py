@@ -10,6 +10,12 @@ written to official score files) and ``spoof_probability = softmax(logits)[0]``
   ``config.num_samples`` from its start (``config.pad_mode``). With ``windows=True`` the
   whole file is covered by sliding windows of ``num_samples`` and the per-window log-odds
   are averaged. A file that cannot be scored gets ``error`` set; the others are scored.
+  Without ``windows`` only the frames the first window needs are decoded. Degenerate audio
+  (shorter than ``config.min_num_samples``, constant, DC only, below -90 dBFS, a WAV whose
+  header promises more than it holds; see :func:`rawnet2_jax.audio.degenerate_reason`) is
+  refused; with ``allow_degenerate`` it is scored and its ``warning`` says why it is suspect.
+  ``on_result`` receives each file's result in input order as soon as it is final, which is
+  how :class:`ScoreWriter` streams rows (a Ctrl-C keeps every finished row).
 * :func:`evaluate_split`: runs the model over a TFDS split (``rawnet2_jax.data``) and writes
   the official score file, per-attack tables, DET and histogram PNGs and a JSON summary.
 
@@ -41,7 +47,7 @@ AUDIO_EXTENSIONS = frozenset(
      ".svx", ".sf", ".ircam", ".xi", ".avr", ".pvf", ".mpc", ".raw"}
 )
 DEFAULT_BATCH_SIZE = 32
-OUTPUT_FORMATS = ("table", "csv", "json")
+OUTPUT_FORMATS = ("table", "csv", "json", "jsonl")
 
 
 @dataclasses.dataclass
@@ -54,6 +60,7 @@ class FileScore:
     num_windows: int = 0
     duration_s: float | None = None
     error: str | None = None
+    warning: str | None = None  # why a forced (allow_degenerate) score is suspect
 
     @property
     def ok(self) -> bool:
@@ -114,7 +121,10 @@ def expand_inputs(paths: Iterable[str | os.PathLike]) -> list[tuple[str, str | N
         elif os.path.exists(p):
             add(p)
         else:
-            out.append((p, f"{p}: no such file or directory"))
+            from rawnet2_jax.fsutil import missing_reason
+
+            why = missing_reason(p)
+            out.append((p, f"{p}: no such file or directory" if why == "does not exist" else f"{p} {why}"))
     return out
 
 
@@ -162,17 +172,21 @@ def _one_line(e: BaseException) -> str:
     return text[0] if text else type(e).__name__
 
 
-def _load(path: str, sample_rate: int, max_seconds: float | None,
-          on_silent: str = "error") -> tuple[np.ndarray | None, str | None]:
-    from rawnet2_jax.audio import load_audio
+def _load(path: str, sample_rate: int, max_seconds: float | None, on_silent: str = "error",
+          head_samples: int | None = None, allow_truncated: bool = False
+          ) -> tuple[np.ndarray | None, float | None, str | None, str | None]:
+    """``(waveform, duration_s, note, None)`` or ``(None, None, None, one-line error)``."""
+    from rawnet2_jax.audio import read_audio
 
     try:
-        return load_audio(path, sample_rate=sample_rate, max_seconds=max_seconds, on_silent=on_silent), None
+        x, duration, note = read_audio(path, sample_rate=sample_rate, max_seconds=max_seconds, on_silent=on_silent,
+                                       head_samples=head_samples, allow_truncated=allow_truncated)
+        return x, duration, note, None
     except UserError as e:
         msg = _one_line(e)
-        return None, msg if msg.startswith(path) else f"{path}: {msg}"
+        return None, None, None, msg if msg.startswith(path) else f"{path}: {msg}"
     except Exception as e:  # a decoder bug must not stop the other files
-        return None, f"{path}: cannot load audio ({type(e).__name__}: {_one_line(e)})"
+        return None, None, None, f"{path}: cannot load audio ({type(e).__name__}: {_one_line(e)})"
 
 
 def _prefetched(paths: Sequence[str], load: Callable[[str], Any], workers: int, depth: int) -> Iterator[Any]:
@@ -283,6 +297,9 @@ def score_files(
     on_error: Callable[[FileScore], None] | None = None,
     load_workers: int = 2,
     allow_silent: bool = False,
+    allow_degenerate: bool = False,
+    on_start: Callable[[list[str]], None] | None = None,
+    on_result: Callable[[FileScore], None] | None = None,
 ) -> list[FileScore]:
     """Score audio files and directories (see the module docstring).
 
@@ -298,6 +315,11 @@ def score_files(
         on_error: called with each failed :class:`FileScore` as soon as it fails.
         load_workers: threads decoding files ahead of the model.
         allow_silent: score all-zero files instead of reporting them as failed.
+        allow_degenerate: score degenerate audio (see the module docstring; silent files
+            included) with ``warning`` set instead of reporting it as failed.
+        on_start: called once with every input path (directories expanded) before scoring.
+        on_result: called with each result, in input order, as soon as it and all earlier
+            ones are final (KeyboardInterrupt propagates; what was passed here is done).
 
     Returns:
         One :class:`FileScore` per input file in input order (directories expanded), bad
@@ -313,30 +335,54 @@ def score_files(
     sample_rate = int(getattr(cfg, "sample_rate", 16000))
     hop = None if hop_seconds is None else max(1, int(round(hop_seconds * sample_rate)))
 
+    from rawnet2_jax.audio import degenerate_reason
+
+    min_samples = int(getattr(cfg, "min_num_samples", 1))
+    on_silent = "ignore" if (allow_silent or allow_degenerate) else "error"
+    head = None if windows else num_samples
+
     entries = expand_inputs(paths)
+    if on_start is not None:
+        on_start([p for p, _ in entries])
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(entries), desc="scoring", unit="file", disable=None if progress else True, dynamic_ncols=True)
+    results: list[FileScore] = []
+    finished: set[int] = set()
+    emitted = 0
 
     def done(fs: FileScore) -> None:
+        nonlocal emitted
         bar.update(1)
         if fs.error is not None and on_error is not None:
             on_error(fs)
+        finished.add(id(fs))
+        while emitted < len(results) and id(results[emitted]) in finished:
+            if on_result is not None:
+                on_result(results[emitted])
+            emitted += 1
 
     def load(entry):
         path, err = entry
         if err is not None:
-            return path, None, err
-        return (path, *_load(path, sample_rate, max_seconds, "ignore" if allow_silent else "error"))
+            return path, None, None, None, err
+        return (path, *_load(path, sample_rate, max_seconds, on_silent, head, allow_truncated=allow_degenerate))
 
-    results: list[FileScore] = []
     batcher = _RowBatcher(model, batch_size, done)
     try:
-        for path, x, err in _prefetched(entries, load, load_workers, depth=2 * max(1, load_workers) + 2):
+        for path, x, duration, note, err in _prefetched(entries, load, load_workers, depth=2 * max(1, load_workers) + 2):
             fs = FileScore(path)
             results.append(fs)
             if err is None:
-                fs.duration_s = x.shape[0] / sample_rate
+                fs.duration_s = duration
+                why = note or degenerate_reason(x, min_samples, sample_rate)
+                forced = allow_degenerate or (allow_silent and not np.any(x))
+                if why is not None and not forced:
+                    err = (f"{path}: audio is {why}; its score carries no information "
+                           "(to score it anyway: rawnet2-jax score --allow-degenerate)")
+                elif why is not None:
+                    fs.warning = f"degenerate audio: {why}"
+            if err is None:
                 try:
                     rows = segments(x, num_samples, pad_mode, windows=windows, hop=hop)
                 except Exception as e:
@@ -360,52 +406,101 @@ def _fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def format_file_scores(results: Sequence[FileScore], fmt: str = "table") -> str:
-    """Render results as an aligned ``table``, ``csv`` (header + one row per file) or ``json``."""
-    if fmt == "json":
-        return json.dumps(
-            {
-                "files": [r.to_dict() for r in results],
-                "num_scored": sum(r.ok for r in results),
-                "num_failed": sum(not r.ok for r in results),
-                "score": "log_odds = logit[1] - logit[0], higher = more bona fide; "
-                "spoof_probability = softmax[0]",
-            },
-            indent=None,
-        )
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
-        w.writerow(["path", "spoof_probability", "log_odds", "num_windows", "duration_s", "error"])
-        for r in results:
-            w.writerow([
+CSV_COLUMNS = ["path", "spoof_probability", "log_odds", "num_windows", "duration_s", "error", "warning"]
+SCORE_NOTE = "log_odds = logit[1] - logit[0], higher = more bona fide; spoof_probability = softmax[0]"
+
+
+class ScoreWriter:
+    """Streams :class:`FileScore` rows to a text stream as they are final, flushing each one.
+
+    ``table`` (aligned columns; pass every path to :meth:`start` for the width), ``csv``
+    (header + one row per file), ``jsonl`` (one JSON object per file and line) or ``json``
+    (one document ``{"files": [...], "num_scored", "num_failed", "score", "interrupted"}``,
+    completed by :meth:`close` even after an interrupt). Whatever was written before a
+    Ctrl-C or a crash is complete rows.
+    """
+
+    def __init__(self, stream: Any, fmt: str = "table"):
+        if fmt not in OUTPUT_FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; use one of {OUTPUT_FORMATS}")
+        self.stream, self.fmt = stream, fmt
+        self.rows: list[FileScore] = []
+        self.width = 4
+        self.started = False
+
+    def _emit(self, text: str) -> None:
+        self.stream.write(text)
+        self.stream.flush()
+
+    def start(self, paths: Sequence[str] = ()) -> None:
+        self.width = max([4] + [len(p) for p in paths])
+        self.started = True
+        if self.fmt == "table":
+            self._emit(f"{'file':<{self.width}}  {'P(spoof)':>8}  {'log-odds':>9}  {'windows':>7}  verdict\n")
+        elif self.fmt == "csv":
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerow(CSV_COLUMNS)
+            self._emit(buf.getvalue())
+        elif self.fmt == "json":
+            self._emit('{"files": [')
+
+    def write(self, r: FileScore) -> None:
+        if not self.started:
+            self.start([r.path])
+        first = not self.rows
+        self.rows.append(r)
+        if self.fmt == "json":
+            self._emit(("" if first else ", ") + json.dumps(r.to_dict()))
+        elif self.fmt == "jsonl":
+            self._emit(json.dumps(r.to_dict()) + "\n")
+        elif self.fmt == "csv":
+            buf = io.StringIO()
+            csv.writer(buf, lineterminator="\n").writerow([
                 r.path,
                 "" if r.spoof_probability is None else repr(r.spoof_probability),
                 "" if r.log_odds is None else repr(r.log_odds),
                 r.num_windows,
                 "" if r.duration_s is None else f"{r.duration_s:.3f}",
                 r.error or "",
+                r.warning or "",
             ])
-        return buf.getvalue().rstrip("\n")
-    if fmt != "table":
-        raise ValueError(f"unknown format {fmt!r}; use one of {OUTPUT_FORMATS}")
-    width = max([4] + [len(r.path) for r in results])
-    lines = [f"{'file':<{width}}  {'P(spoof)':>8}  {'log-odds':>9}  {'windows':>7}  verdict"]
-    for r in results:
-        if r.ok:
+            self._emit(buf.getvalue())
+        elif r.ok:
             verdict = "spoof" if r.log_odds < 0 else "bona fide"
-            lines.append(
-                f"{r.path:<{width}}  {_fmt(r.spoof_probability, '8.4f')}  {_fmt(r.log_odds, '9.3f')}  "
-                f"{r.num_windows:>7}  {verdict}"
-            )
+            if r.warning:
+                verdict += f"  (warning: {r.warning})"
+            self._emit(f"{r.path:<{self.width}}  {_fmt(r.spoof_probability, '8.4f')}  "
+                       f"{_fmt(r.log_odds, '9.3f')}  {r.num_windows:>7}  {verdict}\n")
         else:
-            lines.append(f"{r.path:<{width}}  {'-':>8}  {'-':>9}  {'-':>7}  FAILED")
-    n_bad = sum(not r.ok for r in results)
-    lines.append(
-        f"{len(results) - n_bad} scored, {n_bad} failed. log-odds = logit[1] - logit[0] "
-        "(> 0: bona fide more likely; the threshold 0 is not calibrated)"
-    )
-    return "\n".join(lines)
+            self._emit(f"{r.path:<{self.width}}  {'-':>8}  {'-':>9}  {'-':>7}  FAILED\n")
+
+    def close(self, interrupted: bool = False) -> None:
+        """Finish the document (json: the closing part; table: the summary line)."""
+        if not self.started:
+            self.start()
+        n_bad = sum(not r.ok for r in self.rows)
+        if self.fmt == "json":
+            tail = {"num_scored": len(self.rows) - n_bad, "num_failed": n_bad, "score": SCORE_NOTE}
+            if interrupted:
+                tail["interrupted"] = True
+            self._emit("], " + json.dumps(tail)[1:] + "\n")
+        elif self.fmt == "table":
+            self._emit(
+                f"{len(self.rows) - n_bad} scored, {n_bad} failed{' before the interrupt' if interrupted else ''}. "
+                "log-odds = logit[1] - logit[0] (> 0: bona fide more likely; the threshold 0 is not calibrated)\n"
+            )
+
+
+def format_file_scores(results: Sequence[FileScore], fmt: str = "table") -> str:
+    """Render results as an aligned ``table``, ``csv`` (header + one row per file), ``jsonl``
+    or ``json`` (what :class:`ScoreWriter` streams, as one string)."""
+    buf = io.StringIO()
+    w = ScoreWriter(buf, fmt)
+    w.start([r.path for r in results])
+    for r in results:
+        w.write(r)
+    w.close()
+    return buf.getvalue().rstrip("\n")
 
 
 # ----------------------------------------------------------------------------- evaluate
@@ -442,23 +537,44 @@ class _AttackRecorder:
 
 
 def open_split(dataset: str, split: str, data_dir: str | os.PathLike) -> Any:
-    """The TFDS data source of a built split, or a one-line :class:`DataError`."""
+    """The TFDS data source of a built split, or a one-line :class:`DataError`.
+
+    Never builds or downloads anything (so TFDS prints nothing): a dataset that is not built
+    gets the build command, a split it does not have gets the list of its splits.
+    """
+    from rawnet2_jax.data import is_built
+
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}; use one of {', '.join(DATASETS)}")
     data_dir = os.fspath(data_dir)
     if not os.path.isdir(data_dir):
         raise DataError(f"data directory {data_dir} does not exist; build the dataset there first")
+    build_cmd = f"python -m rawnet2_jax.data build {dataset} --manual-dir CORPUS --data-dir {data_dir}"
+    if not is_built(dataset, data_dir):
+        raise DataError(f"{dataset} is not built in {data_dir} (no finished build there); build it with `{build_cmd}`")
     import importlib
 
     import tensorflow_datasets as tfds
 
     importlib.import_module(f"rawnet2_jax.data.{dataset}")  # registers the builder
     try:
-        return tfds.data_source(dataset, split=split, data_dir=data_dir)
+        builder = tfds.builder(dataset, data_dir=data_dir)
+        splits = list(builder.info.splits)
+    except Exception as e:
+        raise DataError(
+            f"cannot read {dataset} under {data_dir} ({type(e).__name__}: {_one_line(e)[:200]}); "
+            f"rebuild it with `{build_cmd} --overwrite`"
+        ) from None
+    if split not in splits:
+        raise DataError(
+            f"{dataset} in {data_dir} has no split {split!r}; its splits are: {', '.join(splits)}"
+        )
+    try:
+        return builder.as_data_source(split=split)
     except Exception as e:
         raise DataError(
             f"cannot open {dataset} split {split!r} under {data_dir} ({type(e).__name__}: {_one_line(e)[:200]}); "
-            f"build it with `python -m rawnet2_jax.data build {dataset} --manual-dir CORPUS --data-dir {data_dir}`"
+            f"rebuild it with `{build_cmd} --overwrite`"
         ) from None
 
 

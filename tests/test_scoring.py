@@ -122,11 +122,13 @@ def test_windows_average_log_odds(tmp_path):
     x = np.concatenate([np.full(T, 0.3, np.float32), np.full(T, -0.3, np.float32)])
     sf.write(tmp_path / "half.wav", x, SR, subtype="FLOAT")
     model = FakeModel()
-    first = score_files(model, [tmp_path / "half.wav"], batch_size=3, progress=False)[0]
+    # Constant halves are "degenerate" audio: allowed here, where only the arithmetic matters.
+    first = score_files(model, [tmp_path / "half.wav"], batch_size=3, progress=False, allow_degenerate=True)[0]
     win = score_files(model, [tmp_path / "half.wav"], windows=True, batch_size=3, progress=False)[0]
     assert first.num_windows == 1 and first.log_odds == pytest.approx(30, rel=1e-5)
     assert win.num_windows == 2 and win.log_odds == pytest.approx(0, abs=1e-4)
-    hop = score_files(model, [tmp_path / "half.wav"], windows=True, hop_seconds=T / 2 / SR, progress=False)[0]
+    hop = score_files(model, [tmp_path / "half.wav"], windows=True, hop_seconds=T / 2 / SR, progress=False,
+                      allow_degenerate=True)[0]
     assert hop.num_windows == 3
 
 
@@ -135,7 +137,7 @@ def test_many_files_spanning_batches(tmp_path):
     for i, lv in enumerate(levels):
         sf.write(tmp_path / f"f{i}.wav", np.full(T * (1 + i % 3), lv, np.float32), SR, subtype="FLOAT")
     model = FakeModel()
-    res = score_files(model, [tmp_path], windows=True, batch_size=4, progress=False)
+    res = score_files(model, [tmp_path], windows=True, batch_size=4, progress=False, allow_degenerate=True)
     assert [r.num_windows for r in res] == [1 + i % 3 for i in range(8)]
     assert np.allclose([r.log_odds for r in res], 100 * levels, atol=1e-3)
     assert all(s == (4, T) for s in model.shapes) and len(model.shapes) == 4  # 15 rows -> 4 calls
@@ -169,7 +171,7 @@ def test_bad_files_reported_others_scored(audio_dir, tmp_path):
 def test_model_nan_marks_only_that_file(tmp_path):
     sf.write(tmp_path / "a.wav", np.full(T, 0.25, np.float32), SR, subtype="FLOAT")
     sf.write(tmp_path / "b.wav", np.full(T, 0.5, np.float32), SR, subtype="FLOAT")
-    res = score_files(FakeModel(fail_on=0.5), [tmp_path], progress=False)
+    res = score_files(FakeModel(fail_on=0.5), [tmp_path], progress=False, allow_degenerate=True)
     assert res[0].ok and not res[1].ok and "non-finite" in res[1].error
 
 
@@ -180,7 +182,7 @@ def test_model_exception_marks_files_and_continues(tmp_path):
         def logits(self, x):
             raise RuntimeError("device lost\nsecond line")
 
-    res = score_files(Broken(), [tmp_path / "a.wav"], progress=False)
+    res = score_files(Broken(), [tmp_path / "a.wav"], progress=False, allow_degenerate=True)
     assert not res[0].ok and "device lost" in res[0].error and "second line" not in res[0].error
 
 

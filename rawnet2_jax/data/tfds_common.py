@@ -129,6 +129,10 @@ def build(
     mode = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
     if overwrite:
         mode = tfds.download.GenerateMode.FORCE_REDOWNLOAD
+    # TFDS prints "Downloading and preparing dataset ..." / "... downloaded and prepared" to
+    # stdout itself (before our own errors, too); our command lines say what they do.
+    builder._log_download_bytes = lambda: None
+    builder._log_download_done = lambda: None
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir), download_mode=mode),
     )
