@@ -22,6 +22,7 @@ commands:
             per-attack EER / min t-DCF tables, DET and histogram PNGs, summary.json
   metrics   EER / min t-DCF of an existing score file (= python -m rawnet2_jax.metrics)
   benchmark every built evaluation set (2019 LA, 2021 LA, 2021 DF, In-the-Wild), one summary
+  augment   RawBoost data augmentation of one file: K WAVs + spectrogram PNG (hear/see it)
 
 Run `rawnet2-jax COMMAND --help` for each command's options.
 """
@@ -161,8 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--restart", action="store_true", help="score anew instead of continuing earlier score files")
     bm.add_argument("--no-progress", action="store_true", help="no progress output")
 
-    # Listed for --help; `metrics` arguments are parsed by the metrics CLI itself.
+    # Listed for --help; `metrics` / `augment` arguments are parsed by their own CLIs.
     sub.add_parser("metrics", help="EER / min t-DCF of a score file", add_help=False)
+    sub.add_parser("augment", help="RawBoost one audio file (WAVs + spectrogram PNG)", add_help=False)
     return p
 
 
@@ -326,6 +328,10 @@ def main(argv: list[str] | None = None) -> int:
         from rawnet2_jax.metrics.__main__ import main as metrics_main
 
         return metrics_main(argv[1:], prog="rawnet2-jax metrics")
+    if argv and argv[0] == "augment":
+        from rawnet2_jax.augment.cli_io import main as augment_main  # imports JAX: only for this command
+
+        return augment_main(argv[1:], prog="rawnet2-jax augment")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:

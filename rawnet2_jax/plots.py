@@ -284,3 +284,31 @@ def plot_benchmark_bars(results: Sequence[Mapping], path="benchmark.png", *, tit
     ax.set_ylim(0, max([1.0] + [v for v in values if v is not None]) * 1.25)
     ax.set_title(title)
     return _save(fig, path)
+
+
+def plot_spectrograms(signals: Sequence[tuple[str, np.ndarray]], sample_rate: int, path="spectrograms.png",
+                      *, title: str = "Spectrograms", dynamic_range_db: float = 80.0):
+    """One log-power spectrogram panel per ``(label, waveform)``, stacked, on one dB scale
+    (the loudest panel's peak down ``dynamic_range_db``) so that panels compare directly.
+
+    Frames of 32 ms (512 samples at 16 kHz), hop 8 ms, Hann window.
+    """
+    from scipy.signal import stft
+
+    nperseg = max(16, int(round(0.032 * sample_rate)))
+    specs = []
+    for label, x in signals:
+        f, t, z = stft(np.asarray(x, np.float64), fs=sample_rate, window="hann", nperseg=nperseg,
+                       noverlap=nperseg - nperseg // 4, boundary=None, padded=False)
+        specs.append((label, f, t, 10 * np.log10(np.abs(z) ** 2 + 1e-12)))
+    top = max(float(s.max()) for *_, s in specs)
+    fig, axes = _figure(8.0, 1.0 + 2.0 * len(specs), nrows=len(specs), ncols=1)
+    for ax, (label, f, t, s) in zip(axes[:, 0], specs):
+        im = ax.imshow(s, origin="lower", aspect="auto", cmap="magma", vmin=top - dynamic_range_db, vmax=top,
+                       extent=(0.0, max(float(t[-1]) if t.size else 0.0, 1e-3), float(f[0]) / 1000, float(f[-1]) / 1000))
+        ax.set_ylabel("kHz")
+        ax.set_title(label, fontsize="medium")
+        fig.colorbar(im, ax=ax, label="dB", pad=0.01)
+    axes[-1, 0].set_xlabel("time (s)")
+    fig.suptitle(title)
+    return _save(fig, path)
