@@ -33,7 +33,14 @@ import numpy as np
 
 from rawnet2_jax.config import ModelConfig
 from rawnet2_jax.errors import CheckpointError
-from rawnet2_jax.fsutil import make_temp_dir, missing_reason, os_error_line, remove_stale_temps, sha256_file
+from rawnet2_jax.fsutil import (
+    make_temp_dir,
+    missing_reason,
+    os_error_line,
+    remove_stale_temps,
+    sha256_file,
+    stale_temps,
+)
 from rawnet2_jax.treecheck import raise_problems, shape_problems, summarize
 
 FORMAT_VERSION = 1
@@ -55,6 +62,7 @@ __all__ = [
     "load_config",
     "load_metadata",
     "load_pretrained",
+    "recover_moved_aside",
     "restore_variables",
     "save_model",
     "verify_manifest",
@@ -179,6 +187,7 @@ def save_model(
 
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
+        recover_moved_aside(directory)
         remove_stale_temps(directory.parent, directory.name)
         tmp = make_temp_dir(directory.parent, directory.name)
     except OSError as e:
@@ -217,6 +226,26 @@ def _save_variables(vdir: Path, variables: Mapping[str, Any], directory: Path) -
         raise CheckpointError(f"writing model {directory} failed ({type(e).__name__}: {first}); nothing was replaced") from None
     finally:
         ckptr.close()
+
+
+def recover_moved_aside(directory: str | os.PathLike) -> bool:
+    """Put back a model that a writer killed between its two renames left moved aside.
+
+    :func:`_replace_dir` renames the old model to ``.NAME.old-*`` and then the new one into
+    place; a kill in between leaves no ``NAME``. If ``NAME`` is missing and such a leftover of
+    a dead writer is a complete model directory, it is renamed back (True).
+    """
+    d = Path(directory).absolute()
+    if os.path.lexists(d):
+        return False
+    for old in sorted(stale_temps(d.parent, d.name, "old"), key=lambda p: p.stat().st_mtime, reverse=True):
+        if is_model_dir(old):
+            try:
+                os.rename(old, d)
+                return True
+            except OSError:
+                return False
+    return False
 
 
 def _replace_dir(src: Path, dst: Path) -> None:
@@ -340,6 +369,7 @@ def find_model_dir(directory: str | os.PathLike) -> Path:
         )
     if _is_training_workdir(d):
         best = d / BEST_MODEL_DIRNAME
+        recover_moved_aside(best)
         if is_model_dir(best):
             return best
         raise CheckpointError(

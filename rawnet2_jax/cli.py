@@ -197,18 +197,12 @@ def cmd_score(args) -> int:
 
     out, created = _open_output(args.output)
     writer = ScoreWriter(out, args.format)
-    wrote_rows = False
     total = 0
 
     def on_start(paths):
         nonlocal total
         total = len(paths)
         writer.start(paths)
-
-    def on_result(fs):
-        nonlocal wrote_rows
-        writer.write(fs)
-        wrote_rows = True
 
     try:
         model = _load_model(args.checkpoint)
@@ -225,7 +219,7 @@ def cmd_score(args) -> int:
                 allow_silent=args.allow_silent,
                 allow_degenerate=args.allow_degenerate,
                 on_start=on_start,
-                on_result=on_result,
+                on_result=writer.write,
             )
         except KeyboardInterrupt:
             writer.close(interrupted=True)
@@ -238,7 +232,7 @@ def cmd_score(args) -> int:
     finally:
         if out is not sys.stdout:
             out.close()
-            if created and not wrote_rows and not writer.rows:
+            if created and not writer.started:
                 os.unlink(args.output)  # nothing was scored: do not leave an empty file behind
     failed = sum(not r.ok for r in writer.rows)
     if failed:

@@ -75,6 +75,16 @@ def _is_stale(entry: Path, suffix: str, now: float) -> bool:
     return mtime < _process_start_time() - 1.0  # a PID-less name of an earlier writer
 
 
+def stale_temps(parent: str | os.PathLike, name: str, kind: str) -> list[Path]:
+    """``.NAME.KIND-*`` entries of ``parent`` whose writer is gone (see :func:`remove_stale_temps`)."""
+    prefix, now = f".{name}.{kind}-", time.time()
+    try:
+        entries = sorted(Path(parent).iterdir())
+    except OSError:
+        return []
+    return [e for e in entries if e.name.startswith(prefix) and _is_stale(e, e.name[len(prefix):], now)]
+
+
 def remove_stale_temps(parent: str | os.PathLike, name: str) -> list[Path]:
     """Remove leftovers (``.NAME.tmp-*``, ``.NAME.old-*``) of writers of ``parent/NAME`` that
     are no longer running; returns what was removed. Never raises."""

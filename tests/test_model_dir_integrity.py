@@ -215,6 +215,17 @@ def test_stale_temp_dirs_are_removed_at_the_next_write(tmp_path, tiny_vars):
     assert left == sorted(["model", live.name, foreign.name, other.name])
 
 
+def test_model_moved_aside_by_a_killed_writer_is_put_back(tmp_path, saved):
+    run = _workdir(tmp_path, saved, with_best=False)
+    # Killed between "rename best_model -> .best_model.old-..." and "rename tmp -> best_model".
+    aside = run / f".{ck.BEST_MODEL_DIRNAME}.old-{fsutil._host()}-{_dead_pid()}-q1w2"
+    shutil.copytree(saved, aside)
+    (run / f".{ck.BEST_MODEL_DIRNAME}.tmp-{fsutil._host()}-{_dead_pid()}-e3r4").mkdir()
+    m = ck.load_pretrained(run)
+    assert m.directory == run / ck.BEST_MODEL_DIRNAME and not aside.exists()
+    assert ck.verify_manifest(run / ck.BEST_MODEL_DIRNAME)
+
+
 def test_disk_full_during_save_is_one_line_and_keeps_the_old_model(tmp_path, tiny_vars, monkeypatch):
     import orbax.checkpoint as ocp
 
