@@ -16,6 +16,8 @@ The checkpoint is opened with torch.load(weights_only=True): a file that carries
 pickled code is refused, never run. Accepted: a bare state dict
 (torch.save(model.state_dict(), ...)), a training checkpoint with the weights under
 "model_state_dict" (other keys are ignored), and keys with a "module." prefix.
+bfloat16 / float16 tensors are widened to float32 (exactly); a checkpoint with NaN/Inf
+weights is refused (naming the tensors) unless --allow-nonfinite.
 
 Layouts and presets (chosen from the tensor names and shapes unless --preset is given):
   seed      the improved RawNet2 best.pt                       -> caa_rawnet2
