@@ -13,8 +13,7 @@ What is measured, per preset (``caa_rawnet2``, ``tak2021``, ``asvspoof2021_basel
   calibrated BN statistics, converted with ``convert.tables.torch_to_flax``), same threads
   (CPU affinity pins XLA's pool and torch's OpenMP pool to ``--threads`` cores);
 * every variant in its own subprocess, under an allocator environment (``common.ENVS``):
-  ``jax`` (rawnet2_jax.model), ``jaxfast`` (prototypes: bench/fast_forward.py for the forward,
-  bench/fast_train.py for the train step),
+  ``jax`` (rawnet2_jax.model),
   ``torch`` (eager; forward under ``torch.inference_mode``), ``torchc`` (``torch.compile``;
   forward with inductor freezing, i.e. conv-BN folding and weight pre-packing);
 * medians after warm-up; XLA compile time (``lower()`` and ``compile()``), ``torch.compile``
@@ -43,10 +42,10 @@ sys.path.insert(1, str(HERE.parent))
 import common  # noqa: E402
 
 PRESETS = ("caa_rawnet2", "tak2021", "asvspoof2021_baseline")
-DEFAULT_VARIANTS = ("jax@default", "jax@thp", "jaxfast@default", "jaxfast@thp",
+DEFAULT_VARIANTS = ("jax@default", "jax@thp",
                     "torch@default", "torch@malloc", "torch@thp", "torch@malloc+thp",
                     "torchc@default", "torchc@thp")
-IMPLS = ("jax", "jaxfast", "torch", "torchc")
+IMPLS = ("jax", "torch", "torchc")
 # XLA_FLAGS the compile probe tries (train step compile time vs step time)
 COMPILE_FLAGS = {
     "default": "",
@@ -203,17 +202,11 @@ def worker_jax(a) -> dict:
                  "rss_setup_mb": common.peak_rss_mb()}
 
     if a.mode == "forward":
-        if a.impl == "jaxfast":
-            import fast_forward
+        from rawnet2_jax.model import RawNet2
 
-            params, fn = fast_forward.make_forward(cfg, variables)
-            jitted = jax.jit(fn)
-        else:
-            from rawnet2_jax.model import RawNet2
-
-            model = RawNet2(cfg)
-            params = variables
-            jitted = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
+        model = RawNet2(cfg)
+        params = variables
+        jitted = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
         for b in a.batches:
             x = jnp.asarray(x_all[:b])
             t0 = time.perf_counter()
@@ -241,8 +234,6 @@ def worker_jax(a) -> dict:
     from train.step import build_model, make_train_step
 
     tcfg = common.train_config(cfg)
-    if a.impl == "jaxfast":
-        return _jaxfast_train(a, cfg, tcfg, variables, d, res)
     model = build_model(tcfg)
     state0 = create_train_state(variables, tcfg).replace(host=HostState())
     core = make_train_step(model, tcfg).core
@@ -273,48 +264,6 @@ def worker_jax(a) -> dict:
         res["batches"][str(b)] = row
         _partial(a, res)
         print(f"jax train b{b}: {row['median_s'] * 1e3:.1f} ms (compile {row['compile_s']:.2f} s)", flush=True)
-    return res
-
-
-def _jaxfast_train(a, cfg, tcfg, variables, d, res) -> dict:
-    """bench/fast_train.py's train step (reshape-max pools, custom-VJP GRU, FFT sinc for
-    long kernels), same weights, recipe and checks as the model's."""
-    import jax
-    import jax.numpy as jnp
-
-    import fast_train
-
-    sinc = "fft" if cfg.sinc_kernel_size >= 257 else "xla"
-    params, tx, step = fast_train.make_train_step(cfg, tcfg, variables, sinc)
-    opt0, stats0 = tx.init(params), variables["batch_stats"]
-    jitted = jax.jit(step)
-    for b in a.batches:
-        x, y = jnp.asarray(d["x"][:b]), jnp.asarray(d["y"][:b])
-        t0 = time.perf_counter()
-        lowered = jitted.lower(params, opt0, stats0, x, y)
-        t1 = time.perf_counter()
-        compiled = lowered.compile()
-        t2 = time.perf_counter()
-        row = {"lower_s": t1 - t0, "compile_s": t2 - t1, **_cost(compiled)}
-        out = compiled(params, opt0, stats0, x, y)
-        if b == a.train_check_batch:
-            ok = _check(res["checks"], f"loss_b{b}", float(out[3]), float(d["ref_loss"]), a.tolerance)
-            ok &= _check(res["checks"], f"grad_norm_b{b}", float(out[4]), float(d["ref_grad_norm"]), a.tolerance)
-            if not ok:
-                res["error"] = f"train step differs from torch (batch {b}); not timed"
-                return res
-        box = [out]
-
-        def run_step():
-            p, o, st, _, _ = box[0]
-            box[0] = compiled(p, o, st, x, y)
-            jax.block_until_ready(box[0])
-
-        row.update(common.time_fn(run_step, a.warmup, a.min_reps, a.max_seconds))
-        row["rss_peak_mb"] = common.peak_rss_mb()
-        res["batches"][str(b)] = row
-        _partial(a, res)
-        print(f"jaxfast train b{b}: {row['median_s'] * 1e3:.1f} ms (compile {row['compile_s']:.2f} s)", flush=True)
     return res
 
 
@@ -454,7 +403,7 @@ def run_worker_main(a) -> None:
     n = a.threads if a.inprocess else common.pin_threads(a.threads)
     a.threads = n
     fn = {"prepare": worker_prepare, "peak": worker_peak, "compile": worker_compile,
-          "jax": worker_jax, "jaxfast": worker_jax,
+          "jax": worker_jax,
           "torch": worker_torch, "torchc": worker_torch}[a.worker]
     if a.worker in IMPLS:
         a.impl = a.worker
@@ -486,17 +435,16 @@ def summarise(report: dict) -> str:
              f"jnp {common.fmt(pk.get('jax_gflops'), '.0f')} / torch.mm {common.fmt(pk.get('torch_gflops'), '.0f')})."]
     if report.get("quick"):
         lines.append("\n**QUICK RUN (tiny models): timings say nothing about the real presets.**")
-    header = ["preset", "what", "batch", "JAX ms", "JAX fast ms", "torch eager ms", "torch.compile ms",
-              "speed-up vs best torch", "fast speed-up", "CPU-time speed-up", "JAX % peak", "torch % peak",
+    header = ["preset", "what", "batch", "JAX ms", "torch eager ms", "torch.compile ms",
+              "speed-up vs best torch", "CPU-time speed-up", "JAX % peak", "torch % peak",
               "peak RSS JAX / torch MiB"]
     rows = []
     for p in report["presets"]:
         for r in p["summary"]:
             rows.append([
                 p["preset"], r["mode"], r["batch"],
-                _ms(r, "jax"), _ms(r, "jaxfast"), _ms(r, "torch"), _ms(r, "torchc"),
+                _ms(r, "jax"), _ms(r, "torch"), _ms(r, "torchc"),
                 common.fmt(r.get("speedup"), ".2f") + "x" if r.get("speedup") else "-",
-                common.fmt(r.get("fast_speedup"), ".2f") + "x" if r.get("fast_speedup") else "-",
                 common.fmt(r.get("cpu_speedup"), ".2f") + "x" if r.get("cpu_speedup") else "-",
                 common.fmt(r.get("jax_pct_peak"), ".0f"), common.fmt(r.get("torch_pct_peak"), ".0f"),
                 f"{common.fmt(r.get('jax_rss_mb'), '.0f')} / {common.fmt(r.get('torch_rss_mb'), '.0f')}",
@@ -505,7 +453,7 @@ def summarise(report: dict) -> str:
     lines.append(common.markdown_table(header, rows))
     lines.append("\nms: median after warm-up, best allocator environment in brackets "
                  "(default / malloc / thp / malloc+thp, see bench/common.py). Speed-up = best torch "
-                 "(eager or compiled, any environment) / best JAX; fast: the same for bench/fast_forward.py; "
+                 "(eager or compiled, any environment) / best JAX; "
                  "CPU-time: the same ratio of process CPU seconds (robust to a busy machine with "
                  "`--threads 1`; inflated by spinning thread pools otherwise). % peak: analytic FLOPs / time / "
                  "f32 matmul peak (the better of jnp and torch.mm). RSS: high-water mark of the measuring process (ascending batches).")
@@ -615,8 +563,6 @@ def summarise_preset(pres: dict, peak: float, flops: dict) -> None:
             torch_cpu = min((r[k] for k in ("torch_cpu_s", "torchc_cpu_s") if r.get(k)), default=None)
             if r.get("jax_cpu_s") and torch_cpu:
                 r["cpu_speedup"] = torch_cpu / r["jax_cpu_s"]
-            if "jaxfast_s" in r and torch_best:  # forward: fast_forward.py, train: fast_train.py
-                r["fast_speedup"] = torch_best / r["jaxfast_s"]
             work = flops[mode] * b
             if peak and "jax_s" in r:
                 r["jax_gflops"] = work / r["jax_s"] / 1e9
@@ -659,7 +605,7 @@ def main(argv=None) -> None:
     ap.add_argument("--forward-batches", default="1,8,32")
     ap.add_argument("--train-batches", default="8,32")
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                    help="impl@env list; impl in jax, jaxfast, torch, torchc; env in "
+                    help="impl@env list; impl in jax, torch, torchc; env in "
                          + ", ".join(common.ENVS))
     ap.add_argument("--modes", default="forward,train")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))

@@ -6,7 +6,7 @@
 #   bench/run_all.sh [--quick] -- --presets caa_rawnet2 --variants jax@thp,torch@thp
 #                               # anything after "--" goes to bench_model.py
 #
-# Writes bench/results/: bench_pipeline[_quick].json, fast_forward_layers[_quick].json,
+# Writes bench/results/: bench_pipeline[_quick].json,
 # bench_model[_quick].{json,md} (the .md is the table for the README, pipeline included).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,9 +28,6 @@ if [[ -f bench/bench_pipeline.py ]]; then
     "$PY" bench/bench_pipeline.py --json "$PIPE_JSON" || echo "bench_pipeline.py failed (continuing)"
   fi
 fi
-
-echo "== per-layer prototypes (bench/fast_forward.py --layers)"
-"$PY" bench/fast_forward.py --layers $QUICK --batch 8 || echo "fast_forward.py failed (continuing)"
 
 echo "== model: rawnet2-jax vs PyTorch"
 "$PY" bench/bench_model.py $QUICK --pipeline-json "$PIPE_JSON" "$@"

@@ -2,8 +2,9 @@
 
 Nothing is timed here (timings on a busy test machine mean nothing): the benchmark driver
 runs in-process with one repetition and no warm-up, and the test checks that every variant
-passed its correctness guard against torch and that the JSON / markdown came out. The fast
-forward prototype is checked against ``RawNet2`` for every option set.
+passed its correctness guard against torch, that the summary's ratios are the ratios of the
+measured times, that XLA's FLOP count agrees with the analytic one, and that the JSON and the
+markdown rows came out.
 """
 
 from __future__ import annotations
@@ -40,33 +41,6 @@ def test_time_fn_counts_reps():
     assert t["reps"] == 3 and len(calls) == 5 and t["median_s"] >= 0
 
 
-@pytest.mark.parametrize("preset,options", [
-    ("caa_rawnet2", ["fold+toeplitz+wino4"]),
-    ("asvspoof2021_baseline", ["nofold+fft+wino2"]),
-])
-def test_fast_forward_matches_model(preset, options):
-    import fast_forward
-
-    from rawnet2_jax.model import RawNet2, init_variables
-
-    cfg = common.bench_config(preset, quick=True, num_samples=2400)
-    variables = init_variables(cfg, 0)
-    rng = np.random.default_rng(0)
-    # non-trivial BN running statistics
-    variables = jax.tree_util.tree_map_with_path(
-        lambda p, v: jnp.asarray(rng.uniform(0.5, 1.5, v.shape), v.dtype)
-        if getattr(p[-1], "key", None) == "var" else v, variables)
-    x = jnp.asarray(common.bench_inputs(2, cfg.num_samples))
-    model = RawNet2(cfg)
-    with jax.default_matmul_precision("highest"):
-        want = np.asarray(model.apply(variables, x, train=False)[0])
-        for name in options:
-            params, fn = fast_forward.make_forward(cfg, variables, **fast_forward.OPTION_SETS[name])
-            got = np.asarray(jax.jit(fn)(params, x))
-            _, rel = common.rel_diff(got, want)
-            assert rel < 1e-4, f"{name}: relative logit difference {rel:.2e}"
-
-
 def test_bench_model_quick_runs(tmp_path):
     import_torch()
     import bench_model
@@ -75,7 +49,7 @@ def test_bench_model_quick_runs(tmp_path):
         "--quick", "--inprocess", "--num-samples", "2400",
         "--presets", "caa_rawnet2",
         "--forward-batches", "2", "--train-batches", "2",
-        "--variants", "jax@default,jaxfast@default,torch@default",
+        "--variants", "jax@default,torch@default",
         "--warmup", "0", "--min-reps", "1", "--max-seconds", "0", "--peak-size", "64",
         "--out-dir", str(tmp_path), "--tag", "smoke",
     ])
@@ -88,30 +62,18 @@ def test_bench_model_quick_runs(tmp_path):
             assert run["checks"] and all(c["ok"] for c in run["checks"].values()), (key, run["checks"])
         rows = {(r["mode"], r["batch"]): r for r in pres["summary"]}
         assert set(rows) == {("forward", 2), ("train", 2)}
-        assert rows[("forward", 2)]["speedup"] > 0 and rows[("forward", 2)]["fast_speedup"] > 0
-        assert rows[("train", 2)]["speedup"] > 0 and rows[("train", 2)]["fast_speedup"] > 0
-        assert pres["compile"]["train_compile_s"] > 0
-        assert pres["preset"] in md
+        for (mode, _), r in rows.items():
+            assert r["speedup"] == pytest.approx(r["torch_s"] / r["jax_s"]), (mode, r)
+            assert r["jax_pct_peak"] == pytest.approx(
+                100 * pres["flops"][mode] * 2 / r["jax_s"] / 1e9 / common_peak(report)), (mode, r)
+            assert f"| {pres['preset']} | {mode} | 2 |" in md
+        # XLA counts the same convolutions and matmuls as the analytic model, plus the
+        # elementwise work it leaves out (13 % of this tiny model; 0.5 % of the real seed)
+        c = pres["compile"]
+        assert c["xla_fwd_gflop_per_utt"] == pytest.approx(pres["flops"]["forward"] / 1e9, rel=0.25)
+        assert c["train_compile_s"] > 0
 
 
-def test_fast_gru_gradients_match_the_model_gru():
-    import fast_gru
-
-    from rawnet2_jax.gru import GRU
-
-    x = jnp.asarray(np.random.default_rng(0).standard_normal((3, 5, 4)), jnp.float32)
-    m = GRU(6, 2)
-    v = m.init(jax.random.key(0), x)
-    layers = [v["params"][f"l{k}"] for k in range(2)]
-
-    def loss_ref(layers, x):
-        return jnp.sum(jnp.sin(m.apply({"params": {f"l{k}": p for k, p in enumerate(layers)}}, x)))
-
-    def loss_fast(layers, x):
-        return jnp.sum(jnp.sin(fast_gru.gru(x, layers)))
-
-    with jax.default_matmul_precision("highest"):
-        want = jax.value_and_grad(loss_ref, argnums=(0, 1))(layers, x)
-        got = jax.jit(jax.value_and_grad(loss_fast, argnums=(0, 1)))(layers, x)
-    for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-        assert common.rel_diff(g, w)[1] < 1e-5
+def common_peak(report: dict) -> float:
+    pk = report["peak"]
+    return max(v for v in (pk.get("jax_gflops"), pk.get("torch_gflops")) if v)
