@@ -27,8 +27,13 @@ def _assert_same_state(a, b):
         for x, y in zip(la, lb):
             np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=name)
     assert int(a.step) == int(b.step) and int(a.epoch) == int(b.epoch)
-    assert a.host.plateau == b.host.plateau
-    assert a.host.early_stop == b.host.early_stop
+
+
+def _assert_same_run(a, b):
+    """Results of two runs: final states and the host decisions (selection, stopping)."""
+    _assert_same_state(a.final_state, b.final_state)
+    assert (a.best_step, a.best_epoch, a.best_dev_eer, a.stopped_reason) == (
+        b.best_step, b.best_epoch, b.best_dev_eer, b.stopped_reason)
 
 
 def _epoch_metrics(workdir):
@@ -61,7 +66,7 @@ def test_interrupt_and_resume_is_bit_identical(tmp_path, sources, reference, sto
     assert latest is not None and latest < part.steps_done  # the steps after it are lost, as in a kill
     resumed = train(CFG, wd, sources=sources, final_eval=False, quiet=True)
     assert not resumed.interrupted
-    _assert_same_state(resumed.final_state, ref.final_state)
+    _assert_same_run(resumed, ref)
     assert _epoch_metrics(wd) == _epoch_metrics(ref_wd)
 
 
@@ -108,4 +113,4 @@ def test_sigkill_then_resume(tmp_path, sources, reference):
     assert mngr.latest_step() == 5
     mngr.close()
     resumed = train(CFG, wd, sources=sources, final_eval=False, quiet=True)
-    _assert_same_state(resumed.final_state, ref.final_state)
+    _assert_same_run(resumed, ref)

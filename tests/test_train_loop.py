@@ -56,7 +56,10 @@ def test_selection_early_stopping_and_outputs(tmp_path):
     # Eval split scored once, with the best checkpoint; score file + curves written.
     final = json.loads((tmp_path / "final.json").read_text())
     assert final["best_step"] == res.best_step
-    lines = (tmp_path / "scores" / "eval_scores.txt").read_text().splitlines()
+    lines = Path(final["eval"]["score_file"]).read_text().splitlines()
+    assert Path(final["eval"]["score_file"]).parent == tmp_path / "scores"
+    for name in ("per_attack.txt", "summary.json", "det.png", "score_histogram.png"):  # as rawnet2-jax evaluate
+        assert (tmp_path / "scores" / name).stat().st_size > 0
     assert len(lines) == 10 and lines[0].split()[2] in ("bonafide", "spoof")
     assert (tmp_path / "learning_curves.png").stat().st_size > 0
     assert any(p.name.startswith("events") for p in (tmp_path / "tensorboard").iterdir())

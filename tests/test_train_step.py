@@ -59,12 +59,10 @@ def test_train_step_updates_params_bn_and_keeps_buffers(f32):
     d = float(jnp.max(jnp.abs(new.batch_stats["front_bn"]["mean"] - state.batch_stats["front_bn"]["mean"])))
     assert d > 0
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), new.buffers, state.buffers)
-    # Changing host bookkeeping does not recompile the jitted core.
+    # A second step with new values does not recompile the jitted core.
     n0 = step.core._cache_size()
-    s2 = new.replace(host=new.host.replace(data_position={"epoch": 0, "step": 1}, batches_in_epoch=1))
-    s3, _ = step(s2, batch)
+    step(new, batch)
     assert step.core._cache_size() == n0
-    assert s3.host.batches_in_epoch == 1
     # Deterministic: same state + batch -> identical result.
     again, _ = step(state, batch)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), again.params, new.params)

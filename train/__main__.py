@@ -20,6 +20,7 @@ import os
 import sys
 
 from rawnet2_jax.errors import UserError
+from train.guards import Stopped
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +55,14 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--checkpoint-every", dest="checkpoint_every_steps", type=int, help="steps; 0 = epoch ends only")
     o.add_argument("--max-steps-per-epoch", type=int)
     o.add_argument("--log-every", dest="log_every_steps", type=int)
-    o.add_argument("--bf16", action="store_true", help="compute in bfloat16 (params stay float32)")
+    o.add_argument("--bf16", action="store_true",
+                   help="compute in bfloat16; parameters, optimizer state and BatchNorm statistics stay float32")
+    o.add_argument("--matmul-precision", choices=("default", "high", "highest"),
+                   help="matmul/conv precision in the steps: default = the backend's (TF32 on recent NVIDIA "
+                        "GPUs, bf16 passes on TPU), highest = full float32")
+    o.add_argument("--rawboost", type=int, choices=range(0, 9), metavar="ALGO",
+                   help="RawBoost augmentation of training batches on the device: 0 off, 1 LnL, 2 ISD, 3 SSI, "
+                        "4 = 1+2+3, 5 = 1+2, 6 = 1+3, 7 = 2+3, 8 = 1 and 2 in parallel")
     ap.add_argument("--no-final-eval", action="store_true", help="skip scoring the eval split at the end")
     ap.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize (multi-host)")
     ap.add_argument("--quiet", action="store_true")
@@ -90,6 +98,10 @@ def config_from_args(args: argparse.Namespace):
             changes["plateau"] = dataclasses.replace(cfg.plateau, patience=args.plateau_patience)
     if args.bf16:
         changes["compute_dtype"] = "bfloat16"
+    if args.matmul_precision is not None:
+        changes["matmul_precision"] = args.matmul_precision
+    if args.rawboost is not None:
+        changes["rawboost"] = args.rawboost
     try:
         return cfg.replace(**changes) if changes else cfg
     except ValueError as e:
@@ -110,6 +122,26 @@ def find_asv_scores(path: str | None) -> dict[str, str]:
     raise UserError(f"no ASVspoof2019.LA.asv.{{dev,eval}}.gi.trl.scores.txt under {path}; pass the folder holding LA/")
 
 
+def run(cfg, workdir, **train_kwargs) -> int:
+    """``train.loop.train`` as a command: one line and an exit code for every way it ends."""
+    try:
+        from train.loop import train
+
+        result = train(cfg, workdir, **train_kwargs)
+    except Stopped as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume from the latest checkpoint", file=sys.stderr)
+        return 130
+    if result.best_dev_eer is not None and not train_kwargs.get("quiet"):
+        print(f"best dev EER {100 * result.best_dev_eer:.2f}% at epoch {result.best_epoch}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -117,37 +149,25 @@ def main(argv: list[str] | None = None) -> int:
 
         sharding.maybe_initialize_distributed(args.distributed)
         cfg = config_from_args(args)
-        workdir = args.workdir or os.path.join("runs", cfg.name)
-        init = None
-        if args.init_from:
-            from rawnet2_jax.checkpoint import load_pretrained
-
-            pre = load_pretrained(args.init_from)
-            # name and sinc_conv_impl (how the sinc conv is computed) do not change the model
-            strip = lambda d: {k: v for k, v in d.items() if k not in ("name", "sinc_conv_impl")}  # noqa: E731
-            if strip(pre.config.to_dict()) != strip(cfg.model.to_dict()):
-                raise UserError(f"{args.init_from} holds model {pre.config.name!r}, the preset trains {cfg.model.name!r}")
-            init = pre.variables
-        from train.loop import train
-
-        result = train(
-            cfg,
-            workdir,
-            args.data_dir,
-            asv_scores=find_asv_scores(args.asv_scores),
-            init_variables=init,
-            quiet=args.quiet,
-            final_eval=not args.no_final_eval,
-        )
-        if result.best_dev_eer is not None and not args.quiet:
-            print(f"best dev EER {100 * result.best_dev_eer:.2f}% at epoch {result.best_epoch}")
-        return 0
+        init = _init_variables(args, cfg) if args.init_from else None
+        asv = find_asv_scores(args.asv_scores)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume from the latest checkpoint", file=sys.stderr)
-        return 130
+    workdir = args.workdir or os.path.join("runs", cfg.name)
+    return run(cfg, workdir, data_dir=args.data_dir, asv_scores=asv, init_variables=init, quiet=args.quiet,
+               final_eval=not args.no_final_eval)
+
+
+def _init_variables(args, cfg):
+    from rawnet2_jax.checkpoint import load_pretrained
+
+    pre = load_pretrained(args.init_from)
+    # name and sinc_conv_impl (how the sinc conv is computed) do not change the model
+    strip = lambda d: {k: v for k, v in d.items() if k not in ("name", "sinc_conv_impl")}  # noqa: E731
+    if strip(pre.config.to_dict()) != strip(cfg.model.to_dict()):
+        raise UserError(f"{args.init_from} holds model {pre.config.name!r}, the preset trains {cfg.model.name!r}")
+    return pre.variables
 
 
 if __name__ == "__main__":

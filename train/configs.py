@@ -84,9 +84,19 @@ class TrainConfig(ConfigMixin):
     # Loss: weights for [spoof, bona fide].
     class_weights: tuple[float, float] = (1.0, 1.0)
 
+    # Augmentation of training batches inside the jitted step (never dev / eval):
+    # RawBoost algorithm 0 (off) .. 8 (Tak et al. 2022), with ``RawBoostConfig`` fields
+    # replaced by ``rawboost_params`` pairs, e.g. (("snr_min", 5.0),).
+    rawboost: int = 0
+    rawboost_params: tuple[tuple[str, Any], ...] = ()
+
     # Numerics / runtime.
     seed: int = 0
     compute_dtype: Literal["float32", "bfloat16"] = "float32"
+    # Matmul / convolution precision inside the steps: "default" is the backend's own (TF32
+    # for float32 on recent NVIDIA GPUs, bf16 passes on TPU, full float32 on CPU); "high"
+    # and "highest" trade speed for float32 accuracy. Parity tests always use "highest".
+    matmul_precision: Literal["default", "high", "highest"] = "default"
     checkpoint_every_steps: int = 500  # mid-epoch checkpoints (0 = only at epoch ends)
     max_steps_per_epoch: int | None = None  # debugging / tests
     log_every_steps: int = 50
@@ -100,6 +110,10 @@ class TrainConfig(ConfigMixin):
             raise ValueError("batch sizes must be positive")
         if self.compute_dtype not in ("float32", "bfloat16"):
             raise ValueError(f"compute_dtype must be float32 or bfloat16, got {self.compute_dtype!r}")
+        if self.matmul_precision not in ("default", "high", "highest"):
+            raise ValueError(f"matmul_precision must be default, high or highest, got {self.matmul_precision!r}")
+        if not 0 <= self.rawboost <= 8:
+            raise ValueError(f"rawboost must be 0 (off) or an algorithm 1..8, got {self.rawboost}")
 
     @classmethod
     def _decode_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +122,8 @@ class TrainConfig(ConfigMixin):
             d["plateau"] = PlateauConfig(**d["plateau"])
         if "class_weights" in d:
             d["class_weights"] = tuple(d["class_weights"])
+        if "rawboost_params" in d:
+            d["rawboost_params"] = tuple((str(k), v) for k, v in d["rawboost_params"])
         return d
 
 

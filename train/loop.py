@@ -3,26 +3,38 @@
 ``train(cfg, workdir, data_dir)`` runs (or resumes) one training run in ``workdir``::
 
     workdir/
+      .lock                  held while a run is active (PID and host of the holder)
       config.json            the TrainConfig of the run
       checkpoints/<step>/    orbax CheckpointManager: the LATEST and the BEST (by dev EER)
                              checkpoints (arrays: params, batch_stats, buffers, opt_state,
-                             rng, step, epoch; JSON: plateau, early stopping, data position)
+                             rng, step, epoch; JSON: plateau, early stopping, data position,
+                             partial epoch sums)
       best_model/            the best model as a ``load_pretrained`` model dir
       metrics.jsonl          one JSON record per log interval / epoch / final eval
       tensorboard/           tensorboardX event files
       learning_curves.png    at the end
-      scores/eval_scores.txt official 4-column CM score file of the eval split (best model)
+      scores/                the eval split's score file, per-attack tables, DET and
+                             histogram plots (``rawnet2_jax.scoring.evaluate_split``)
       final.json             dev/eval results of the best checkpoint
 
 Semantics:
 
+* the step loop never waits for the device: metrics stay on the device and are fetched
+  every ``log_every_steps`` steps, at checkpoints and at the epoch end (a non-finite loss
+  anywhere in the interval is caught then, naming the step); the state is donated; the
+  next batch is already on the devices (:class:`train.prefetch.DevicePrefetcher`);
 * each epoch ends with a dev evaluation (weighted-CE dev loss, EER, min t-DCF when ASV
-  scores are given); the plateau scheduler is stepped with the dev loss; model selection
-  and early stopping use the dev EER only (strict improvement);
+  scores are given) through the same function as ``rawnet2-jax evaluate``
+  (``rawnet2_jax.scoring.score_source``); the plateau scheduler is stepped with the dev
+  loss; model selection and early stopping use the dev EER only (strict improvement);
 * checkpoints are written at every epoch end and every ``checkpoint_every_steps`` steps
-  mid-epoch. A run killed at any point restarts from its latest checkpoint and, because
-  the data order is a pure function of (seed, epoch, step) and the step RNG is
-  ``fold_in(rng, step)``, ends with bit-identical parameters (CPU);
+  mid-epoch. A run killed at any point restarts from its newest valid checkpoint and,
+  because the data order is a pure function of (seed, epoch, step) and the step RNG is
+  ``fold_in(rng, step)``, ends with bit-identical parameters (CPU); ``metrics.jsonl`` is
+  cut back to the restored step and epoch means cover the whole epoch;
+* ``best_model/`` is written before the checkpoint that records it, and repaired from the
+  recorded best checkpoint on resume, so the two always agree;
+* SIGTERM or SIGINT: save a checkpoint, stop with a one-line message (re-run to resume);
 * a non-finite training or dev loss stops the run with a one-line ``TrainingError``
   before anything is saved, so the last good checkpoint stays the latest;
 * the eval split is scored ONCE at the end, with the best checkpoint.
@@ -31,7 +43,6 @@ Semantics:
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import logging
 import math
@@ -39,7 +50,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -47,160 +58,41 @@ import numpy as np
 
 from rawnet2_jax.errors import DataError, TrainingError, UserError
 from train import sharding as shd
-from train.configs import TrainConfig
-from train.optim import (
-    early_stop_update,
-    get_learning_rate,
-    plateau_step,
-    set_learning_rate,
-    should_stop,
+from train.checkpointing import (  # noqa: F401  (make_checkpoint_manager: public via this module)
+    CheckpointError,
+    make_checkpoint_manager,
+    restore_checkpoint,
+    restore_newest_valid,
+    save_checkpoint,
 )
-from train.state import HostState, TrainState, create_train_state
-from train.step import build_model, make_eval_step, make_train_step
+from train.configs import TrainConfig
+from train.guards import StopRequest, Stopped, WorkdirLock
+from train.optim import early_stop_update, get_learning_rate, plateau_step, set_learning_rate, should_stop
+from train.prefetch import DevicePrefetcher
+from train.runlog import RunLogger, epoch_records, read_metrics, truncate_metrics  # noqa: F401
+from train.state import HostState, TrainState, create_train_state, initial_host_state
+from train.step import build_model, make_eval_step, make_train_step, step_shardings
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_MODEL_DIR = "best_model"
 METRICS_FILE = "metrics.jsonl"
-TB_DIR = "tensorboard"
 CURVES_FILE = "learning_curves.png"
 SCORES_DIR = "scores"
 FINAL_FILE = "final.json"
 
 
-# --------------------------------------------------------------------------- checkpoints
+def _fault_point(name: str, step: int) -> None:
+    """No-op in production; fault-injection tests replace it to kill the process here."""
 
 
-class LatestAndBest:
-    """Orbax preservation policy: keep the latest checkpoint and the best one.
+def no_host_sync():
+    """The context of the steps between two log points: nothing may wait for the device.
 
-    Every save carries ``metrics={"best_step": s}`` (the step of the best end-of-epoch
-    checkpoint so far, -1 if none). The latest checkpoint is never deleted; the step named
-    by the newest checkpoint's ``best_step`` is kept too. Ties and ordering are therefore
-    decided by the training loop (strict improvement of dev EER), not by orbax sorting.
+    On accelerators JAX's device-to-host transfer guard turns any implicit fetch into an
+    error; on CPU (where device memory is host memory) tests replace this function with a
+    stricter guard that refuses every conversion of a device array to a host value.
     """
-
-    def should_preserve(self, checkpoints, *, context=None):
-        if not checkpoints:
-            return []
-        latest = max(range(len(checkpoints)), key=lambda i: checkpoints[i].step)
-        m = checkpoints[latest].metrics or {}
-        best = int(m.get("best_step", -1))
-        return [i == latest or c.step == best for i, c in enumerate(checkpoints)]
-
-
-def make_checkpoint_manager(directory: str | os.PathLike):
-    import orbax.checkpoint as ocp
-
-    options = ocp.CheckpointManagerOptions(
-        preservation_policy=LatestAndBest(),
-        enable_async_checkpointing=False,  # a save is complete when save() returns
-        create=True,
-        cleanup_tmp_directories=True,  # leftovers of a run killed mid-save
-    )
-    return ocp.CheckpointManager(
-        Path(directory).absolute(), options=options, item_names=("state", "host")
-    )
-
-
-def save_checkpoint(mngr, state: TrainState) -> int:
-    import orbax.checkpoint as ocp
-
-    step = int(state.step)
-    best_step = state.host.early_stop.best_step
-    mngr.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state.arrays()),
-            host=ocp.args.JsonSave(state.host.to_json()),
-        ),
-        metrics={"best_step": -1 if best_step is None else int(best_step)},
-        force=True,
-    )
-    mngr.wait_until_finished()
-    return step
-
-
-def restore_checkpoint(mngr, state: TrainState, step: int) -> TrainState:
-    """``state`` with arrays and host state of checkpoint ``step`` (shardings kept)."""
-    import orbax.checkpoint as ocp
-
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state.arrays())
-    restored = mngr.restore(
-        step,
-        args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()),
-    )
-    arrays = restored["state"]
-    # Keep the optimizer-state pytree classes (NamedTuples) of the live state.
-    arrays["opt_state"] = jax.tree.unflatten(
-        jax.tree.structure(state.opt_state), jax.tree.leaves(arrays["opt_state"])
-    )
-    return state.with_arrays(arrays).replace(host=HostState.from_json(restored["host"]))
-
-
-# --------------------------------------------------------------------------- logging
-
-
-class RunLogger:
-    """JSON lines + TensorBoard (tensorboardX) + stdout, on process 0 only."""
-
-    def __init__(self, workdir: Path, enabled: bool = True, quiet: bool = False):
-        self.enabled = enabled and jax.process_index() == 0
-        self.quiet = quiet
-        self.path = workdir / METRICS_FILE
-        self._tb = None
-        if self.enabled:
-            try:
-                from tensorboardX import SummaryWriter
-
-                self._tb = SummaryWriter(str(workdir / TB_DIR))
-            except Exception as e:  # pragma: no cover - tensorboardX optional at runtime
-                print(f"warning: TensorBoard logging off ({e})", file=sys.stderr)
-
-    def log(self, record: dict[str, Any], tb_prefix: str | None = None, tb_step: int | None = None) -> None:
-        if not self.enabled:
-            return
-        record = {k: _jsonable(v) for k, v in record.items()}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
-        if self._tb is not None and tb_prefix is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
-                    if math.isfinite(float(v)):
-                        self._tb.add_scalar(f"{tb_prefix}/{k}", float(v), tb_step)
-            self._tb.flush()
-
-    def info(self, msg: str) -> None:
-        if self.enabled and not self.quiet:
-            print(msg, flush=True)
-
-    def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
-
-
-def _jsonable(v: Any) -> Any:
-    if isinstance(v, (np.generic, jax.Array)):
-        v = np.asarray(v).item()
-    if isinstance(v, float) and not math.isfinite(v):
-        return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
-    return v
-
-
-def read_metrics(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """All records of a metrics.jsonl (later records of the same epoch win: resumed runs)."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def epoch_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for r in records:
-        if r.get("type") == "epoch":
-            by_epoch[int(r["epoch"])] = r
-    return [by_epoch[e] for e in sorted(by_epoch)]
+    return jax.transfer_guard_device_to_host("disallow")
 
 
 # --------------------------------------------------------------------------- data
@@ -208,117 +100,42 @@ def epoch_records(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def load_sources(cfg: TrainConfig, data_dir: str | os.PathLike | None, splits=("train", "dev", "eval")) -> dict[str, Any]:
     """Random-access record sources of the TFDS builder ``cfg.dataset``."""
-    if cfg.dataset == "asvspoof2019_la":
-        import rawnet2_jax.data.asvspoof2019_la  # noqa: F401  (registers the builder)
-    else:
-        raise DataError(f"unknown dataset {cfg.dataset!r}; use asvspoof2019_la")
-    import tensorflow_datasets as tfds
+    from rawnet2_jax.data import data_source
 
-    out = {}
-    for split in splits:
-        try:
-            out[split] = tfds.data_source(cfg.dataset, split=split, data_dir=None if data_dir is None else str(data_dir))
-        except Exception as e:  # TFDS raises assorted errors for a missing / unbuilt dataset
-            where = data_dir or "the default TFDS data dir"
-            raise DataError(
-                f"cannot open {cfg.dataset}/{split} in {where} ({type(e).__name__}); build it first with "
-                f"`python -m rawnet2_jax.data build {cfg.dataset} --manual-dir DIR --data-dir DATA_DIR` "
-                "and pass --data-dir DATA_DIR"
-            ) from None
-    return out
+    data_dir = os.path.expanduser("~/tensorflow_datasets") if data_dir is None else os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise DataError(f"--data-dir {data_dir} does not exist; build the dataset there first "
+                        f"(python -m rawnet2_jax.data build {cfg.dataset} --manual-dir DIR --data-dir {data_dir})")
+    return {split: data_source(cfg.dataset, split, data_dir) for split in splits}
 
 
-def _attack_of(rec: Mapping[str, Any]) -> str:
-    a = rec.get("attack", "-")
-    return a.decode() if isinstance(a, bytes) else str(a)
+# --------------------------------------------------------------------------- compiled steps
+
+_COMPILED: dict[Any, Any] = {}
 
 
-# --------------------------------------------------------------------------- evaluation
+def _compiled(cfg: TrainConfig, mesh, state: TrainState):
+    """Model, donated train step with explicit shardings, eval step and init, built once per
+    (what the compiled code depends on, mesh, state structure) in a process."""
+    key_cfg = TrainConfig(
+        name="", model=cfg.model, class_weights=cfg.class_weights, compute_dtype=cfg.compute_dtype,
+        matmul_precision=cfg.matmul_precision, rawboost=cfg.rawboost, rawboost_params=cfg.rawboost_params,
+    )
+    key = (key_cfg.to_json(), tuple(d.id for d in mesh.devices.flat), jax.tree.structure(state))
+    if key not in _COMPILED:
+        model = build_model(key_cfg)
+        train_step = make_train_step(model, key_cfg, donate=True, shardings=step_shardings(state, mesh))
+        _COMPILED[key] = (model, train_step, make_eval_step(model, key_cfg))
+    return _COMPILED[key]
 
 
-def evaluate(
-    eval_step: Callable,
-    state: TrainState,
-    source: Any,
-    cfg: TrainConfig,
-    mesh,
-    *,
-    asv=None,
-    desc: str = "dev",
-    progress: bool = False,
-) -> dict[str, Any]:
-    """Scores + weighted dev loss + EER (+ min t-DCF) of one split."""
-    from rawnet2_jax.data.pipeline import eval_batches
-    from rawnet2_jax.metrics import asv_error_rates, compute_eer, min_tdcf
-
-    try:
-        batches = eval_batches(source, cfg.model, cfg.eval_batch_size)
-    except ValueError as e:
-        raise UserError(f"eval batches: {e}") from None
-    scores, labels, utts = [], [], []
-    num = den = 0.0
-    it = batches
-    if progress:
-        from tqdm import tqdm
-
-        it = tqdm(batches, desc=desc, leave=False, dynamic_ncols=True)
-    for batch in it:
-        gb = shd.shard_batch(batch, mesh)
-        out = eval_step(state, gb)
-        mask = shd.gather_to_host(gb["mask"]).astype(bool)
-        scores.append(shd.gather_to_host(out["score"])[mask])
-        labels.append(shd.gather_to_host(gb["label"])[mask])
-        if jax.process_count() == 1:  # utterance ids are host-local (see gaps in the docs)
-            utts.extend(np.asarray(batch["utt_id"])[np.asarray(batch["mask"])].tolist())
-        num += float(out["loss_num"])
-        den += float(out["loss_den"])
-    scores_a = np.concatenate(scores) if scores else np.zeros(0)
-    labels_a = np.concatenate(labels) if labels else np.zeros(0, np.int32)
-    result: dict[str, Any] = {"scores": scores_a, "labels": labels_a, "utt_ids": utts}
-    result["loss"] = num / den if den > 0 else float("nan")
-    bona, spoof = scores_a[labels_a == 1], scores_a[labels_a == 0]
-    if len(bona) and len(spoof) and np.all(np.isfinite(scores_a)):
-        result["eer"] = compute_eer(bona, spoof)[0]
-        if asv is not None:
-            rates = asv_error_rates(asv.of_key("target"), asv.of_key("nontarget"), asv.of_key("spoof"))
-            try:
-                result["min_tdcf"] = min_tdcf(bona, spoof, rates)[0]
-            except UserError as e:
-                print(f"warning: min t-DCF not computed: {e}", file=sys.stderr)
-    else:
-        result["eer"] = float("nan")
-    return result
+def _init_variables(cfg: TrainConfig) -> dict[str, Any]:
+    model = build_model(cfg)
+    x = jnp.zeros((1, cfg.model.num_samples), jnp.float32)
+    return dict(jax.jit(lambda rng: model.init(rng, x, train=False))(jax.random.PRNGKey(cfg.seed)))
 
 
-# --------------------------------------------------------------------------- the run
-
-
-def _step_key(cfg: TrainConfig) -> TrainConfig:
-    """The part of a config the compiled steps depend on (model, loss weights, dtype)."""
-    return TrainConfig(name="", model=cfg.model, class_weights=cfg.class_weights, compute_dtype=cfg.compute_dtype)
-
-
-def _model_and_steps(cfg: TrainConfig):
-    return _cached_model_and_steps(_step_key(cfg))
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_model_and_steps(key: TrainConfig):
-    """Model + jitted steps, shared by runs in one process (no recompiles)."""
-    model = build_model(key)
-    return model, make_train_step(model, key), make_eval_step(model, key)
-
-
-def _init_fn(cfg: TrainConfig):
-    return _cached_init_fn(_step_key(cfg))
-
-
-@functools.lru_cache(maxsize=4)
-def _cached_init_fn(key: TrainConfig):
-    """Jitted ``model.init`` (same as ``rawnet2_jax.model.init_variables``), compiled once."""
-    model = _cached_model_and_steps(key)[0]
-    x = jnp.zeros((1, key.model.num_samples), jnp.float32)
-    return jax.jit(lambda rng: model.init(rng, x, train=False))
+# --------------------------------------------------------------------------- one run
 
 
 @dataclasses.dataclass
@@ -335,10 +152,27 @@ class TrainResult:
     final_state: TrainState | None = None
 
 
-def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_jsonable) + "\n")
-    os.replace(tmp, path)
+@dataclasses.dataclass
+class _Run:
+    """Everything one training run holds; the pieces of :func:`train` take and update it."""
+
+    cfg: TrainConfig
+    workdir: Path
+    log: RunLogger
+    mesh: Any
+    sources: Mapping[str, Any]
+    asv_scores: Mapping[str, str]
+    mngr: Any
+    train_step: Any
+    eval_step: Any
+    state: TrainState
+    host: HostState
+    step: int  # = state.step, kept on the host so the loop never reads it from the device
+    epoch: int  # = state.epoch
+    steps_per_epoch: int
+    progress: bool
+    stop: StopRequest
+    steps_this_call: int = 0
 
 
 def train(
@@ -364,311 +198,450 @@ def train(
       stop_after_steps: testing hook that simulates a kill: return (without saving) after
         this many optimizer steps in THIS call.
       final_eval: score the eval split with the best checkpoint at the end.
+    Raises:
+      Stopped: after SIGTERM / SIGINT, once the checkpoint is saved.
     """
     logging.getLogger("absl").setLevel(logging.WARNING)
+    if sources is None:  # before creating anything in workdir: a wrong --data-dir fails first
+        sources = load_sources(cfg, data_dir, splits=("train", "dev", "eval") if final_eval else ("train", "dev"))
     workdir = Path(workdir).absolute()
     workdir.mkdir(parents=True, exist_ok=True)
     if progress is None:
         progress = sys.stderr.isatty() and not quiet
-    log = RunLogger(workdir, quiet=quiet)
-
-    cfg_path = workdir / "config.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old != json.loads(cfg.to_json()):
-            changed = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != json.loads(cfg.to_json()).get(k))
-            log.info(f"note: config differs from the one saved in {cfg_path} ({', '.join(changed)}); using the new one")
-    if jax.process_index() == 0:
-        cfg_path.write_text(cfg.to_json() + "\n")
-
-    if sources is None:
-        sources = load_sources(cfg, data_dir, splits=("train", "dev", "eval") if final_eval else ("train", "dev"))
-    asv = {}
-    if asv_scores:
-        from rawnet2_jax.metrics import read_asv_scores
-
-        asv = {k: read_asv_scores(v) for k, v in asv_scores.items() if v}
-
-    mesh = shd.make_mesh()
-    shd.check_batch_size(cfg.batch_size, mesh)
-    shd.check_batch_size(cfg.eval_batch_size, mesh, "eval batch size")
-
-    model, train_step, eval_step = _model_and_steps(cfg)
-    if init_variables is None:
-        variables = _init_fn(cfg)(jax.random.PRNGKey(cfg.seed))
-    else:
-        variables = init_variables
-    variables = jax.tree.map(jnp.asarray, dict(variables))
-    state = create_train_state(variables, cfg)
-    state = state.with_arrays(shd.replicate(state.arrays(), mesh))
-
-    mngr = make_checkpoint_manager(workdir / CHECKPOINT_DIR)
-    latest = mngr.latest_step()
-    if latest is not None:
-        state = restore_checkpoint(mngr, state, latest)
-        log.info(
-            f"resumed from {workdir / CHECKPOINT_DIR / str(latest)}: epoch {int(state.epoch)}, "
-            f"step {int(state.step)}, {state.host.batches_in_epoch} batches into the epoch"
-        )
-
-    from rawnet2_jax.data.pipeline import steps_per_epoch, train_batches
-
-    n_train = len(sources["train"])
-    spe = steps_per_epoch(n_train, cfg.batch_size)
-    if spe == 0:
-        raise DataError(f"the train split has {n_train} utterances, fewer than one batch of {cfg.batch_size}")
-    if cfg.max_steps_per_epoch:
-        spe = min(spe, cfg.max_steps_per_epoch)
-
-    steps_this_call = 0
-    interrupted = False
-    host = state.host.replace(stopped_reason=None)
-    state = state.replace(host=host)
-    try:
-        # The stop conditions are re-evaluated from the (possibly changed) config, so a finished
-        # run continues when --epochs or the early-stopping patience is raised.
-        while int(state.epoch) < cfg.epochs and not should_stop(host.early_stop, cfg.early_stopping_patience):
-            epoch = int(state.epoch)
-            start = host.batches_in_epoch
-            t_epoch = time.time()
-            it = train_batches(
-                sources["train"], cfg.model, cfg.batch_size, cfg.shuffle_seed, start_epoch=epoch, start_step=start,
-                num_epochs=1,
-            )
-            bar = None
-            if progress:
-                from tqdm import tqdm
-
-                bar = tqdm(total=spe, initial=start, desc=f"epoch {epoch + 1}/{cfg.epochs}", dynamic_ncols=True, leave=False)
-            window: list[dict[str, float]] = []
-            epoch_loss_sum = 0.0
-            for b in range(start, spe):
-                batch = next(it)
-                state, metrics = train_step(state, shd.shard_batch(batch, mesh))
-                m = {k: float(v) for k, v in metrics.items()}
-                step = int(state.step)
-                if not math.isfinite(m["loss"]):
-                    last = mngr.latest_step()
-                    where = f"step {last} in {workdir / CHECKPOINT_DIR}" if last is not None else "none saved yet"
-                    log.log({"type": "error", "epoch": epoch + 1, "step": step, "loss": m["loss"]})
-                    raise TrainingError(
-                        f"non-finite training loss ({m['loss']}) at epoch {epoch + 1}, step {step}; "
-                        f"stopped (last good checkpoint: {where}); lower the learning rate or check the data"
-                    )
-                host = host.replace(batches_in_epoch=b + 1, data_position=it.state, epoch_done=False)
-                state = state.replace(host=host)
-                window.append(m)
-                epoch_loss_sum += m["loss"]
-                steps_this_call += 1
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{m['loss']:.4f}")
-                if cfg.log_every_steps and step % cfg.log_every_steps == 0:
-                    rec = {k: float(np.mean([w[k] for w in window])) for k in window[0]}
-                    rec.update(type="train", epoch=epoch + 1, step=step)
-                    log.log(rec, "train", step)
-                    window = []
-                last_batch = b + 1 == spe
-                if cfg.checkpoint_every_steps and step % cfg.checkpoint_every_steps == 0 and not last_batch:
-                    save_checkpoint(mngr, state)
-                if stop_after_steps is not None and steps_this_call >= stop_after_steps and not last_batch:
-                    interrupted = True
-                    break
-            if bar is not None:
-                bar.close()
-            if interrupted:
-                break
-
-            # ---- end of epoch: dev evaluation, schedule, selection, checkpoint.
-            train_time = time.time() - t_epoch
-            dev = evaluate(eval_step, state, sources["dev"], cfg, mesh, asv=asv.get("dev"), progress=progress)
-            if not math.isfinite(dev["loss"]):
-                raise TrainingError(
-                    f"non-finite dev loss at the end of epoch {epoch + 1}; stopped (last good checkpoint: step "
-                    f"{mngr.latest_step()} in {workdir / CHECKPOINT_DIR}); lower the learning rate"
-                )
-            lr_used = get_learning_rate(state.opt_state)
-            plateau = host.plateau
-            if plateau is not None:
-                old_lr = plateau.lr
-                plateau = plateau_step(plateau, dev["loss"], cfg.plateau)
-                if plateau.lr != old_lr:
-                    state = state.replace(opt_state=set_learning_rate(state.opt_state, plateau.lr))
-                    log.info(f"epoch {epoch + 1}: dev loss plateau, learning rate {old_lr:.3g} -> {plateau.lr:.3g}")
-            step = int(state.step)
-            es, improved = early_stop_update(host.early_stop, dev["eer"], epoch + 1, step)
-            stop_reason = None
-            if should_stop(es, cfg.early_stopping_patience):
-                stop_reason = f"early stopping: no dev EER improvement in {es.epochs_without_improvement} epochs"
-            elif epoch + 1 >= cfg.epochs:
-                stop_reason = f"reached {cfg.epochs} epochs"
-            host = host.replace(
-                plateau=plateau,
-                early_stop=es,
-                batches_in_epoch=0,
-                data_position={"epoch": epoch + 1, "step": 0},
-                epoch_done=True,
-                stopped_reason=stop_reason,
-            )
-            state = state.replace(epoch=state.epoch + 1, host=host)
-            n_done = spe - start
-            rec = {
-                "type": "epoch",
-                "epoch": epoch + 1,
-                "step": step,
-                "train_loss": epoch_loss_sum / max(n_done, 1) if n_done == spe else None,
-                "dev_loss": dev["loss"],
-                "dev_eer": 100.0 * dev["eer"],  # percent
-                "dev_min_tdcf": dev.get("min_tdcf"),
-                "lr": lr_used,
-                "next_lr": get_learning_rate(state.opt_state),
-                "best_dev_eer": None if es.best is None else 100.0 * es.best,
-                "best_epoch": es.best_epoch,
-                "improved": improved,
-                "epoch_seconds": time.time() - t_epoch,
-                "train_seconds": train_time,
-            }
-            if n_done != spe:
-                # Resumed mid-epoch: the mean over the batches run in this call only.
-                rec["train_loss"] = epoch_loss_sum / max(n_done, 1)
-                rec["train_loss_partial"] = True
-            log.log(rec, "epoch", epoch + 1)
-            tdcf = f", min t-DCF {dev['min_tdcf']:.4f}" if "min_tdcf" in dev else ""
-            log.info(
-                f"epoch {epoch + 1}/{cfg.epochs}: train loss {rec['train_loss']:.4f}, dev loss {dev['loss']:.4f}, "
-                f"dev EER {100 * dev['eer']:.2f}%{tdcf}, lr {lr_used:.3g}"
-                + (" (best)" if improved else "")
-                + f" [{rec['epoch_seconds']:.0f}s]"
-            )
-            save_checkpoint(mngr, state)
-            if improved and jax.process_index() == 0:
-                _save_best_model(workdir, state, cfg, epoch + 1, dev)
-            if stop_reason:
-                log.info(stop_reason)
-    finally:
-        mngr.wait_until_finished()
-
-    if not interrupted and host.stopped_reason is None:
-        if should_stop(host.early_stop, cfg.early_stopping_patience):
-            host = host.replace(stopped_reason="early stopping (already reached)")
-        elif int(state.epoch) >= cfg.epochs:
-            host = host.replace(stopped_reason=f"reached {cfg.epochs} epochs")
-    result = TrainResult(
-        workdir=workdir,
-        best_epoch=host.early_stop.best_epoch,
-        best_step=host.early_stop.best_step,
-        best_dev_eer=host.early_stop.best,
-        epochs_done=int(state.epoch),
-        steps_done=int(state.step),
-        stopped_reason=host.stopped_reason,
-        interrupted=interrupted,
-        final_state=state,
-    )
-    if interrupted:
-        mngr.close()
-        log.close()
-        return result
-
-    # ---- the end: eval split once, with the best checkpoint.
-    final_path = workdir / FINAL_FILE
-    if final_eval and host.early_stop.best_step is not None:
-        done = json.loads(final_path.read_text()) if final_path.exists() else None
-        if done is not None and done.get("best_step") == host.early_stop.best_step:
-            result.eval = done.get("eval")
-            log.info(f"eval split already scored for the best checkpoint (see {final_path})")
-        else:
-            best = restore_checkpoint(mngr, state, host.early_stop.best_step)
-            ev = evaluate(eval_step, best, sources["eval"], cfg, mesh, asv=asv.get("eval"), desc="eval", progress=progress)
-            score_path = workdir / SCORES_DIR / "eval_scores.txt"
-            _write_scores(score_path, ev, sources["eval"])
-            result.eval = {
-                "eer": ev["eer"],
-                "min_tdcf": ev.get("min_tdcf"),
-                "loss": ev["loss"],
-                "num_trials": int(len(ev["scores"])),
-                "score_file": str(score_path),
-            }
-            log.log({"type": "eval", "epoch": host.early_stop.best_epoch, "step": host.early_stop.best_step,
-                     "eval_eer": 100.0 * ev["eer"], "eval_min_tdcf": ev.get("min_tdcf"), "eval_loss": ev["loss"]})
-            if jax.process_index() == 0:
-                _write_json(final_path, {
-                    "best_epoch": host.early_stop.best_epoch,
-                    "best_step": host.early_stop.best_step,
-                    "best_dev_eer": host.early_stop.best,
-                    "eval": result.eval,
-                })
-            tdcf = f", min t-DCF {ev['min_tdcf']:.4f}" if ev.get("min_tdcf") is not None else ""
-            log.info(f"eval (best epoch {host.early_stop.best_epoch}): EER {100 * ev['eer']:.2f}%{tdcf}")
-
-    if jax.process_index() == 0:
-        curves = workdir / CURVES_FILE
+    primary = jax.process_index() == 0
+    with WorkdirLock(workdir, enabled=primary), StopRequest() as stop:
+        run = _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quiet, stop)
         try:
-            from rawnet2_jax.plots import plot_learning_curves
-
-            recs = epoch_records(read_metrics(workdir / METRICS_FILE))
-            if recs:
-                plot_learning_curves(recs, curves, title=cfg.name)
-        except Exception as e:  # a plot must never fail a finished run
-            print(f"warning: learning curves not plotted: {e}", file=sys.stderr)
-        log.info(f"checkpoints: {workdir / CHECKPOINT_DIR} (latest + best, step {host.early_stop.best_step})")
-        log.info(f"best model:  {workdir / BEST_MODEL_DIR}  (load_pretrained)")
-        log.info(f"metrics:     {workdir / METRICS_FILE}, TensorBoard {workdir / TB_DIR}")
-        if curves.exists():
-            log.info(f"plots:       {curves}")
-        if result.eval:
-            log.info(f"scores:      {result.eval['score_file']}")
-    mngr.close()
-    log.close()
+            interrupted = _train_epochs(run, stop_after_steps)
+            result = _result(run, interrupted)
+            if not interrupted:
+                if final_eval:
+                    result.eval = _final_eval(run)
+                _write_outputs(run)
+        finally:
+            run.mngr.close()
+            run.log.close()
     return result
 
 
-def _save_best_model(workdir: Path, state: TrainState, cfg: TrainConfig, epoch: int, dev: dict[str, Any]) -> None:
+def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quiet, stop) -> _Run:
+    """Config file, mesh, state (fresh or restored), compiled steps, checked best model."""
+    log = RunLogger(workdir / METRICS_FILE, workdir / "tensorboard", quiet=quiet, progress_bar=progress)
+    _write_config(cfg, workdir, log)
+    mesh = shd.make_mesh()
+    shd.check_batch_size(cfg.batch_size, mesh)
+    shd.check_batch_size(cfg.eval_batch_size, mesh, "eval batch size")
+    variables = _init_variables(cfg) if init_variables is None else dict(init_variables)
+    state = create_train_state(jax.tree.map(jnp.asarray, variables), cfg)
+    state = state.with_arrays(shd.replicate(state.arrays(), mesh))
+    model, train_step, eval_step = _compiled(cfg, mesh, state)
+
+    mngr = make_checkpoint_manager(workdir / CHECKPOINT_DIR)
+    mngr, state, host, step = restore_newest_valid(mngr, state, warn=log.warn)
+    if host is None:
+        host, step = initial_host_state(cfg), 0
+    else:
+        log.info(f"resumed from {workdir / CHECKPOINT_DIR / str(step)}: epoch {host_epoch(host, state)}, "
+                 f"step {step}, {host.batches_in_epoch} batches into the epoch")
+        truncate_metrics(workdir / METRICS_FILE, step, host_epoch(host, state))
+    spe = _steps_per_epoch(cfg, sources["train"])
+    run = _Run(cfg, workdir, log, mesh, sources, dict(asv_scores or {}), mngr, train_step, eval_step,
+               state, host.replace(stopped_reason=None), step, host_epoch(host, state), spe, progress, stop)
+    if step:
+        _repair_best_model(run)
+    return run
+
+
+def host_epoch(host: HostState, state: TrainState) -> int:
+    """Epochs done, read once from a freshly restored state (a host value from then on)."""
+    return int(state.epoch)
+
+
+def _write_config(cfg: TrainConfig, workdir: Path, log: RunLogger) -> None:
+    path = workdir / "config.json"
+    new = json.loads(cfg.to_json())
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+        except ValueError:
+            old = {}
+        if old != new:
+            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+            log.info(f"note: config differs from the one saved in {path} ({', '.join(changed)}); using the new one")
+    if jax.process_index() == 0:
+        _write_json(path, new)
+
+
+def _steps_per_epoch(cfg: TrainConfig, source: Any) -> int:
+    from rawnet2_jax.data.pipeline import steps_per_epoch
+
+    spe = steps_per_epoch(len(source), cfg.batch_size)
+    if spe == 0:
+        raise DataError(f"the train split has {len(source)} utterances, fewer than one batch of {cfg.batch_size}")
+    return min(spe, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else spe
+
+
+def _train_epochs(run: _Run, stop_after_steps: int | None) -> bool:
+    """Epochs until done; True when the testing hook ``stop_after_steps`` cut the run short.
+
+    The stop conditions are re-evaluated from the (possibly changed) config, so a finished
+    run continues when --epochs or the early-stopping patience is raised.
+    """
+    cfg = run.cfg
+    while run.epoch < cfg.epochs and not should_stop(run.host.early_stop, cfg.early_stopping_patience):
+        t0 = time.time()
+        if not _run_epoch(run, stop_after_steps):
+            return True
+        _end_epoch(run, t0, time.time() - t0)
+    return False
+
+
+# --------------------------------------------------------------------------- one epoch
+
+
+class _MetricWindow:
+    """Per-step metrics since the last fetch, still on the device (no sync to collect them)."""
+
+    def __init__(self, first_step: int):
+        self.first_step = first_step  # global step number of the first entry
+        self.items: list[dict[str, jax.Array]] = []
+
+    def fetch(self) -> dict[str, np.ndarray]:
+        """One transfer for the whole window: ``{name: (n,) float64}``."""
+        host = jax.device_get(self.items)
+        return {k: np.asarray([float(m[k]) for m in host]) for k in host[0]} if host else {}
+
+
+def _run_epoch(run: _Run, stop_after_steps: int | None) -> bool:
+    """The rest of epoch ``run.epoch``; False when the testing hook cut it short."""
+    from rawnet2_jax.data.pipeline import train_batches
+
+    cfg, spe, start = run.cfg, run.steps_per_epoch, run.host.batches_in_epoch
+    host_batches = train_batches(run.sources["train"], cfg.model, cfg.batch_size, cfg.shuffle_seed,
+                                 start_epoch=run.epoch, start_step=start, num_epochs=1)
+    if cfg.max_steps_per_epoch:
+        host_batches = _first(host_batches, spe - start)
+    window = _MetricWindow(run.step + 1)
+    run.log.start_epoch(run.epoch, cfg.epochs, start, spe, cfg.batch_size)
+    with DevicePrefetcher(host_batches, lambda b: shd.shard_batch(b, run.mesh)) as batches:
+        for b in range(start, spe):
+            with no_host_sync():
+                run.state, metrics = run.train_step(run.state, next(batches))
+                window.items.append(metrics)
+            run.step += 1
+            run.steps_this_call += 1
+            run.log.step_done()
+            last = b + 1 == spe
+            checkpoint_due = bool(cfg.checkpoint_every_steps) and run.step % cfg.checkpoint_every_steps == 0
+            cut = stop_after_steps is not None and run.steps_this_call >= stop_after_steps and not last
+            log_due = bool(cfg.log_every_steps) and run.step % cfg.log_every_steps == 0
+            if log_due or checkpoint_due or last or cut or run.stop.requested or run.log.progress_due():
+                _flush(run, window, b + 1, log_record=log_due)
+                window = _MetricWindow(run.step + 1)
+            if run.stop.requested and not last:
+                _save(run)
+                _raise_stopped(run)
+            if checkpoint_due and not last:
+                _save(run)
+            if cut:
+                return False
+    run.log.end_epoch()
+    return True
+
+
+def _first(it, n: int):
+    for _ in range(n):
+        yield next(it)
+    close = getattr(it, "close", None)
+    if close is not None:
+        close()
+
+
+def _flush(run: _Run, window: _MetricWindow, batches_done: int, *, log_record: bool) -> None:
+    """Fetch the window's metrics (the one sync), check them, add them to the epoch sums."""
+    values = window.fetch()
+    if not values:
+        return
+    bad = np.flatnonzero(~np.isfinite(values["loss"]))
+    if len(bad):
+        _raise_non_finite(run, window.first_step + int(bad[0]), window.first_step, values["loss"][bad[0]])
+    sums = dict(run.host.epoch_sums)
+    for k, v in values.items():
+        sums[k] = sums.get(k, 0.0) + float(np.sum(v))
+    sums["n"] = sums.get("n", 0.0) + len(values["loss"])
+    run.host = run.host.replace(batches_in_epoch=batches_done, epoch_done=False, epoch_sums=sums,
+                                data_position={"epoch": run.epoch, "step": batches_done})
+    means = {k: float(np.mean(v)) for k, v in values.items()}
+    if log_record:
+        run.log.log({**means, "type": "train", "epoch": run.epoch + 1, "step": run.step}, "train", run.step)
+    run.log.progress(run.step, means["loss"])
+
+
+def _raise_non_finite(run: _Run, bad_step: int, first_step: int, value: float) -> None:
+    last = run.mngr.latest_step()
+    where = f"step {last} in {run.workdir / CHECKPOINT_DIR}" if last is not None else "none saved yet"
+    run.log.log({"type": "error", "epoch": run.epoch + 1, "step": bad_step, "loss": value})
+    span = f"step {bad_step}" + (f" (checked steps {first_step}-{run.step})" if run.step > first_step else "")
+    raise TrainingError(
+        f"non-finite training loss ({value}) at epoch {run.epoch + 1}, {span}; stopped (last good "
+        f"checkpoint: {where}); lower the learning rate or check the data"
+    )
+
+
+def _save(run: _Run) -> None:
+    save_checkpoint(run.mngr, run.state, run.host, run.step)
+    _fault_point("after_checkpoint", run.step)
+
+
+def _raise_stopped(run: _Run) -> None:
+    name = run.stop.name()
+    raise Stopped(
+        f"{name} received: saved checkpoint {run.step} in {run.workdir / CHECKPOINT_DIR}; "
+        "re-run the same command to resume", run.stop.signum,
+    )
+
+
+# --------------------------------------------------------------------------- end of epoch
+
+
+def _end_epoch(run: _Run, t0: float, train_seconds: float) -> None:
+    """Dev evaluation, schedule, selection, best model, checkpoint, epoch record."""
+    cfg, epoch = run.cfg, run.epoch
+    dev = evaluate_source(run, run.state, "dev", run.asv_scores.get("dev"))
+    if not math.isfinite(dev["loss"]):
+        raise TrainingError(
+            f"non-finite dev loss at the end of epoch {epoch + 1}; stopped (last good checkpoint: step "
+            f"{run.mngr.latest_step()} in {run.workdir / CHECKPOINT_DIR}); lower the learning rate"
+        )
+    lr_used = get_learning_rate(run.state.opt_state)
+    plateau = run.host.plateau
+    if plateau is not None:
+        plateau = plateau_step(plateau, dev["loss"], cfg.plateau)
+        if plateau.lr != run.host.plateau.lr:
+            run.state = run.state.replace(opt_state=set_learning_rate(run.state.opt_state, plateau.lr))
+            run.log.info(f"epoch {epoch + 1}: dev loss plateau, learning rate {run.host.plateau.lr:.3g} -> {plateau.lr:.3g}")
+    es, improved = early_stop_update(run.host.early_stop, dev["eer"], epoch + 1, run.step)
+    stop_reason = None
+    if should_stop(es, cfg.early_stopping_patience):
+        stop_reason = f"early stopping: no dev EER improvement in {es.epochs_without_improvement} epochs"
+    elif epoch + 1 >= cfg.epochs:
+        stop_reason = f"reached {cfg.epochs} epochs"
+    sums = run.host.epoch_sums
+    run.host = run.host.replace(plateau=plateau, early_stop=es, batches_in_epoch=0, epoch_done=True,
+                                data_position={"epoch": epoch + 1, "step": 0}, stopped_reason=stop_reason,
+                                epoch_sums={})
+    run.state = run.state.replace(epoch=run.state.epoch + 1)
+    run.epoch += 1
+    rec = {
+        "type": "epoch", "epoch": epoch + 1, "step": run.step,
+        "train_loss": sums["loss"] / sums["n"], "train_accuracy": sums["accuracy"] / sums["n"],
+        "dev_loss": dev["loss"], "dev_eer": 100.0 * dev["eer"], "dev_min_tdcf": dev.get("min_tdcf"),
+        "lr": lr_used, "next_lr": get_learning_rate(run.state.opt_state),
+        "best_dev_eer": None if es.best is None else 100.0 * es.best, "best_epoch": es.best_epoch,
+        "improved": improved, "epoch_seconds": time.time() - t0, "train_seconds": train_seconds,
+    }
+    run.log.log(rec, "epoch", epoch + 1)
+    tdcf = f", min t-DCF {dev['min_tdcf']:.4f}" if dev.get("min_tdcf") is not None else ""
+    run.log.info(
+        f"epoch {epoch + 1}/{cfg.epochs}: train loss {rec['train_loss']:.4f}, dev loss {dev['loss']:.4f}, "
+        f"dev EER {100 * dev['eer']:.2f}%{tdcf}, lr {lr_used:.3g}" + (" (best)" if improved else "")
+        + f" [{rec['epoch_seconds']:.0f}s]"
+    )
+    # The best model first, then the checkpoint that records it: a kill in between leaves
+    # an older checkpoint whose best step disagrees with best_model/, repaired on resume.
+    if improved:
+        _fault_point("before_best_model", run.step)
+        _save_best_model(run, run.state, epoch + 1, dev)
+        _fault_point("after_best_model", run.step)
+    _save(run)
+    if stop_reason:
+        run.log.info(stop_reason)
+    if run.stop.requested and run.epoch < cfg.epochs and not should_stop(es, cfg.early_stopping_patience):
+        _raise_stopped(run)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+class _StateModel:
+    """What ``rawnet2_jax.scoring`` needs of a model (``config``, ``logits``), from a train
+    state: batches are split over the mesh (replicated on several processes, where every
+    process scores the whole split)."""
+
+    def __init__(self, run: _Run, state: TrainState):
+        self.config = run.cfg.model
+        self._run, self._state = run, state
+
+    def logits(self, audio: np.ndarray) -> np.ndarray:
+        mesh = self._run.mesh
+        x = np.asarray(audio, np.float32)
+        if jax.process_count() == 1:
+            gx = jax.device_put(x, shd.batch_sharding(mesh))
+        else:
+            gx = jax.make_array_from_process_local_data(shd.replicated(mesh), x, x.shape)
+        return shd.gather_to_host(self._run.eval_step(self._state, {"audio": gx})["logits"])
+
+
+def weighted_ce_from_scores(scores: np.ndarray, labels: np.ndarray, weights) -> float:
+    """torch's weighted-mean CE of 2-class logits given only ``s = logit[1] - logit[0]``:
+    ``-log softmax[y] = softplus(-s)`` for bona fide (1) and ``softplus(s)`` for spoof (0)."""
+    s = np.asarray(scores, np.float64)
+    y = np.asarray(labels)
+    nll = np.logaddexp(0.0, np.where(y == 1, -s, s))
+    w = np.asarray(weights, np.float64)[y]
+    return float(np.sum(w * nll) / np.sum(w)) if len(s) else float("nan")
+
+
+def evaluate_source(run: _Run, state: TrainState, split: str, asv_path: str | None) -> dict[str, Any]:
+    """Scores (``rawnet2_jax.scoring.score_source``, as ``rawnet2-jax evaluate``), weighted
+    loss, EER and min t-DCF of one split."""
+    from rawnet2_jax.metrics import asv_error_rates, compute_eer, min_tdcf, read_asv_scores
+    from rawnet2_jax.scoring import score_source
+
+    utts, attacks, keys, scores = score_source(
+        _StateModel(run, state), run.sources[split], batch_size=run.cfg.eval_batch_size,
+        progress=run.progress, desc=split,
+    )
+    labels = np.asarray([1 if k == "bonafide" else 0 for k in keys], np.int32)
+    out: dict[str, Any] = {"utt_ids": utts, "attacks": attacks, "scores": scores, "labels": labels}
+    out["loss"] = weighted_ce_from_scores(scores, labels, run.cfg.class_weights)
+    bona, spoof = scores[labels == 1], scores[labels == 0]
+    out["eer"] = compute_eer(bona, spoof)[0] if len(bona) and len(spoof) else float("nan")
+    if asv_path and len(bona) and len(spoof):
+        asv = read_asv_scores(asv_path)
+        rates = asv_error_rates(asv.of_key("target"), asv.of_key("nontarget"), asv.of_key("spoof"))
+        try:
+            out["min_tdcf"] = min_tdcf(bona, spoof, rates)[0]
+        except UserError as e:
+            run.log.warn(f"warning: min t-DCF not computed: {e}")
+    return out
+
+
+def _final_eval(run: _Run) -> dict[str, Any] | None:
+    """The eval split, once, with the best checkpoint (skipped when final.json has it)."""
+    best_step = run.host.early_stop.best_step
+    if best_step is None:
+        return None
+    final_path = run.workdir / FINAL_FILE
+    done = _read_json(final_path)
+    if done is not None and done.get("best_step") == best_step:
+        run.log.info(f"eval split already scored for the best checkpoint (see {final_path})")
+        return done.get("eval")
+    from rawnet2_jax.scoring import evaluate_split
+
+    best, _ = restore_checkpoint(run.mngr, run.state, best_step)
+    outputs = evaluate_split(
+        _StateModel(run, best), dataset=run.cfg.dataset, split="eval", data_dir="",
+        out_dir=run.workdir / SCORES_DIR, asv_scores=run.asv_scores.get("eval"), source=run.sources["eval"],
+        batch_size=run.cfg.eval_batch_size, progress=run.progress,
+        extra_summary={"best_step": best_step, "best_epoch": run.host.early_stop.best_epoch},
+    )
+    report = outputs.report
+    cm = _read_score_file(outputs.score_file)
+    ev = {"eer": report.eer, "min_tdcf": report.min_tdcf,
+          "loss": weighted_ce_from_scores(cm[1], cm[0], run.cfg.class_weights),
+          "num_trials": int(len(cm[1])), "score_file": str(outputs.score_file)}
+    run.log.log({"type": "eval", "epoch": run.host.early_stop.best_epoch, "step": best_step,
+                 "eval_eer": 100.0 * ev["eer"], "eval_min_tdcf": ev["min_tdcf"], "eval_loss": ev["loss"]})
+    if jax.process_index() == 0:
+        _write_json(final_path, {"best_epoch": run.host.early_stop.best_epoch, "best_step": best_step,
+                                 "best_dev_eer": run.host.early_stop.best, "eval": ev})
+    tdcf = f", min t-DCF {ev['min_tdcf']:.4f}" if ev.get("min_tdcf") is not None else ""
+    run.log.info(f"eval (best epoch {run.host.early_stop.best_epoch}): EER {100 * ev['eer']:.2f}%{tdcf}")
+    return ev
+
+
+def _read_score_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, scores) of an official 4-column CM score file."""
+    from rawnet2_jax.metrics import read_cm_scores
+
+    cm = read_cm_scores(path)
+    labels = np.asarray([1 if k == "bonafide" else 0 for k in cm.keys], np.int32)
+    return labels, np.asarray(cm.scores, np.float64)
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _result(run: _Run, interrupted: bool) -> TrainResult:
+    host = run.host
+    if not interrupted and host.stopped_reason is None:
+        if should_stop(host.early_stop, run.cfg.early_stopping_patience):
+            host = host.replace(stopped_reason="early stopping (already reached)")
+        elif run.epoch >= run.cfg.epochs:
+            host = host.replace(stopped_reason=f"reached {run.cfg.epochs} epochs")
+    run.host = host
+    return TrainResult(
+        workdir=run.workdir, best_epoch=host.early_stop.best_epoch, best_step=host.early_stop.best_step,
+        best_dev_eer=host.early_stop.best, epochs_done=run.epoch, steps_done=run.step,
+        stopped_reason=host.stopped_reason, interrupted=interrupted, final_state=run.state,
+    )
+
+
+def _save_best_model(run: _Run, state: TrainState, epoch: int, dev: Mapping[str, Any]) -> None:
+    if jax.process_index() != 0:
+        return
     from rawnet2_jax.checkpoint import save_model
 
     # Replicated arrays: this host's copy (works on multi-host meshes too).
     variables = jax.tree.map(lambda a: np.asarray(a.addressable_data(0)), state.variables())
     variables = {c: variables.get(c, {}) for c in ("params", "batch_stats", "buffers")}
-    save_model(
-        workdir / BEST_MODEL_DIR,
-        variables,
-        cfg.model,
-        {
-            "source": "train",
-            "train_config": cfg.name,
-            "epoch": epoch,
-            "step": int(state.step),
-            "dev_eer": float(dev["eer"]),
-            "dev_loss": float(dev["loss"]),
-            "dev_min_tdcf": dev.get("min_tdcf"),
-        },
-    )
-
-
-def _write_scores(path: Path, ev: dict[str, Any], source: Any) -> None:
-    if jax.process_index() != 0 or not ev["utt_ids"]:
-        return
-    from rawnet2_jax.metrics import write_cm_scores
-
-    attacks = _attacks_by_utt(source, ev["utt_ids"])
-    write_cm_scores(
-        path,
-        ev["utt_ids"],
-        [attacks.get(u, "-") for u in ev["utt_ids"]],
-        [int(y) for y in ev["labels"]],
-        [float(s) for s in ev["scores"]],
-    )
-
-
-def _attacks_by_utt(source: Any, utt_ids: list[str]) -> dict[str, str]:
-    """Attack ids of the eval records (read once, at the end; records without one: '-')."""
-    out: dict[str, str] = {}
+    meta = {"source": "train", "train_config": run.cfg.name, "epoch": epoch, "step": int(state.step),
+            "dev_eer": float(dev["eer"]), "dev_loss": float(dev["loss"]), "dev_min_tdcf": dev.get("min_tdcf")}
     try:
-        n = len(source)
-        for i in range(n):
-            rec = source[i]
-            u = rec.get("utt_id", "")
-            u = u.decode() if isinstance(u, bytes) else str(u)
-            out[u] = _attack_of(rec)
-    except Exception:
-        return {}
-    return out
+        save_model(run.workdir / BEST_MODEL_DIR, variables, run.cfg.model, meta)
+    except OSError as e:
+        raise CheckpointError(f"could not write {run.workdir / BEST_MODEL_DIR} ({e.strerror or e}); "
+                              "fix that and re-run the same command to resume") from None
+
+
+def _repair_best_model(run: _Run) -> None:
+    """Make ``best_model/`` hold the recorded best step (a kill can leave it behind or ahead)."""
+    best_step = run.host.early_stop.best_step
+    meta = _read_json(run.workdir / BEST_MODEL_DIR / "metadata.json") or {}
+    if best_step is None or meta.get("step") == best_step:
+        return
+    if best_step not in run.mngr.all_steps():
+        run.log.warn(f"warning: best checkpoint {best_step} is gone; {BEST_MODEL_DIR}/ not repaired")
+        return
+    best, _ = restore_checkpoint(run.mngr, run.state, best_step)
+    dev = {"eer": run.host.early_stop.best, "loss": float("nan")}
+    run.log.warn(f"note: {BEST_MODEL_DIR}/ held step {meta.get('step')}, the run's best is step {best_step}: rewritten")
+    _save_best_model(run, best, run.host.early_stop.best_epoch, dev)
+
+
+def _write_outputs(run: _Run) -> None:
+    if jax.process_index() != 0:
+        return
+    curves = run.workdir / CURVES_FILE
+    try:
+        from rawnet2_jax.plots import plot_learning_curves
+
+        recs = epoch_records(read_metrics(run.workdir / METRICS_FILE))
+        if recs:
+            plot_learning_curves(recs, curves, title=run.cfg.name)
+    except Exception as e:  # a plot must never fail a finished run
+        run.log.warn(f"warning: learning curves not plotted: {e}")
+    log = run.log
+    log.info(f"checkpoints: {run.workdir / CHECKPOINT_DIR} (latest + best, step {run.host.early_stop.best_step})")
+    log.info(f"best model:  {run.workdir / BEST_MODEL_DIR}  (load_pretrained)")
+    log.info(f"metrics:     {run.workdir / METRICS_FILE}, TensorBoard {run.workdir / 'tensorboard'}")
+    if curves.exists():
+        log.info(f"plots:       {curves}")
+    if (run.workdir / SCORES_DIR).is_dir():
+        log.info(f"scores:      {run.workdir / SCORES_DIR}")
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from train.runlog import jsonable
+
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=jsonable) + "\n")
+    os.replace(tmp, path)

@@ -1,11 +1,11 @@
-"""Training state: device arrays (a pytree) + host-side bookkeeping (JSON).
+"""Training state: device arrays (a pytree) and, apart from it, host-side bookkeeping (JSON).
 
-``TrainState`` is a ``flax.struct`` dataclass. Its array fields (params, batch_stats,
-buffers, opt_state, rng, step, epoch) are pytree leaves that go through ``jit`` and into
-the orbax checkpoint; ``host`` (plateau scheduler, early stopping / model selection,
-data-pipeline position, epoch progress) is a static field of plain Python values that
-the jitted step never sees (``train.step`` strips it) and that the checkpoint stores as
-JSON, so floats such as the plateau's ``best`` keep full double precision.
+``TrainState`` is a ``flax.struct`` dataclass of arrays only (params, batch_stats, buffers,
+opt_state, rng, step, epoch, plus the static optimizer ``tx``): exactly what goes through
+``jit`` (donated) and into the orbax checkpoint. ``HostState`` (plateau scheduler, early
+stopping / model selection, data position, partial epoch sums) is plain Python owned by
+the training loop and stored beside the arrays as JSON, so floats such as the plateau's
+``best`` keep full double precision and changing it never touches a compiled step.
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ class HostState:
     batches_in_epoch: int = 0
     epoch_done: bool = False  # True in a checkpoint written after the epoch's dev eval
     stopped_reason: str | None = None
+    # Sums of the per-step training metrics over the batches of this epoch done so far
+    # (all of them, also those before a resume), so epoch means stay exact across resumes.
+    epoch_sums: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -43,6 +46,7 @@ class HostState:
             "batches_in_epoch": self.batches_in_epoch,
             "epoch_done": self.epoch_done,
             "stopped_reason": self.stopped_reason,
+            "epoch_sums": dict(self.epoch_sums),
         }
 
     @classmethod
@@ -54,6 +58,7 @@ class HostState:
             batches_in_epoch=int(d.get("batches_in_epoch", 0)),
             epoch_done=bool(d.get("epoch_done", False)),
             stopped_reason=d.get("stopped_reason"),
+            epoch_sums={k: float(v) for k, v in (d.get("epoch_sums") or {}).items()},
         )
 
     def replace(self, **kw: Any) -> "HostState":
@@ -70,7 +75,6 @@ class TrainState:
     step: jax.Array  # int32 scalar, global optimizer steps done
     epoch: jax.Array  # int32 scalar, epochs fully done (incl. their dev eval)
     tx: optax.GradientTransformation = struct.field(pytree_node=False, default=None)
-    host: HostState = struct.field(pytree_node=False, default_factory=HostState)
 
     def arrays(self) -> dict[str, Any]:
         """The array part, as saved in the checkpoint."""
@@ -100,13 +104,12 @@ class TrainState:
 def create_train_state(
     variables: dict[str, Any], cfg: TrainConfig, rng: jax.Array | None = None
 ) -> TrainState:
-    """A fresh state from initialised (or converted) model variables."""
+    """A fresh state from initialised (or converted) model variables (see :func:`initial_host_state`)."""
     tx = make_optimizer(cfg)
     params = variables["params"]
     if rng is None:
         rng = jax.random.key(cfg.seed + 1)
     rng = jax.random.key_data(rng) if jnp.issubdtype(rng.dtype, jax.dtypes.prng_key) else rng
-    plateau = None if cfg.plateau is None else plateau_init(cfg.learning_rate, cfg.plateau)
     return TrainState(
         params=params,
         batch_stats=variables.get("batch_stats", {}),
@@ -116,8 +119,12 @@ def create_train_state(
         step=jnp.zeros((), jnp.int32),
         epoch=jnp.zeros((), jnp.int32),
         tx=tx,
-        host=HostState(plateau=plateau),
     )
+
+
+def initial_host_state(cfg: TrainConfig) -> HostState:
+    """The bookkeeping of a run that has not taken a step yet."""
+    return HostState(plateau=None if cfg.plateau is None else plateau_init(cfg.learning_rate, cfg.plateau))
 
 
 def init_variables(model: Any, num_samples: int, seed: int, batch: int = 2) -> dict[str, Any]:

@@ -1,8 +1,9 @@
 """Pure training / evaluation steps.
 
 ``make_train_step(model, cfg)`` returns ``train_step(state, batch, rng=None) -> (state,
-metrics)``: a thin wrapper that strips the host-side part of the state and calls one
-jitted function (no recompilation when host bookkeeping changes). Loss: class-weighted
+metrics)``, one jitted function of arrays only (the loop keeps its bookkeeping apart, so
+nothing host-side can trigger a recompile). Matmuls and convolutions run at
+``cfg.matmul_precision`` (see :class:`train.configs.TrainConfig`). Loss: class-weighted
 cross-entropy with torch ``CrossEntropyLoss(weight=w)`` mean semantics,
 ``sum_i w[y_i] * nll_i / sum_i w[y_i]``, rows with ``mask == False`` excluded. BatchNorm
 running statistics are updated (``mutable=["batch_stats"]``); ``buffers`` pass through.
@@ -20,9 +21,7 @@ import jax.numpy as jnp
 import optax
 
 from train.configs import TrainConfig
-from train.state import HostState, TrainState
-
-_NO_HOST = HostState()
+from train.state import TrainState
 
 
 def weighted_ce(logits: jax.Array, labels: jax.Array, weights: jax.Array, mask: jax.Array | None = None):
@@ -51,20 +50,48 @@ def build_model(cfg: TrainConfig) -> Any:
     return RawNet2(cfg.model, dtype=dtype)
 
 
+def _with_precision(fn: Callable, precision: str) -> Callable:
+    """``fn`` traced under ``jax.default_matmul_precision(precision)`` ("default" = the backend's)."""
+    if precision == "default":
+        return fn
+
+    def wrapped(*args):
+        with jax.default_matmul_precision(precision):
+            return fn(*args)
+
+    return wrapped
+
+
+def step_shardings(state: TrainState, mesh: Any) -> dict[str, Any]:
+    """Explicit shardings of the jitted train step: state and metrics replicated, batch split
+    along axis 0 over the mesh's data axis (a prefix of every batch dict)."""
+    from train import sharding as shd
+
+    rep = shd.replicated(mesh)
+    state_sh = jax.tree.map(lambda _: rep, state)
+    return {"in": (state_sh, shd.batch_sharding(mesh), rep), "out": (state_sh, rep)}
+
+
 def make_train_step(
     model: Any, cfg: TrainConfig, *, jit: bool = True, donate: bool = False, shardings: Any = None
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """Build ``train_step(state, batch, rng=None)``.
+    """Build ``train_step(state, batch, rng=None) -> (state, metrics)``.
 
     ``batch``: dict with ``audio`` (B, T) float32, ``label`` (B,) int32 and optional
-    ``mask`` (B,) bool. ``rng``: optional key; by default ``fold_in(state.rng, step)``
-    (RawNet2 has no dropout; the key is passed to the model as the ``dropout`` stream).
+    ``mask`` (B,) bool (other keys are ignored). ``rng``: optional key; by default
+    ``fold_in(state.rng, step)``. RawNet2 has no dropout: the key feeds the model's
+    ``dropout`` stream and, when ``cfg.rawboost`` is set, the RawBoost augmentation of
+    the batch (training batches only; a stream of its own). ``metrics`` stay on the device
+    (scalars): fetch them when you log, not every step.
+
+    ``donate=True`` donates the input state's buffers (the caller must not reuse it);
+    ``shardings`` (:func:`step_shardings`) pins every input and output placement.
     """
     weights = jnp.asarray(cfg.class_weights, jnp.float32)
 
     def core(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array | None):
         key = _step_key(state, rng)
-        audio = batch["audio"]
+        audio = augment_audio(batch["audio"], jax.random.fold_in(key, _AUGMENT_STREAM), cfg)
         labels = batch["label"]
         mask = batch.get("mask")
 
@@ -101,25 +128,42 @@ def make_train_step(
         new_state = state.replace(params=params, batch_stats=new_bs, opt_state=opt_state, step=state.step + 1)
         return new_state, metrics
 
+    core = _with_precision(core, cfg.matmul_precision)
     if jit:
         kwargs = {}
         if donate:
             kwargs["donate_argnums"] = (0,)
         if shardings is not None:
-            kwargs["in_shardings"] = shardings.get("in")
-            kwargs["out_shardings"] = shardings.get("out")
+            kwargs["in_shardings"] = shardings["in"]
+            kwargs["out_shardings"] = shardings["out"]
         core_fn = jax.jit(core, **kwargs)
     else:
         core_fn = core
 
     def train_step(state: TrainState, batch: dict[str, Any], rng: jax.Array | None = None):
-        host = state.host
         batch = {k: v for k, v in batch.items() if k in ("audio", "label", "mask")}
-        new_state, metrics = core_fn(state.replace(host=_NO_HOST), batch, rng)
-        return new_state.replace(host=host), metrics
+        return core_fn(state, batch, rng)
 
     train_step.core = core_fn  # for lowering / inspection
     return train_step
+
+
+# RawBoost draws from fold_in(step key, this): never the same numbers as the model's stream.
+_AUGMENT_STREAM = 0x52420001
+
+
+def augment_audio(audio: jax.Array, key: jax.Array, cfg: TrainConfig) -> jax.Array:
+    """(B, T) training audio through RawBoost algorithm ``cfg.rawboost`` (0 = unchanged).
+
+    Each row gets its own key (split from ``key``, i.e. from the global step), so the result
+    does not depend on how the batch is sharded over devices or hosts.
+    """
+    if not cfg.rawboost:
+        return audio
+    from rawnet2_jax.augment import RawBoostConfig, rawboost_batch
+
+    params = RawBoostConfig(**dict(cfg.rawboost_params))
+    return rawboost_batch(key, audio.astype(jnp.float32), int(cfg.rawboost), params).astype(audio.dtype)
 
 
 def make_eval_step(model: Any, cfg: TrainConfig, *, jit: bool = True) -> Callable[..., dict[str, jax.Array]]:
@@ -140,11 +184,12 @@ def make_eval_step(model: Any, cfg: TrainConfig, *, jit: bool = True) -> Callabl
             out.update(loss_num=num, loss_den=den)
         return out
 
+    core = _with_precision(core, cfg.matmul_precision)
     core_fn = jax.jit(core) if jit else core
 
     def eval_step(state: TrainState, batch: dict[str, Any]):
         batch = {k: v for k, v in batch.items() if k in ("audio", "label", "mask")}
-        return core_fn(state.replace(host=_NO_HOST), batch)
+        return core_fn(state, batch)
 
     eval_step.core = core_fn
     return eval_step

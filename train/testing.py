@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import threading
+
 import numpy as np
 
 from rawnet2_jax.config import CAA_RAWNET2, TAK2021, ModelConfig
@@ -68,3 +71,68 @@ def synthetic_sources(n_train: int = 20, n_dev: int = 10, n_eval: int = 10) -> d
         "dev": synthetic_records(n_dev, 2, prefix="D"),
         "eval": synthetic_records(n_eval, 3, prefix="E"),
     }
+
+
+@contextlib.contextmanager
+def strict_no_host_sync():
+    """Refuse, in this thread, every conversion of a ``jax.Array`` to a host value.
+
+    ``jax.transfer_guard_device_to_host`` cannot see such fetches on the CPU backend (device
+    memory is host memory there), so tests put this in place of
+    ``train.loop.no_host_sync``: any ``float(x)``, ``np.asarray(x)``, ``x.item()``,
+    ``jax.device_get(x)`` or ``x.block_until_ready()`` in the guarded region raises
+    :class:`HostSyncError`.
+    """
+    from jax._src.array import ArrayImpl
+
+    me = threading.get_ident()
+    saved = {name: ArrayImpl.__dict__[name] for name in _SYNC_POINTS}
+
+    def refuse(name, original):
+        def check(self, *a, **k):
+            if threading.get_ident() == me:
+                raise HostSyncError(f"host sync ({name}) inside a region that must not wait for the device")
+            return original(self, *a, **k)
+
+        return check
+
+    for name, original in saved.items():
+        if isinstance(original, property):
+            setattr(ArrayImpl, name, property(refuse(name, original.fget)))
+        else:
+            setattr(ArrayImpl, name, refuse(name, original))
+    try:
+        yield
+    finally:
+        for name, original in saved.items():
+            setattr(ArrayImpl, name, original)
+
+
+_SYNC_POINTS = ("_value", "__array__", "block_until_ready")
+
+
+class HostSyncError(AssertionError):
+    pass
+
+
+def demo_sources(root, demo_cfg) -> dict[str, list[dict]]:
+    """The demo corpus (``rawnet2_jax.data.demo``) written under ``root`` and read back as
+    in-memory records, without a TFDS build (for training tests on speech-like audio)."""
+    import soundfile as sf
+
+    from rawnet2_jax.data import protocols as P
+    from rawnet2_jax.data.demo import make_demo_corpus
+
+    la = make_demo_corpus(root, demo_cfg, progress=False)
+    out = {}
+    for split in P.LA_SPLITS:
+        out[split] = [
+            {
+                "audio": sf.read(P.la_audio_path(la, split, e.utt_id), dtype="int16")[0],
+                "label": 1 if e.key == "bonafide" else 0,
+                "utt_id": e.utt_id,
+                "attack": e.attack,
+            }
+            for e in P.parse_cm_protocol(P.la_protocol_path(la, split))
+        ]
+    return out

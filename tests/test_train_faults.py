@@ -1,0 +1,235 @@
+"""The training loop under faults and at accelerator habits: no host sync between log
+points, workdir lock, SIGTERM, kill -9 at each point of the save sequence, disk full,
+damaged checkpoints, exact metrics after resume, progress lines in batch jobs."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import jax
+
+import train.loop as loop
+from rawnet2_jax.errors import TrainingError, UserError
+from train.checkpointing import BROKEN_DIR, CheckpointError
+from train.guards import WorkdirLock
+from train.loop import make_checkpoint_manager, read_metrics, train
+from train.testing import HostSyncError, strict_no_host_sync, synthetic_sources, tiny_train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+# 20 train records / batch 4 = 5 steps per epoch.
+CFG = tiny_train_config(epochs=2, checkpoint_every_steps=2)
+
+
+@pytest.fixture(scope="module")
+def sources():
+    return synthetic_sources()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, sources):
+    wd = tmp_path_factory.mktemp("reference")
+    return wd, train(CFG, wd, sources=sources, final_eval=False, quiet=True)
+
+
+def _records(wd):
+    return [(r["type"], r.get("epoch"), r["step"]) for r in read_metrics(Path(wd) / "metrics.jsonl")]
+
+
+def _same_params(a, b):
+    for x, y in zip(jax.tree.leaves(a.final_state.params), jax.tree.leaves(b.final_state.params)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_no_host_sync_between_log_points(tmp_path, sources, monkeypatch, reference):
+    entered = []
+
+    def guard():
+        entered.append(1)
+        return strict_no_host_sync()
+
+    monkeypatch.setattr(loop, "no_host_sync", guard)
+    res = train(CFG.replace(log_every_steps=5, checkpoint_every_steps=0), tmp_path, sources=sources,
+                final_eval=False, quiet=True)
+    assert len(entered) == res.steps_done == 10
+    _same_params(res, reference[1])  # logging/checkpoint cadence does not change the numbers
+
+
+def test_the_sync_guard_catches_a_sync(tmp_path, sources, monkeypatch):
+    """The guard of the test above is not blind: a step that reads a metric is refused."""
+    monkeypatch.setattr(loop, "no_host_sync", strict_no_host_sync)
+    original = loop.make_train_step
+
+    def syncing(*a, **k):
+        step = original(*a, **k)
+        return lambda state, batch, rng=None: (lambda out: (float(out[1]["loss"]), out)[1])(step(state, batch, rng))
+
+    monkeypatch.setattr(loop, "make_train_step", syncing)
+    monkeypatch.setattr(loop, "_COMPILED", {})
+    with pytest.raises(HostSyncError):
+        train(CFG, tmp_path, sources=sources, final_eval=False, quiet=True)
+
+
+def test_resume_keeps_metrics_exact(tmp_path, sources, reference):
+    ref_wd, ref = reference
+    train(CFG, tmp_path, sources=sources, stop_after_steps=3, final_eval=False, quiet=True)  # dies at step 3
+    resumed = train(CFG, tmp_path, sources=sources, final_eval=False, quiet=True)
+    _same_params(resumed, ref)
+    assert _records(tmp_path) == _records(ref_wd)  # no duplicates, nothing missing
+    want = {r["epoch"]: r["train_loss"] for r in read_metrics(ref_wd / "metrics.jsonl") if r["type"] == "epoch"}
+    got = {r["epoch"]: r["train_loss"] for r in read_metrics(tmp_path / "metrics.jsonl") if r["type"] == "epoch"}
+    assert got == want  # the epoch mean covers the batches before the resume too
+
+
+def test_second_run_on_a_workdir_is_refused(tmp_path, capsys):
+    from train.__main__ import main
+
+    with WorkdirLock(tmp_path):
+        with pytest.raises(UserError) as e:
+            train(CFG, tmp_path, sources=synthetic_sources(), final_eval=False, quiet=True)
+    msg = str(e.value)
+    assert "\n" not in msg and f"PID {os.getpid()}" in msg and "in use" in msg
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "metrics.jsonl").exists()
+    # A wrong --data-dir creates nothing (checked before the workdir is touched).
+    rc = main(["--config", "demo", "--workdir", str(tmp_path / "new"), "--data-dir", str(tmp_path / "nowhere")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and err.startswith("error: ") and "\n" not in err
+    assert not (tmp_path / "new").exists() and not (tmp_path / "nowhere").exists()
+
+
+def test_disk_full_during_save_is_one_line_and_resumable(tmp_path, sources, monkeypatch, reference):
+    import orbax.checkpoint as ocp
+
+    real_save = ocp.CheckpointManager.save
+
+    def full_disk(self, step, *a, **k):
+        if step == 4:
+            (Path(self.directory) / f"{step}.orbax-checkpoint-tmp-1").mkdir()  # a torn write
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(self, step, *a, **k)
+
+    monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+    with pytest.raises(CheckpointError) as e:
+        train(CFG, tmp_path, sources=sources, final_eval=False, quiet=True)
+    msg = str(e.value)
+    assert "\n" not in msg and "No space left on device" in msg and "checkpoint 2 is kept" in msg
+    monkeypatch.setattr(ocp.CheckpointManager, "save", real_save)
+    resumed = train(CFG, tmp_path, sources=sources, final_eval=False, quiet=True)
+    _same_params(resumed, reference[1])
+
+
+def test_damaged_latest_checkpoint_falls_back(tmp_path, sources, reference, capsys):
+    ref_wd, ref = reference
+    train(CFG, tmp_path, sources=sources, stop_after_steps=9, final_eval=False, quiet=True)  # latest = 8
+    ckpt = tmp_path / "checkpoints" / "8" / "state"
+    files = sorted((p for p in ckpt.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    biggest = files[-1]
+    biggest.write_bytes(biggest.read_bytes()[: biggest.stat().st_size // 2])  # truncated
+    resumed = train(CFG, tmp_path, sources=sources, final_eval=False, quiet=False)
+    err = capsys.readouterr().err
+    assert "checkpoint 8" in err and "cannot be read" in err and "newest valid checkpoint" in err
+    assert any((tmp_path / BROKEN_DIR).iterdir())
+    _same_params(resumed, ref)
+
+
+def test_progress_lines_without_a_terminal(tmp_path, sources, monkeypatch, capsys):
+    monkeypatch.setattr(loop.RunLogger, "progress_seconds", 0.0)
+    train(CFG.replace(epochs=1), tmp_path, sources=sources, final_eval=False, progress=False)
+    out = capsys.readouterr().out
+    lines = [l for l in out.splitlines() if l.startswith("epoch 1/1 step")]
+    assert len(lines) >= 3, out
+    assert "utt/s" in lines[0] and "loss" in lines[0] and "ETA" in lines[0]
+    log = (tmp_path / "train.log").read_text()
+    assert "utt/s" in log and "dev EER" in log
+
+
+_FAULT_SCRIPT = textwrap.dedent(
+    """
+    import os, signal, sys
+    import train.loop as loop
+    from train.testing import synthetic_sources, tiny_train_config
+    point, at, sig = sys.argv[2], int(sys.argv[3]), getattr(signal, sys.argv[4])
+    if point == "step":
+        orig = loop.make_train_step
+        def make(*a, **k):
+            fn = orig(*a, **k)
+            def wrapped(state, batch, rng=None):
+                out = fn(state, batch, rng)
+                if int(out[0].step) == at:
+                    os.kill(os.getpid(), sig)
+                return out
+            return wrapped
+        loop.make_train_step = make
+    else:
+        def fault(name, step):
+            if name == point and step == at:
+                os.kill(os.getpid(), sig)
+        loop._fault_point = fault
+    from train.__main__ import run
+    cfg = tiny_train_config(epochs=2, checkpoint_every_steps=2)
+    sys.exit(run(cfg, sys.argv[1], sources=synthetic_sources(), final_eval=False, quiet=True))
+    """
+)
+
+
+def _run_fault(wd, point, at, sig):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-c", _FAULT_SCRIPT, str(wd), point, str(at), sig], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_stops(tmp_path, sources, reference):
+    p = _run_fault(tmp_path, "step", 3, "SIGTERM")
+    assert p.returncode == 128 + signal.SIGTERM, p.stderr[-2000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("stopped: SIGTERM received: saved checkpoint 3"), p.stderr[-2000:]
+    assert "Traceback" not in p.stderr
+    mngr = make_checkpoint_manager(tmp_path / "checkpoints")
+    assert mngr.latest_step() == 3
+    mngr.close()
+    resumed = train(CFG, tmp_path, sources=sources, final_eval=False, quiet=True)
+    _same_params(resumed, reference[1])
+    assert _records(tmp_path) == _records(reference[0])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", ["after_best_model", "after_checkpoint"])
+def test_kill_during_the_epoch_end_save_sequence(tmp_path, sources, reference, point):
+    """kill -9 between best_model/ and its checkpoint, or right after the checkpoint: after
+    the resume, best_model/ holds the recorded best step and the run equals the reference."""
+    p = _run_fault(tmp_path, point, 5, "SIGKILL")
+    assert p.returncode == -signal.SIGKILL, p.stderr[-2000:]
+    resumed = train(CFG, tmp_path, sources=sources, final_eval=False, quiet=True)
+    _same_params(resumed, reference[1])
+    meta = json.loads((tmp_path / "best_model" / "metadata.json").read_text())
+    assert meta["step"] == resumed.best_step == reference[1].best_step
+
+
+def test_stale_best_model_is_repaired_on_resume(tmp_path, sources, capsys):
+    """The reported case: the checkpoints say the best is epoch 2, best_model/ holds epoch 1."""
+    cfg = CFG.replace(epochs=2)
+    first = train(cfg.replace(epochs=1), tmp_path, sources=sources, final_eval=False, quiet=True)
+    import shutil
+
+    stale = tmp_path.parent / f"{tmp_path.name}_epoch1_best"
+    shutil.copytree(tmp_path / "best_model", stale)
+    res = train(cfg.replace(epochs=2, early_stopping_patience=None), tmp_path, sources=sources,
+                final_eval=False, quiet=True)
+    if res.best_step == first.best_step:
+        pytest.skip("epoch 2 did not improve on this data; nothing to repair")
+    # Make best_model/ stale again (as a kill after the checkpoint of epoch 2 would have).
+    shutil.rmtree(tmp_path / "best_model")
+    shutil.copytree(stale, tmp_path / "best_model")
+    again = train(cfg, tmp_path, sources=sources, final_eval=False, quiet=False)
+    assert again.steps_done == res.steps_done
+    assert "rewritten" in capsys.readouterr().err
+    meta = json.loads((tmp_path / "best_model" / "metadata.json").read_text())
+    assert meta["step"] == res.best_step

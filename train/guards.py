@@ -1,0 +1,96 @@
+"""What keeps one run safe from others and from its scheduler: the workdir lock, stop signals.
+
+* :class:`WorkdirLock`: an exclusive ``flock`` on ``WORKDIR/.lock`` (released by the
+  kernel when the process dies, even by kill -9), holding the holder's PID, host and start
+  time, so a second run on the same workdir stops with one line naming the first.
+* :class:`StopRequest`: SIGTERM (what schedulers send before they kill) and SIGINT
+  (Ctrl-C) set a flag that the loop checks after each step: it saves a checkpoint and
+  stops with :class:`Stopped`. A second SIGINT interrupts at once.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+from rawnet2_jax.errors import TrainingError, UserError
+
+LOCK_FILE = ".lock"
+
+
+class WorkdirLock:
+    def __init__(self, workdir: Path, enabled: bool = True):
+        self.path = Path(workdir) / LOCK_FILE
+        self.enabled = enabled
+        self._fd: int | None = None
+
+    def __enter__(self) -> "WorkdirLock":
+        if not self.enabled:
+            return self
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(
+                f"workdir {self.path.parent} is in use by {holder}; wait for that run to end "
+                "(or stop it) or choose another --workdir"
+            ) from None
+        os.ftruncate(fd, 0)
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.pwrite(fd, f"PID {os.getpid()} on host {socket.gethostname()} (since {started})\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None
+
+
+class Stopped(TrainingError):
+    """The run was asked to stop (SIGTERM / SIGINT) and saved a checkpoint first."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+
+
+class StopRequest:
+    """Turns SIGTERM / SIGINT into a flag while active (main thread only; else a no-op)."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # second Ctrl-C: stop now, without saving
+        self.signum = signum
+
+    def __enter__(self) -> "StopRequest":
+        if threading.current_thread() is threading.main_thread():
+            for s in self.SIGNALS:
+                self._previous[s] = signal.signal(s, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, h in self._previous.items():
+            signal.signal(s, h)
+        self._previous = {}
+
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else ""
