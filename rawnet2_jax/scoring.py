@@ -508,34 +508,6 @@ def format_file_scores(results: Sequence[FileScore], fmt: str = "table") -> str:
 from rawnet2_jax.data import DATASETS  # noqa: E402  (the one dataset registry)
 
 
-class _AttackRecorder:
-    """Random-access source wrapper that remembers each record's attack id and key as the
-    pipeline reads it (the batches only carry audio / label / utt_id)."""
-
-    def __init__(self, source: Any):
-        self.source = source
-        self.attacks: dict[str, str] = {}
-
-    def __len__(self) -> int:
-        return len(self.source)
-
-    def _note(self, rec: Any) -> Any:
-        utt = rec.get("utt_id", "")
-        utt = utt.decode("utf-8") if isinstance(utt, bytes) else str(utt)
-        attack = rec.get("attack", "-")
-        attack = attack.decode("utf-8") if isinstance(attack, bytes) else str(attack)
-        self.attacks[utt] = attack or "-"
-        return rec
-
-    def __getitem__(self, i):
-        return self._note(self.source[i])
-
-    def __getitems__(self, indices):
-        getitems = getattr(self.source, "__getitems__", None)
-        recs = getitems(indices) if getitems is not None else [self.source[i] for i in indices]
-        return [self._note(r) for r in recs]
-
-
 def open_split(dataset: str, split: str, data_dir: str | os.PathLike) -> Any:
     """The TFDS data source of a built split, or a one-line :class:`DataError`.
 
@@ -588,47 +560,6 @@ class EvaluationOutputs:
     det_png: Path
     histogram_png: Path
     det_per_attack_png: Path | None
-
-
-def score_source(
-    model: Any, source: Any, *, batch_size: int = DEFAULT_BATCH_SIZE, progress: bool = True, desc: str = "evaluating"
-) -> tuple[list[str], list[str], list[str], np.ndarray]:
-    """Run the model over a random-access source of records (``audio``, ``label``,
-    ``utt_id``, optional ``attack``) with :func:`rawnet2_jax.data.pipeline.eval_batches`.
-
-    Returns:
-        ``(utt_ids, attacks, keys, scores)`` in source order; ``scores`` = log-odds.
-    """
-    from tqdm.auto import tqdm
-
-    from rawnet2_jax.data.pipeline import eval_batches, num_eval_batches
-
-    recorder = _AttackRecorder(source)
-    utts: list[str] = []
-    keys: list[str] = []
-    scores: list[np.ndarray] = []
-    batches = eval_batches(
-        recorder, model.config, batch_size, process_index=0, process_count=1, local_device_count=1
-    )
-    total = num_eval_batches(len(source), batch_size)
-    bar = tqdm(batches, total=total, desc=desc, unit="batch", disable=None if progress else True, dynamic_ncols=True)
-    try:
-        for batch in bar:
-            mask = np.asarray(batch["mask"], dtype=bool)
-            lo = log_odds(model.logits(np.asarray(batch["audio"], dtype=np.float32)))[mask]
-            scores.append(lo)
-            keys.extend("bonafide" if int(v) == 1 else "spoof" for v in np.asarray(batch["label"])[mask])
-            utts.extend(str(u) for u in np.asarray(batch["utt_id"])[mask])
-    except (ValueError, KeyError) as e:  # a record the pipeline cannot use
-        raise DataError(f"{desc}: unusable record ({type(e).__name__}: {_one_line(e)}); rebuild the dataset") from None
-    finally:
-        bar.close()
-    all_scores = np.concatenate(scores) if scores else np.zeros(0)
-    bad = int(np.sum(~np.isfinite(all_scores)))
-    if bad:
-        raise UserError(f"the model produced non-finite logits for {bad} utterances; the checkpoint is broken")
-    attacks = [recorder.attacks.get(u, "-") if k == "spoof" else "-" for u, k in zip(utts, keys)]
-    return utts, attacks, keys, all_scores
 
 
 def evaluate_split(

@@ -17,7 +17,7 @@ import pytest
 import jax
 
 import train.loop as loop
-from rawnet2_jax.errors import TrainingError, UserError
+from rawnet2_jax.errors import UserError
 from train.checkpointing import BROKEN_DIR, CheckpointError
 from train.guards import WorkdirLock
 from train.loop import make_checkpoint_manager, read_metrics, train

@@ -25,7 +25,9 @@ def test_presets():
     tak = get_train_config("tak2021")
     assert tak.weight_decay == 1e-4 and tak.class_weights == (1.0, 9.0) and tak.epochs == 100
     assert tak.model.num_samples == 64600 and tak.model.pad_mode == "repeat" and tak.model.name == "tak2021"
-    assert set(PRESETS) == {"caa_plateau", "tak2021", "demo"}
+    assert set(PRESETS) == {"caa_plateau", "tak2021", "tak2021_rawboost", "demo"}
+    assert PRESETS["tak2021_rawboost"] == tak.replace(name="tak2021_rawboost", rawboost=5)
+    assert all(c.rawboost == 0 for n, c in PRESETS.items() if n != "tak2021_rawboost")
     for cfg in PRESETS.values():
         assert type(cfg).from_dict(json.loads(cfg.to_json())) == cfg
 
@@ -97,8 +99,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     rc = main(["--config", "demo", "--workdir", str(tmp_path / "w"), "--data-dir", str(tmp_path / "nothing")])
     err = capsys.readouterr().err.strip()
     assert rc == 1 and err.startswith("error: ") and "\n" not in err
-    rc = main(["--config", "demo", "--workdir", str(tmp_path / "w"), "--batch-size", "0"])
-    assert rc == 1 and capsys.readouterr().err.startswith("error: ")
+    with pytest.raises(SystemExit) as e:  # refused by argparse, before anything runs
+        main(["--config", "demo", "--workdir", str(tmp_path / "w"), "--batch-size", "0"])
+    assert e.value.code == 2 and capsys.readouterr().err.startswith("error: argument --batch-size")
 
 
 def test_cli_overrides():
@@ -112,3 +115,23 @@ def test_cli_overrides():
     assert cfg.epochs == 3 and cfg.batch_size == 16 and cfg.class_weights == (1.0, 8.837)
     assert cfg.grad_clip_norm is None and cfg.plateau.patience == 5 and cfg.compute_dtype == "bfloat16"
     assert cfg.weight_decay == 2e-4  # untouched
+    args = build_parser().parse_args(
+        ["--config", "demo", "--rawboost", "5", "--matmul-precision", "highest", "--set", "model.fms_mode=mul",
+         "--set", "rawboost_config.snr_min=5", "--set", "plateau.patience=7"]
+    )
+    cfg = config_from_args(args)
+    assert cfg.rawboost == 5 and cfg.matmul_precision == "highest" and cfg.model.fms_mode == "mul"
+    assert cfg.rawboost_config.snr_min == 5.0 and cfg.plateau.patience == 7
+
+
+@pytest.mark.parametrize("argv", [["--lr", "-1"], ["--epochs", "0"], ["--rawboost", "9"],
+                                  ["--set", "model.fms_mode=nope"], ["--set", "nosuch=1"]])
+def test_cli_refuses_bad_values_in_one_line(argv, capsys):
+    from train.__main__ import main
+
+    try:
+        rc = main(["--config", "demo", *argv])
+    except SystemExit as e:  # argparse range checks
+        rc = e.code
+    err = capsys.readouterr().err.strip()
+    assert rc != 0 and err.startswith("error: ") and "\n" not in err, err

@@ -103,3 +103,27 @@ def test_bf16_compute_keeps_f32_state(f32):
     _, m32 = step32(create_train_state(v, cfg32), _batch(cfg))
     assert np.isfinite(float(metrics["loss"]))
     assert abs(float(metrics["loss"]) - float(m32["loss"])) < 0.05
+
+
+def test_rawboost_augments_training_batches_only(f32):
+    """--rawboost changes what the train step sees (deterministically per step key), equals
+    RawBoost applied to the batch by hand, and never touches the eval step."""
+    from rawnet2_jax.augment import rawboost_batch
+    from train.step import _AUGMENT_STREAM, _step_key
+
+    cfg0, model, v, step0, ev0 = f32
+    cfg5 = cfg0.replace(rawboost=5)
+    step5 = make_train_step(model, cfg5)
+    state = create_train_state(v, cfg0)
+    batch = _batch(cfg0)
+    _, m0 = step0(state, batch)
+    _, m5 = step5(state, batch)
+    _, m5_again = step5(state, batch)
+    assert float(m5["loss"]) != float(m0["loss"])
+    assert float(m5["loss"]) == float(m5_again["loss"])
+    key = jax.random.fold_in(_step_key(state, None), _AUGMENT_STREAM)
+    by_hand = dict(batch, audio=rawboost_batch(key, batch["audio"], 5, cfg5.rawboost_config))
+    _, m_hand = step0(state, by_hand)
+    assert float(m_hand["loss"]) == pytest.approx(float(m5["loss"]), rel=1e-6)
+    ev5 = make_eval_step(model, cfg5)
+    np.testing.assert_array_equal(np.asarray(ev5(state, batch)["logits"]), np.asarray(ev0(state, batch)["logits"]))

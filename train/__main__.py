@@ -26,7 +26,11 @@ from train.guards import Stopped
 def build_parser() -> argparse.ArgumentParser:
     from train.configs import PRESETS
 
-    ap = argparse.ArgumentParser(
+    from rawnet2_jax.cliutil import (
+        OneLineParser, nonneg_float, nonneg_int, positive_float, positive_int,
+    )
+
+    ap = OneLineParser(
         prog="python -m train",
         description="Train RawNet2 (JAX/Flax) with a named recipe; resumes from WORKDIR if it holds checkpoints.",
         epilog=__doc__.split("Examples::", 1)[1],
@@ -41,20 +45,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--init-from", help="start from a model dir (load_pretrained) instead of a fresh init")
     o = ap.add_argument_group("overrides")
-    o.add_argument("--epochs", type=int)
-    o.add_argument("--batch-size", type=int, help="global batch size")
-    o.add_argument("--eval-batch-size", type=int)
-    o.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float)
-    o.add_argument("--weight-decay", type=float)
-    o.add_argument("--grad-clip", dest="grad_clip_norm", type=float, help="<= 0 disables clipping")
-    o.add_argument("--class-weights", type=float, nargs=2, metavar=("SPOOF", "BONAFIDE"))
-    o.add_argument("--early-stopping", dest="early_stopping_patience", type=int, help="<= 0 disables")
-    o.add_argument("--plateau-patience", type=int)
-    o.add_argument("--seed", type=int)
-    o.add_argument("--shuffle-seed", type=int)
-    o.add_argument("--checkpoint-every", dest="checkpoint_every_steps", type=int, help="steps; 0 = epoch ends only")
-    o.add_argument("--max-steps-per-epoch", type=int)
-    o.add_argument("--log-every", dest="log_every_steps", type=int)
+    o.add_argument("--epochs", type=positive_int)
+    o.add_argument("--batch-size", type=positive_int, help="global batch size (all devices, all hosts)")
+    o.add_argument("--eval-batch-size", type=positive_int)
+    o.add_argument("--lr", "--learning-rate", dest="learning_rate", type=positive_float)
+    o.add_argument("--weight-decay", type=nonneg_float)
+    o.add_argument("--grad-clip", dest="grad_clip_norm", type=nonneg_float, help="global-norm clip; 0 disables clipping")
+    o.add_argument("--class-weights", type=positive_float, nargs=2, metavar=("SPOOF", "BONAFIDE"))
+    o.add_argument("--early-stopping", dest="early_stopping_patience", type=nonneg_int, help="epochs without dev-EER improvement; 0 disables")
+    o.add_argument("--plateau-patience", type=nonneg_int)
+    o.add_argument("--seed", type=nonneg_int)
+    o.add_argument("--shuffle-seed", type=nonneg_int)
+    o.add_argument("--checkpoint-every", dest="checkpoint_every_steps", type=nonneg_int, help="steps; 0 = epoch ends only")
+    o.add_argument("--max-steps-per-epoch", type=positive_int)
+    o.add_argument("--log-every", dest="log_every_steps", type=positive_int, help="steps between metric fetches / train records")
     o.add_argument("--bf16", action="store_true",
                    help="compute in bfloat16; parameters, optimizer state and BatchNorm statistics stay float32")
     o.add_argument("--matmul-precision", choices=("default", "high", "highest"),
@@ -63,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--rawboost", type=int, choices=range(0, 9), metavar="ALGO",
                    help="RawBoost augmentation of training batches on the device: 0 off, 1 LnL, 2 ISD, 3 SSI, "
                         "4 = 1+2+3, 5 = 1+2, 6 = 1+3, 7 = 2+3, 8 = 1 and 2 in parallel")
+    o.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any TrainConfig / ModelConfig field, dotted and type-checked, e.g. --set "
+                        "model.fms_mode=mul --set plateau.patience=5 (applied after the flags above)")
     ap.add_argument("--no-final-eval", action="store_true", help="skip scoring the eval split at the end")
     ap.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize (multi-host)")
     ap.add_argument("--quiet", action="store_true")
@@ -84,9 +91,9 @@ def config_from_args(args: argparse.Namespace):
         if v is not None:
             changes[name] = v
     if args.grad_clip_norm is not None:
-        changes["grad_clip_norm"] = args.grad_clip_norm if args.grad_clip_norm > 0 else None
+        changes["grad_clip_norm"] = args.grad_clip_norm or None
     if args.early_stopping_patience is not None:
-        changes["early_stopping_patience"] = args.early_stopping_patience if args.early_stopping_patience > 0 else None
+        changes["early_stopping_patience"] = args.early_stopping_patience or None
     if args.class_weights is not None:
         changes["class_weights"] = tuple(args.class_weights)
     if args.plateau_patience is not None:
@@ -103,9 +110,10 @@ def config_from_args(args: argparse.Namespace):
     if args.rawboost is not None:
         changes["rawboost"] = args.rawboost
     try:
-        return cfg.replace(**changes) if changes else cfg
+        cfg = cfg.replace(**changes) if changes else cfg
     except ValueError as e:
         raise UserError(f"bad override: {e}") from None
+    return cfg.with_overrides(args.overrides) if args.overrides else cfg
 
 
 def find_asv_scores(path: str | None) -> dict[str, str]:

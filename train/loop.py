@@ -25,7 +25,7 @@ Semantics:
   next batch is already on the devices (:class:`train.prefetch.DevicePrefetcher`);
 * each epoch ends with a dev evaluation (weighted-CE dev loss, EER, min t-DCF when ASV
   scores are given) through the same function as ``rawnet2-jax evaluate``
-  (``rawnet2_jax.scoring.score_source``); the plateau scheduler is stepped with the dev
+  (``rawnet2_jax.split_eval.score_split``); the plateau scheduler is stepped with the dev
   loss; model selection and early stopping use the dev EER only (strict improvement);
 * checkpoints are written at every epoch end and every ``checkpoint_every_steps`` steps
   mid-epoch. A run killed at any point restarts from its newest valid checkpoint and,
@@ -119,7 +119,7 @@ def _compiled(cfg: TrainConfig, mesh, state: TrainState):
     (what the compiled code depends on, mesh, state structure) in a process."""
     key_cfg = TrainConfig(
         name="", model=cfg.model, class_weights=cfg.class_weights, compute_dtype=cfg.compute_dtype,
-        matmul_precision=cfg.matmul_precision, rawboost=cfg.rawboost, rawboost_params=cfg.rawboost_params,
+        matmul_precision=cfg.matmul_precision, rawboost=cfg.rawboost, rawboost_config=cfg.rawboost_config,
     )
     key = (key_cfg.to_json(), tuple(d.id for d in mesh.devices.flat), jax.tree.structure(state))
     if key not in _COMPILED:
@@ -493,17 +493,19 @@ def weighted_ce_from_scores(scores: np.ndarray, labels: np.ndarray, weights) -> 
 
 
 def evaluate_source(run: _Run, state: TrainState, split: str, asv_path: str | None) -> dict[str, Any]:
-    """Scores (``rawnet2_jax.scoring.score_source``, as ``rawnet2-jax evaluate``), weighted
-    loss, EER and min t-DCF of one split."""
+    """Scores of one split through ``rawnet2_jax.split_eval.score_split`` (the function
+    behind ``rawnet2-jax evaluate``) into ``scores/<split>_scores.txt``, then the weighted
+    loss, EER and min t-DCF computed from that file."""
     from rawnet2_jax.metrics import asv_error_rates, compute_eer, min_tdcf, read_asv_scores
-    from rawnet2_jax.scoring import score_source
+    from rawnet2_jax.split_eval import score_split
 
-    utts, attacks, keys, scores = score_source(
+    scored = score_split(
         _StateModel(run, state), run.sources[split], batch_size=run.cfg.eval_batch_size,
-        progress=run.progress, desc=split,
+        out_dir=run.workdir / SCORES_DIR, score_file=f"{split}_scores.txt", score_format="asvspoof2019",
+        resume=False, progress=run.progress, desc=split, log=run.log.info,
     )
-    labels = np.asarray([1 if k == "bonafide" else 0 for k in keys], np.int32)
-    out: dict[str, Any] = {"utt_ids": utts, "attacks": attacks, "scores": scores, "labels": labels}
+    labels, scores = _read_score_file(scored.score_file)
+    out: dict[str, Any] = {"scores": scores, "labels": labels}
     out["loss"] = weighted_ce_from_scores(scores, labels, run.cfg.class_weights)
     bona, spoof = scores[labels == 1], scores[labels == 0]
     out["eer"] = compute_eer(bona, spoof)[0] if len(bona) and len(spoof) else float("nan")

@@ -160,10 +160,9 @@ def augment_audio(audio: jax.Array, key: jax.Array, cfg: TrainConfig) -> jax.Arr
     """
     if not cfg.rawboost:
         return audio
-    from rawnet2_jax.augment import RawBoostConfig, rawboost_batch
+    from rawnet2_jax.augment import rawboost_batch
 
-    params = RawBoostConfig(**dict(cfg.rawboost_params))
-    return rawboost_batch(key, audio.astype(jnp.float32), int(cfg.rawboost), params).astype(audio.dtype)
+    return rawboost_batch(key, audio.astype(jnp.float32), int(cfg.rawboost), cfg.rawboost_config).astype(audio.dtype)
 
 
 def make_eval_step(model: Any, cfg: TrainConfig, *, jit: bool = True) -> Callable[..., dict[str, jax.Array]]:
