@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-from rawnet2_jax.augment.rawboost import RawBoostConfig
+from rawnet2_jax.augment.config import RawBoostConfig
 from rawnet2_jax.config import CAA_RAWNET2, TAK2021, ConfigMixin, ModelConfig
 
 
