@@ -230,12 +230,12 @@ def worker_jax(a) -> dict:
         return res
 
     # ---- train step
-    from train.state import HostState, create_train_state
+    from train.state import create_train_state
     from train.step import build_model, make_train_step
 
     tcfg = common.train_config(cfg)
     model = build_model(tcfg)
-    state0 = create_train_state(variables, tcfg).replace(host=HostState())
+    state0 = create_train_state(variables, tcfg)
     core = make_train_step(model, tcfg).core
     for b in a.batches:
         batch = {"audio": jnp.asarray(x_all[:b]), "label": jnp.asarray(y_all[:b])}
@@ -274,14 +274,14 @@ def worker_compile(a) -> dict:
     import jax.numpy as jnp
 
     from convert.tables import torch_to_flax
-    from train.state import HostState, create_train_state
+    from train.state import create_train_state
     from train.step import build_model, make_train_step
 
     cfg = common.bench_config(a.preset, a.quick, a.num_samples)
     d, sd = _load(a)
     variables = jax.tree.map(jnp.asarray, torch_to_flax(sd, cfg))
     tcfg = common.train_config(cfg)
-    state = create_train_state(variables, tcfg).replace(host=HostState())
+    state = create_train_state(variables, tcfg)
     core = make_train_step(build_model(tcfg), tcfg).core
     b = a.batches[0]
     batch = {"audio": jnp.asarray(d["x"][:b]), "label": jnp.asarray(d["y"][:b])}
