@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from train.configs import PRESETS
 
     from rawnet2_jax.cliutil import (
-        OneLineParser, nonneg_float, nonneg_int, positive_float, positive_int,
+        OneLineParser, nonneg_float, nonneg_int, positive_float, positive_int, unit_interval,
     )
 
     ap = OneLineParser(
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--rawboost", type=int, choices=range(0, 9), metavar="ALGO",
                    help="RawBoost augmentation of training batches on the device: 0 off, 1 LnL, 2 ISD, 3 SSI, "
                         "4 = 1+2+3, 5 = 1+2, 6 = 1+3, 7 = 2+3, 8 = 1 and 2 in parallel")
+    o.add_argument("--codec-prob", type=unit_interval, metavar="P",
+                   help="codec/channel augmentation of training utterances in the input pipeline: each one "
+                        "goes through a codec round trip (MP3, Vorbis, Opus, GSM, G.711, G.721, 8 kHz "
+                        "telephone band) with probability P; 0 = off (default)")
     o.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="any TrainConfig / ModelConfig field, dotted and type-checked, e.g. --set "
                         "model.fms_mode=mul --set plateau.patience=5 (applied after the flags above)")
@@ -109,6 +113,8 @@ def config_from_args(args: argparse.Namespace):
         changes["matmul_precision"] = args.matmul_precision
     if args.rawboost is not None:
         changes["rawboost"] = args.rawboost
+    if args.codec_prob is not None:
+        changes["codec_augment"] = dataclasses.replace(cfg.codec_augment, prob=args.codec_prob)
     try:
         cfg = cfg.replace(**changes) if changes else cfg
     except ValueError as e:

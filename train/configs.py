@@ -21,6 +21,7 @@ Presets
 * ``tak2021_rawboost``: ``tak2021`` with RawBoost algorithm 5 (LnL then ISD) on every
   training batch, on the device (Tak et al., ICASSP 2022). The other presets keep
   RawBoost off, so they stay exact reproductions; ``--rawboost ALGO`` turns it on anywhere.
+  Codec augmentation (``codec_augment``, ``--codec-prob P``) is off in every preset.
 * ``demo``: a small model (few filters/channels, small GRU) on ~2 s clips that learns
   the synthetic demo corpus (``rawnet2_jax.data.demo``) within minutes on 2 CPU cores.
 """
@@ -30,6 +31,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+from rawnet2_jax.augment.codec import CodecAugConfig
 from rawnet2_jax.augment.config import RawBoostConfig
 from rawnet2_jax.config import CAA_RAWNET2, TAK2021, ConfigMixin, ModelConfig
 
@@ -93,6 +95,9 @@ class TrainConfig(ConfigMixin):
     # (``--set rawboost_config.snr_min=5``; defaults are the reference's).
     rawboost: int = 0
     rawboost_config: RawBoostConfig = RawBoostConfig()
+    # Codec / channel round trips of training utterances in the input pipeline (host side,
+    # numpy): probability and codec list (``--codec-prob P``; prob 0 = off).
+    codec_augment: CodecAugConfig = CodecAugConfig()
 
     # Numerics / runtime.
     seed: int = 0
@@ -128,6 +133,8 @@ class TrainConfig(ConfigMixin):
             d["class_weights"] = tuple(d["class_weights"])
         if d.get("rawboost_config") is not None:
             d["rawboost_config"] = RawBoostConfig(**d["rawboost_config"])
+        if d.get("codec_augment") is not None:
+            d["codec_augment"] = CodecAugConfig(**d["codec_augment"])
         return d
 
 

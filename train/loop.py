@@ -318,7 +318,7 @@ def _run_epoch(run: _Run, stop_after_steps: int | None) -> bool:
 
     cfg, spe, start = run.cfg, run.steps_per_epoch, run.host.batches_in_epoch
     host_batches = train_batches(run.sources["train"], cfg.model, cfg.batch_size, cfg.shuffle_seed,
-                                 start_epoch=run.epoch, start_step=start, num_epochs=1)
+                                 start_epoch=run.epoch, start_step=start, num_epochs=1, codec_augment=cfg.codec_augment)
     if cfg.max_steps_per_epoch:
         host_batches = _first(host_batches, spe - start)
     window = _MetricWindow(run.step + 1)

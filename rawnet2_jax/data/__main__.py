@@ -60,6 +60,10 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--seconds", type=positive_float, default=2.0, help="mean clip length in seconds (default 2)")
     d.add_argument("--bonafide-fraction", type=fraction, default=0.25,
                    help="share of bona fide utterances, 0 < F < 1 (default 0.25)")
+    d.add_argument("--eval-channel", choices=("clean", "codecs"), default="clean",
+                   help="codecs: pass eval utterance i through channel i mod K (clean, MP3 low/high, Vorbis, "
+                        "Opus, GSM, mu-law, A-law, G.721, 8 kHz telephone band), listed in "
+                        "LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.eval.channel.txt (default clean)")
 
     b = sub.add_parser(
         "build",
@@ -85,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
                 seconds=args.seconds,
                 bonafide_fraction=args.bonafide_fraction,
                 seed=args.seed,
+                eval_channel=args.eval_channel,
             )
             la = make_demo_corpus(args.out_dir, cfg)
             print(f"wrote {la}")

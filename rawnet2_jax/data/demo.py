@@ -26,6 +26,13 @@ A08    STFT magnitude with zero phase (frame-rate buzz)               eval only
 A16    = A04 algorithm (as in the real corpus, A16 = A04)             eval only
 =====  ==========================================================  ===========
 
+``eval_channel="codecs"`` (``python -m rawnet2_jax.data demo DIR --eval-channel codecs``)
+passes the eval audio through a channel as well: utterance ``i`` of eval gets
+``eval_channels()[i % K]`` (clean, then every codec of :mod:`rawnet2_jax.augment.codec`
+this machine has), written to ``ASVspoof2019.LA.cm.eval.channel.txt`` next to the protocols
+(``utt_id channel`` lines) for per-channel EERs (``rawnet2-jax metrics --conditions``).
+Train and dev are byte-identical to the clean corpus of the same seed.
+
 Everything is a function of ``seed`` (each utterance has its own generator keyed by
 (seed, split, index)), so the corpus is byte-identical across runs.
 """
@@ -46,6 +53,8 @@ SR = 16000
 TRAIN_ATTACKS = ("A01", "A02", "A03", "A04")
 EVAL_ATTACKS = ("A07", "A08", "A16")
 _PREFIX = {"train": "T", "dev": "D", "eval": "E"}
+EVAL_CHANNEL_MODES = ("clean", "codecs")
+CHANNEL_FILE = "ASVspoof2019.LA.cm.eval.channel.txt"
 
 # Vowel formants (Hz) of an adult male vocal tract: F1..F5.
 _VOWELS = np.array(
@@ -74,6 +83,11 @@ class DemoConfig:
     bonafide_fraction: float = 0.25
     speakers_per_split: int = 4
     seed: int = 0
+    eval_channel: str = "clean"  # or "codecs": eval audio through codecs (see module doc)
+
+    def __post_init__(self):
+        if self.eval_channel not in EVAL_CHANNEL_MODES:
+            raise ValueError(f"eval_channel must be one of {', '.join(EVAL_CHANNEL_MODES)}, got {self.eval_channel!r}")
 
     def count(self, split: str) -> int:
         return {"train": self.num_train, "dev": self.num_dev, "eval": self.num_eval}[split]
@@ -234,6 +248,24 @@ def _asv_scores(rng: np.random.Generator, entries: list[P.CmEntry]) -> list[str]
     return lines
 
 
+def eval_channels() -> tuple[str, ...]:
+    """The channels of a ``--eval-channel codecs`` eval split: "clean", then each codec."""
+    from rawnet2_jax.augment.codec import available_codecs
+
+    return ("clean", *available_codecs())
+
+
+def channel_path(la: str | os.PathLike) -> Path:
+    """Where the eval channel of each utterance is written (``utt_id channel`` lines)."""
+    return Path(la) / "ASVspoof2019_LA_cm_protocols" / CHANNEL_FILE
+
+
+def _through_channel(x: np.ndarray, channel: str) -> np.ndarray:
+    from rawnet2_jax.augment.codec import apply_codec
+
+    return x if channel == "clean" else apply_codec(x.astype(np.float32), channel)
+
+
 def make_demo_corpus(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(), *, progress: bool = True) -> Path:
     """Write the demo corpus under ``out_dir/LA`` and return that ``LA`` path."""
     la = Path(out_dir) / "LA"
@@ -251,6 +283,8 @@ def make_demo_corpus(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(),
         audio_dir = P.la_audio_dir(la, split)
         audio_dir.mkdir(parents=True, exist_ok=True)
         entries = []
+        channels = eval_channels() if split == "eval" and cfg.eval_channel == "codecs" else ()
+        channel_lines: list[str] = []
         it = range(count)
         if progress:
             from tqdm.auto import tqdm
@@ -262,11 +296,19 @@ def make_demo_corpus(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(),
             n = int(SR * cfg.seconds * urng.uniform(0.75, 1.25))
             x = synthesize(urng, spk, n, keys[i])
             utt = f"LA_{_PREFIX[split]}_{ids[i]}"
+            if channels:
+                channel = channels[i % len(channels)]
+                x = _through_channel(x, channel)
+                channel_lines.append(f"{utt} {channel}")
             sf.write(audio_dir / f"{utt}.flac", x, SR, subtype="PCM_16")
             key = "bonafide" if keys[i] == "-" else "spoof"
             entries.append(P.CmEntry(speaker=spk_id, utt_id=utt, attack=keys[i], key=key))
         lines = [f"{e.speaker} {e.utt_id} - {e.attack} {e.key}" for e in entries]
         P.la_protocol_path(la, split).write_text("\n".join(lines) + "\n")
+        if channels:
+            channel_path(la).write_text("\n".join(channel_lines) + "\n")
+        elif split == "eval":
+            channel_path(la).unlink(missing_ok=True)  # a clean rewrite of a codecs corpus
         if split != "train":
             P.la_asv_scores_path(la, split).write_text("\n".join(_asv_scores(rng, entries)) + "\n")
     return la

@@ -23,7 +23,9 @@ workers or threads, so a restored ``{"epoch", "step"}`` replays exactly the same
 
 Each pipeline element is a whole per-host batch: records are read in one ``__getitems__``
 call, decoded (int16 -> float32 / 32768) and cut / padded to ``cfg.num_samples`` with
-``cfg.pad_mode`` (see :func:`rawnet2_jax.audio.fit_length`). ``num_threads`` batches are
+``cfg.pad_mode`` (see :func:`rawnet2_jax.audio.fit_length`); training rows then go through
+optional codec augmentation (``codec_augment=CodecAugConfig(prob=...)``, drawn per (seed,
+epoch, record index); never in :func:`eval_batches`). ``num_threads`` batches are
 prepared in parallel threads; ``num_workers > 0`` moves them to grain worker processes.
 """
 
@@ -174,13 +176,38 @@ class _TrainPlan:
     def position(self, j: int) -> tuple[int, int]:
         return divmod(self.start + j, self.spe)
 
-    def __getitem__(self, j: int) -> np.ndarray:
+    def __getitem__(self, j: int) -> tuple[int, np.ndarray]:
+        """``(epoch, record indices of this host's rows)`` of element j."""
         if not 0 <= j < self.length:
             raise IndexError(j)
         epoch, step = self.position(j)
         perm = epoch_permutation(self.num_records, self.seed, epoch)
         lo = step * self.global_batch + self.process_index * self.local_batch
-        return perm[lo : lo + self.local_batch]
+        return epoch, perm[lo : lo + self.local_batch]
+
+
+@dataclasses.dataclass(frozen=True)
+class _TrainLoader:
+    """A training batch: :class:`_BatchLoader`, then codec augmentation of each fitted row.
+
+    The codec of a row is a function of (seed, epoch, record index) only
+    (:func:`rawnet2_jax.augment.codec.draw_codec`), so resume and host count keep it.
+    """
+
+    load: _BatchLoader
+    codec: Any  # CodecAugConfig | None
+    seed: int
+
+    def __call__(self, element: tuple[int, np.ndarray]) -> dict[str, np.ndarray]:
+        epoch, indices = element
+        batch = self.load(indices)
+        if self.codec is not None and self.codec.enabled:
+            from rawnet2_jax.augment.codec import maybe_degrade
+
+            audio = batch["audio"]
+            for row in np.flatnonzero(batch["mask"]):
+                audio[row], _ = maybe_degrade(audio[row], self.codec, self.seed, epoch, int(indices[row]))
+        return batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +228,7 @@ class _EvalPlan:
         return np.where(idx < self.num_records, idx, PAD_INDEX)
 
 
-def _iterate(plan: Sequence[np.ndarray], loader: _BatchLoader, num_threads: int, num_workers: int, prefetch: int):
+def _iterate(plan: Sequence[Any], loader: Any, num_threads: int, num_workers: int, prefetch: int):
     import grain
 
     ds = grain.MapDataset.source(plan).map(loader)
@@ -284,6 +311,7 @@ def train_batches(
     process_index: int | None = None,
     process_count: int | None = None,
     local_device_count: int | None = None,
+    codec_augment: Any = None,
 ) -> TrainIterator:
     """Shuffled training batches from (start_epoch, start_step) on.
 
@@ -299,6 +327,9 @@ def train_batches(
       num_threads: batches prepared in parallel threads (per process).
       num_workers: grain worker processes (0 = in this process). Results do not depend on it.
       process_index, process_count, local_device_count: default to ``jax.*``.
+      codec_augment: a :class:`rawnet2_jax.augment.codec.CodecAugConfig` (``None`` or
+        ``prob`` 0 = off): each row, after cutting to ``num_samples``, goes through a codec
+        round trip with that probability, drawn per (seed, epoch, record index).
     """
     pi, pc = _host(process_index, process_count)
     local = per_host_batch_size(batch_size, process_count=pc, local_device_count=local_device_count)
@@ -311,7 +342,7 @@ def train_batches(
     start = start_epoch * spe + start_step
     length = (start_epoch + num_epochs) * spe - start if num_epochs is not None else (1 << 40)
     plan = _TrainPlan(n, int(seed), batch_size, local, pi, start, max(0, length))
-    loader = _BatchLoader(source, int(cfg.num_samples), str(cfg.pad_mode))
+    loader = _TrainLoader(_BatchLoader(source, int(cfg.num_samples), str(cfg.pad_mode)), codec_augment, int(seed))
     return TrainIterator(plan, _iterate(plan, loader, num_threads, num_workers, prefetch))
 
 

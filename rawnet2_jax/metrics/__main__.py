@@ -29,6 +29,8 @@ target vs nontarget. --t-dcf 2019 is the ASVspoof 2019 ("legacy") min t-DCF that
 ASVspoof 2019 LA report; 2021 is the revised formulation (not comparable).
 
 Per attack: that attack's spoofs against all bona fide trials.
+--conditions FILE ('utt_id condition' lines): per condition, its bona fide against its
+spoofs, pooled and per attack (e.g. per codec of the demo corpus's --eval-channel codecs).
 
 ASVspoof 2021 (--asvspoof2021 KEYS_DIR --track LA|DF): SCORES is the organisers'
 two-column file 'trial score' (any order) covering every trial of
@@ -80,6 +82,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--track", choices=("LA", "DF"), help="ASVspoof 2021 track (with --asvspoof2021)")
     p.add_argument("--subset", choices=("eval", "progress", "hidden"), default="eval",
                    help="ASVspoof 2021 subset (default eval)")
+    p.add_argument("--conditions", metavar="FILE",
+                   help="'utt_id condition' lines (e.g. the demo corpus's ASVspoof2019.LA.cm.eval.channel.txt): "
+                        "adds the EER per condition, pooled and per attack")
     p.add_argument(
         "--json",
         action="store_true",
@@ -100,15 +105,27 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         cm = read_cm_scores(args.cm_scores)
         asv = read_asv_scores(args.asv_scores) if args.asv_scores else None
         report = evaluate_scores(cm, asv, tdcf_version=args.t_dcf)
+        per_condition = None
+        if args.conditions:
+            from rawnet2_jax.metrics.conditions import condition_eers, read_conditions
+
+            per_condition = condition_eers(cm, read_conditions(args.conditions))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for w in report.warnings:
         print(f"warning: {w}", file=sys.stderr)
+    from rawnet2_jax.metrics.conditions import conditions_to_dict, format_conditions
+
     if args.json:
-        print(json.dumps(report.to_dict()))
+        out = report.to_dict()
+        if per_condition is not None:
+            out["per_condition"] = conditions_to_dict(per_condition)
+        print(json.dumps(out))
     else:
         print(report.format_table())
+        if per_condition is not None:
+            print("\nper condition (its bona fide vs its spoofs):\n" + format_conditions(per_condition))
     return 0
 
 

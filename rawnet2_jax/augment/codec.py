@@ -1,0 +1,197 @@
+"""Codec and channel augmentation on the host (numpy), for the input pipeline.
+
+ASVspoof 2021 evaluates countermeasures behind telephony codecs (LA) and lossy compression
+(DF). This module degrades a 16 kHz waveform the same way by a round trip through what
+libsndfile encodes in memory (``soundfile`` to and from ``io.BytesIO``), or by telephone
+band-limiting (16 kHz -> 8 kHz -> 16 kHz through soxr). The output always has the input's
+length and sample rate, so it drops into a fixed-shape batch.
+
+    cfg = CodecAugConfig(prob=0.5)                     # default codec list, all available ones
+    y, name = maybe_degrade(x, cfg, seed=0, epoch=3, utt_index=1234)   # name "" = untouched
+    y = apply_codec(x, "gsm")                          # one named round trip
+
+Which utterance is degraded, and by which codec, is drawn from
+``np.random.default_rng([seed, epoch, utt_index])`` (``utt_index`` = the record's index in
+its dataset), so it does not depend on batch position, worker count, process count or
+where a run was resumed.
+
+=============  ==========================================================================
+name           round trip
+=============  ==========================================================================
+mp3_low        MPEG-2 Layer III, constant 16 kbit/s (LAME through libsndfile)
+mp3_high       MPEG-2 Layer III, constant 160 kbit/s
+vorbis         Ogg Vorbis, lowest quality (about 48 kbit/s at 16 kHz)
+opus           Ogg Opus, lowest quality (about 10 kbit/s)
+gsm            GSM 6.10 full rate (13 kbit/s) at 8 kHz (soxr down and up around it)
+mulaw          G.711 mu-law (8-bit companded PCM) at 16 kHz
+alaw           G.711 A-law at 16 kHz
+g721           G.721 32 kbit/s ADPCM at 16 kHz
+telephone      8 kHz resampling (soxr): everything above 4 kHz removed
+=============  ==========================================================================
+
+MP3 exists only when libsndfile was built with MPEG support (>= 1.1.0);
+:func:`available_codecs` lists what this machine can run, and asking for a missing one is a
+:class:`CodecError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+
+import numpy as np
+
+from rawnet2_jax.errors import ConfigError
+
+SR = 16000
+TELEPHONE_SR = 8000
+
+
+class CodecError(ConfigError):
+    """An unknown or unavailable codec, or a bad probability."""
+
+
+@dataclasses.dataclass(frozen=True)
+class _SndfileCodec:
+    format: str
+    subtype: str
+    compression_level: float | None = None
+    bitrate_mode: str | None = None
+    rate: int = SR  # encode at this rate (soxr around the round trip when != SR)
+    # Leading samples to drop when the decoder returns them (no gapless info in the stream).
+    delay: int = 0
+
+    def kwargs(self) -> dict:
+        kw = {}
+        if self.compression_level is not None:
+            kw["compression_level"] = self.compression_level
+        if self.bitrate_mode is not None:
+            kw["bitrate_mode"] = self.bitrate_mode
+        return kw
+
+
+# compression_level 0.95 with a constant bit rate gives LAME's 16 kbit/s for MPEG-2 (16 kHz);
+# 1.0 is refused by libsndfile 1.2's MPEG encoder. At such low rates libsndfile 1.2.2 decodes
+# LAME's 576-sample encoder delay + 529-sample decoder delay too (1,105 samples, measured by
+# cross-correlation at several lengths); at 32 kbit/s and up the stream is gapless.
+_MP3_DELAY = 1105
+_SNDFILE_CODECS: dict[str, _SndfileCodec] = {
+    "mp3_low": _SndfileCodec("MP3", "MPEG_LAYER_III", 0.95, "CONSTANT", delay=_MP3_DELAY),
+    "mp3_high": _SndfileCodec("MP3", "MPEG_LAYER_III", 0.0, "CONSTANT"),
+    "vorbis": _SndfileCodec("OGG", "VORBIS", 1.0),
+    "opus": _SndfileCodec("OGG", "OPUS", 1.0),
+    "gsm": _SndfileCodec("WAV", "GSM610", rate=TELEPHONE_SR),
+    "mulaw": _SndfileCodec("WAV", "ULAW"),
+    "alaw": _SndfileCodec("WAV", "ALAW"),
+    "g721": _SndfileCodec("WAV", "G721_32"),
+}
+ALL_CODECS: tuple[str, ...] = (*_SNDFILE_CODECS, "telephone")
+
+
+@functools.lru_cache(maxsize=1)
+def available_codecs() -> tuple[str, ...]:
+    """The codecs of :data:`ALL_CODECS` this libsndfile can encode (MP3 needs MPEG support)."""
+    import soundfile as sf
+
+    formats, subtypes = sf.available_formats(), sf.available_subtypes()
+    ok = [n for n, c in _SNDFILE_CODECS.items() if c.format in formats and c.subtype in subtypes]
+    return (*ok, "telephone")
+
+
+def _check_codecs(codecs: tuple[str, ...]) -> None:
+    unknown = [c for c in codecs if c not in ALL_CODECS]
+    if unknown:
+        raise CodecError(f"unknown codec {unknown[0]!r}; choose from {', '.join(ALL_CODECS)}")
+    missing = [c for c in codecs if c not in available_codecs()]
+    if missing:
+        raise CodecError(f"codec {missing[0]!r} is not available in this libsndfile (no MPEG support); "
+                         f"drop it or install libsndfile >= 1.1 with mpg123/LAME")
+
+
+@dataclasses.dataclass(frozen=True)
+class CodecAugConfig:
+    """Codec augmentation of training utterances: off at ``prob`` 0.
+
+    prob: chance that an utterance is degraded; codecs: the choices, drawn uniformly.
+    """
+
+    prob: float = 0.0
+    codecs: tuple[str, ...] = ALL_CODECS
+
+    def __post_init__(self):
+        object.__setattr__(self, "codecs", tuple(self.codecs))
+        if not 0.0 <= self.prob <= 1.0:
+            raise CodecError(f"codec probability must be in [0, 1], got {self.prob}")
+        if not self.codecs:
+            raise CodecError("codec augmentation needs at least one codec")
+        if self.prob > 0:
+            _check_codecs(self.codecs)
+
+    @property
+    def enabled(self) -> bool:
+        return self.prob > 0
+
+
+def _resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    import soxr
+
+    return soxr.resample(x, sr_in, sr_out, quality="HQ").astype(np.float32, copy=False)
+
+
+def _fit(y: np.ndarray, n: int) -> np.ndarray:
+    """Cut or zero-pad a decoded signal back to n samples (frame codecs round the length up)."""
+    if y.shape[0] >= n:
+        return np.ascontiguousarray(y[:n])
+    return np.pad(y, (0, n - y.shape[0]))
+
+
+def _sndfile_round_trip(x: np.ndarray, codec: _SndfileCodec) -> np.ndarray:
+    import soundfile as sf
+
+    n = x.shape[0]
+    # Integer codecs saturate at full scale anyway; clipping first makes every codec agree on it.
+    x = np.clip(x, -1.0, 1.0)
+    if codec.rate != SR:
+        x = _resample(x, SR, codec.rate)
+    buf = io.BytesIO()
+    sf.write(buf, x, codec.rate, format=codec.format, subtype=codec.subtype, **codec.kwargs())
+    buf.seek(0)
+    y, _ = sf.read(buf, dtype="float32")
+    if y.ndim == 2:
+        y = y[:, 0]
+    if codec.delay and y.shape[0] >= x.shape[0] + codec.delay:
+        y = y[codec.delay :]
+    if codec.rate != SR:
+        y = _resample(y, codec.rate, SR)
+    return _fit(y, n)
+
+
+def apply_codec(x: np.ndarray, name: str) -> np.ndarray:
+    """One 16 kHz (T,) waveform through codec ``name``: float32 (T,), same length."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"apply_codec takes a 1-D waveform, got shape {x.shape}")
+    _check_codecs((name,))
+    if x.shape[0] == 0:
+        return x.copy()
+    if name == "telephone":
+        return _fit(_resample(_resample(x, SR, TELEPHONE_SR), TELEPHONE_SR, SR), x.shape[0])
+    return _sndfile_round_trip(x, _SNDFILE_CODECS[name])
+
+
+def draw_codec(cfg: CodecAugConfig, seed: int, epoch: int, utt_index: int) -> str:
+    """The codec for one (seed, epoch, utterance), or "" when it stays clean."""
+    if not cfg.enabled:
+        return ""
+    rng = np.random.default_rng([int(seed), int(epoch), int(utt_index)])
+    hit = rng.random() < cfg.prob
+    pick = int(rng.integers(len(cfg.codecs)))  # drawn either way: the pick does not depend on prob
+    return cfg.codecs[pick] if hit else ""
+
+
+def maybe_degrade(x: np.ndarray, cfg: CodecAugConfig, seed: int, epoch: int,
+                  utt_index: int) -> tuple[np.ndarray, str]:
+    """``(waveform, codec name)``; the input itself and "" when this utterance stays clean."""
+    name = draw_codec(cfg, seed, epoch, utt_index)
+    return (apply_codec(x, name), name) if name else (x, "")
