@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from rawnet2_jax.batchnorm import BatchNorm
 from rawnet2_jax.config import FmsMode, FmsPosition
 from rawnet2_jax.fms import FMS, torch_bias_init, torch_kernel_init
+from rawnet2_jax.pool import max_pool_1d
 
 Array = jax.Array
 
@@ -112,7 +113,7 @@ class ResidualBlock(nn.Module):
         out = out + identity
         if self.fms_position == "before_pool":
             out = fms(out)
-        out = nn.max_pool(out, (self.pool,), strides=(self.pool,), padding="VALID")  # torch floor
+        out = max_pool_1d(out, self.pool)  # torch floor mode
         if self.fms_position == "after_pool":
             out = fms(out)
         return out

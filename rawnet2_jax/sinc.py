@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rawnet2_jax.config import ModelConfig
+from rawnet2_jax.pool import max_pool_1d
 
 Array = jax.Array
 
@@ -322,5 +323,5 @@ class SincConv(nn.Module):
         if cfg.sinc_abs:
             y = jnp.abs(y)
         if cfg.sinc_pool > 1:
-            y = nn.max_pool(y, (cfg.sinc_pool,), strides=(cfg.sinc_pool,), padding="VALID")
+            y = max_pool_1d(y, cfg.sinc_pool)
         return y
