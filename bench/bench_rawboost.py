@@ -5,7 +5,8 @@ Rows (``caa_rawnet2``, batch 8, 4 s utterances, ``--threads`` CPUs):
 
 * ``step``: ``train/step.py``'s train step (``make_train_step(...).core``), jitted;
 * ``step + rawboost A``: one jitted function: ``rawboost_batch(fold_in(key, 1), audio, A)``
-  then the same step (how the training hook will use it);
+  then the same step: the same work as ``train/step.py``'s own hook (``TrainConfig.rawboost``,
+  which folds in another constant), kept as a wrapper so the row measures RawBoost alone;
 * ``rawboost A alone``: ``rawboost_batch`` jitted on its own (the device cost of the noise);
 * ``reference A``: a numpy/scipy transcription of the reference's ``RawBoost.py`` (numpy RNG,
   ``scipy.signal.firwin`` / ``freqz`` / ``lfilter``) over the batch's rows, in this process
@@ -132,14 +133,14 @@ def main(argv=None) -> int:
     import jax.numpy as jnp
 
     from rawnet2_jax.augment import rawboost_batch
-    from train.state import HostState, create_train_state, init_variables
+    from train.state import create_train_state, init_variables
     from train.step import build_model, make_train_step
 
     cfg = common.bench_config(a.preset, a.quick, a.num_samples or (2400 if a.quick else None))
     tcfg = common.train_config(cfg)
     model = build_model(tcfg)
     variables = init_variables(model, cfg.num_samples, 0)
-    state0 = create_train_state(variables, tcfg).replace(host=HostState())
+    state0 = create_train_state(variables, tcfg)
     core = make_train_step(model, tcfg, jit=False).core
     x = common.bench_inputs(a.batch, cfg.num_samples)
     batch = {"audio": jnp.asarray(x), "label": jnp.asarray(common.bench_labels(a.batch))}
