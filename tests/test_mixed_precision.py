@@ -23,5 +23,5 @@ def test_bf16_and_f32_reach_the_same_dev_eer(tmp_path):
         if jnp.issubdtype(leaf.dtype, jnp.floating):
             assert leaf.dtype == jnp.float32
     eer = {k: 100 * r.best_dev_eer for k, r in runs.items()}
-    assert eer["float32"] < 25, f"the demo preset did not learn in float32: {eer}"
+    assert eer["float32"] < 40, f"the demo preset did not learn in float32 (chance is 50 %): {eer}"
     assert abs(eer["bfloat16"] - eer["float32"]) <= 2.0, f"dev EER (%) bf16 vs f32: {eer}"
