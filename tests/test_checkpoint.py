@@ -10,19 +10,10 @@ import numpy as np
 import pytest
 
 from rawnet2_jax import checkpoint as ck
-from rawnet2_jax.config import get_config
 from rawnet2_jax.errors import CheckpointError
+from train.testing import tiny_model
 
-TINY = get_config(
-    "caa_rawnet2",
-    sinc_filters=8,
-    sinc_kernel_size=17,
-    first_block_channels=8,
-    second_block_channels=16,
-    gru_hidden=16,
-    embedding_dim=16,
-    num_samples=2200,
-)
+TINY = tiny_model("caa_rawnet2", num_samples=2200)
 
 
 @pytest.fixture(scope="module")

@@ -7,15 +7,20 @@ import threading
 
 import numpy as np
 
-from rawnet2_jax.config import CAA_RAWNET2, TAK2021, ModelConfig
+from rawnet2_jax.config import ModelConfig, get_config
 from train.configs import CAA_PLATEAU, PlateauConfig, TrainConfig
 
 
-def tiny_model(layout: str = "seed", num_samples: int = 810) -> ModelConfig:
-    """A RawNet2 with a handful of channels (runs in milliseconds)."""
-    base = CAA_RAWNET2 if layout == "seed" else TAK2021
-    return base.replace(
-        name=f"tiny_{layout}",
+def tiny_model(base: str = "seed", num_samples: int = 810, **overrides) -> ModelConfig:
+    """A RawNet2 with a handful of channels and two residual blocks (runs in milliseconds).
+
+    ``base``: a layout (``"seed"``: caa_rawnet2, ``"official"``: tak2021) or any preset name,
+    whose every choice but the sizes it keeps; ``overrides`` replace further fields.
+    """
+    preset = {"seed": "caa_rawnet2", "official": "tak2021"}.get(base, base)
+    cfg = get_config(preset)
+    sizes = dict(
+        name=f"tiny_{base}",
         num_samples=num_samples,
         sinc_filters=4,
         sinc_kernel_size=17,
@@ -24,9 +29,10 @@ def tiny_model(layout: str = "seed", num_samples: int = 810) -> ModelConfig:
         num_first_blocks=1,
         num_second_blocks=1,
         gru_hidden=8,
-        gru_layers=1 if layout == "seed" else 2,
+        gru_layers=1 if cfg.layout == "seed" else 2,
         embedding_dim=8,
     )
+    return cfg.replace(**{**sizes, **overrides})
 
 
 def tiny_train_config(**overrides) -> TrainConfig:
