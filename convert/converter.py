@@ -44,7 +44,6 @@ __all__ = [
     "convert_checkpoint",
     "load_state_dict",
     "read_torch_file",
-    "synthetic_speech",
     "unwrap_state_dict",
     "verify",
 ]
@@ -339,53 +338,6 @@ def sync_class_weights(
 # ----------------------------------------------------------------------------- audio
 
 
-def synthetic_speech(num_samples: int, seed: int = 0, sample_rate: int = 16000) -> np.ndarray:
-    """Deterministic speech-like float32 audio: voiced syllables (harmonics of a gliding f0
-    shaped by moving formants), unvoiced noise bursts and pauses. Peak 0.5."""
-    rng = np.random.default_rng(seed)
-    n = int(num_samples)
-    sr = float(sample_rate)
-    t = np.arange(n) / sr
-    # Segments of 60..250 ms: voiced (60%), unvoiced (20%), pause (20%).
-    env = np.zeros(n)
-    voiced = np.zeros(n, bool)
-    f1 = np.zeros(n)
-    f2 = np.zeros(n)
-    pos = 0
-    while pos < n:
-        seg = int(rng.uniform(0.06, 0.25) * sr)
-        end = min(n, pos + seg)
-        kind = rng.choice(3, p=[0.6, 0.2, 0.2])
-        w = np.hanning(max(end - pos, 2))[: end - pos]
-        if kind == 0:
-            env[pos:end] = rng.uniform(0.4, 1.0) * w
-            voiced[pos:end] = True
-        elif kind == 1:
-            env[pos:end] = rng.uniform(0.05, 0.3) * w
-        f1[pos:end] = np.linspace(rng.uniform(300, 800), rng.uniform(300, 800), end - pos)
-        f2[pos:end] = np.linspace(rng.uniform(900, 2400), rng.uniform(900, 2400), end - pos)
-        pos = end
-    f0 = rng.uniform(95, 210) * (1 + 0.08 * np.sin(2 * np.pi * rng.uniform(2, 5) * t)
-                                 + 0.05 * np.sin(2 * np.pi * 0.7 * t + rng.uniform(0, 6)))
-    phase = 2 * np.pi * np.cumsum(f0) / sr
-    y = np.zeros(n)
-    for k in range(1, 40):
-        fk = k * f0
-        amp = (
-            np.exp(-(((fk - f1) / 120.0) ** 2))
-            + 0.6 * np.exp(-(((fk - f2) / 180.0) ** 2))
-            + 0.25 * np.exp(-(((fk - 2800.0) / 300.0) ** 2))
-            + 0.02
-        ) / k**0.5
-        amp = np.where(fk < sr / 2 - 200, amp, 0.0)
-        y += amp * np.sin(k * phase + rng.uniform(0, 2 * np.pi))
-    noise = np.diff(rng.standard_normal(n + 1))  # high-pass white noise (fricatives)
-    sig = np.where(voiced, y, 0.0) + np.where(voiced, 0.01, 0.5) * noise
-    sig = sig * env + 1e-3 * rng.standard_normal(n)
-    sig = sig / (np.max(np.abs(sig)) + 1e-9) * 0.5
-    return sig.astype(np.float32)
-
-
 def load_audio_batch(paths: Sequence[str | os.PathLike], config: ModelConfig, num_samples: int) -> np.ndarray:
     """(len(paths), num_samples) float32: each file decoded at 16 kHz, cut/padded with the
     config's pad policy."""
@@ -595,7 +547,9 @@ def convert_checkpoint(
             x = load_audio_batch([verify_audio], config, n)
             what = f"{verify_audio} ({n} samples)"
         else:
-            x = np.stack([synthetic_speech(n, seed=s, sample_rate=config.sample_rate) for s in (1, 2)])
+            from rawnet2_jax.data.synth import speech_like
+
+            x = speech_like(n, batch=2, seed=1, sample_rate=config.sample_rate)
             what = f"2 synthetic speech-like signals of {n} samples"
         log(f"verifying torch reference vs Flax on {what} ...")
         rows = verify(sd, variables, config, x, tolerance)

@@ -35,8 +35,8 @@ def make_reference_checkpoint(
 
     import numpy as np
 
-    from convert.converter import synthetic_speech
     from convert.reference import reference_model
+    from rawnet2_jax.data.synth import speech_like
 
     cfg = get_config(preset)
     num_samples = max(num_samples, cfg.min_num_samples)
@@ -45,8 +45,7 @@ def make_reference_checkpoint(
     model.train()
     with torch.no_grad():  # running statistics only: no optimiser step
         for b in range(batches):
-            x = np.stack([synthetic_speech(num_samples, seed=seed * 1000 + b * batch_size + i,
-                                           sample_rate=cfg.sample_rate) for i in range(batch_size)])
+            x = speech_like(num_samples, batch=batch_size, seed=seed * 1000 + b, sample_rate=cfg.sample_rate)
             model(torch.from_numpy(x))
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     wrapped = cfg.layout == "seed" if bare is None else not bare

@@ -1,7 +1,7 @@
 """Shared test helpers (importable as ``from tests.conftest import ...``).
 
 * ``import_torch()`` / fixture ``torch``: torch or a clean skip.
-* ``speech_like(num_samples, batch=None, seed=0)``: a deterministic speech-like waveform.
+* ``speech_like(num_samples, batch=None, seed=0)``: deterministic speech (``rawnet2_jax.data.synth``).
 * ``assert_close(a, b, rtol, atol, name)``: allclose with max abs/rel differences in the message.
 """
 
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
+from rawnet2_jax.data.synth import speech_like  # noqa: F401  (re-exported for the tests)
 
 
 def import_torch():
@@ -19,55 +21,6 @@ def import_torch():
 @pytest.fixture
 def torch():
     return import_torch()
-
-
-def speech_like(num_samples: int, batch: int | None = None, seed: int = 0,
-                sample_rate: int = 16000) -> np.ndarray:
-    """Float32 (T,) or (B, T) waveform with the structure of voiced speech.
-
-    A glottal pulse train (f0 gliding 90..260 Hz with vibrato, different per row) drives three
-    formant resonators whose centre frequencies move between vowel targets; a syllable-rate
-    amplitude envelope, a little aspiration noise and a DC-free peak level of ~0.5 complete it.
-    Unlike white noise it has a harmonic, strongly coloured, non-stationary spectrum, which is
-    what exercises the sinc filters, the BN statistics and the GRU the way real audio does.
-    """
-    rng = np.random.default_rng(seed)
-    rows = 1 if batch is None else batch
-    t = np.arange(num_samples) / sample_rate
-    out = np.empty((rows, num_samples))
-    vowels = np.array([[730, 1090, 2440], [270, 2290, 3010], [300, 870, 2240], [530, 1840, 2480]])
-    for r in range(rows):
-        f0_start, f0_end = rng.uniform(90, 260, size=2)
-        f0 = np.linspace(f0_start, f0_end, num_samples) * (1 + 0.03 * np.sin(2 * np.pi * 5.5 * t))
-        phase = np.cumsum(f0) / sample_rate
-        pulses = np.diff(np.floor(phase), prepend=0.0)  # one impulse per glottal cycle
-        # Glottal flow derivative ~ decaying pulse: smooth the impulse train a little.
-        kernel = np.exp(-np.arange(40) / 6.0) * np.sin(np.arange(40) / 3.0)
-        src = np.convolve(pulses, kernel)[:num_samples] + 0.02 * rng.standard_normal(num_samples)
-        # Formant tracks: interpolate between random vowel targets.
-        n_targets = 4
-        targets = vowels[rng.integers(0, len(vowels), n_targets)].astype(float)
-        pos = np.linspace(0, num_samples - 1, n_targets)
-        y = src
-        for j in range(3):
-            fc = np.interp(np.arange(num_samples), pos, targets[:, j])
-            bw = 80.0 + 40.0 * j
-            rad = np.exp(-np.pi * bw / sample_rate)
-            a1 = -2 * rad * np.cos(2 * np.pi * fc / sample_rate)
-            a2 = rad * rad
-            z = np.zeros(num_samples)
-            z1 = z2 = 0.0
-            for n in range(num_samples):  # time-varying 2-pole resonator
-                v = y[n] - a1[n] * z1 - a2 * z2
-                z[n] = v
-                z2, z1 = z1, v
-            y = z * (1 - rad)
-        env = 0.6 + 0.4 * np.sin(2 * np.pi * 4.0 * t + rng.uniform(0, 2 * np.pi)) ** 2
-        y = y * env + 0.003 * rng.standard_normal(num_samples)
-        y -= y.mean()
-        out[r] = 0.5 * y / (np.max(np.abs(y)) + 1e-9)
-    out = out.astype(np.float32)
-    return out[0] if batch is None else out
 
 
 def assert_close(a, b, rtol: float = 1e-5, atol: float = 1e-6, name: str = "value") -> None:

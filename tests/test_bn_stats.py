@@ -9,7 +9,8 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from convert import bn_stats  # noqa: E402
-from convert.converter import convert_checkpoint, synthetic_speech  # noqa: E402
+from convert.converter import convert_checkpoint  # noqa: E402
+from rawnet2_jax.data.synth import speech_like  # noqa: E402
 from convert.reference import SeedRawNet2  # noqa: E402
 from convert.tables import torch_to_flax  # noqa: E402
 from rawnet2_jax.config import get_config  # noqa: E402
@@ -26,7 +27,7 @@ TRAIN_BATCH = 4
 
 
 def _speech(seeds, t=T):
-    return np.stack([synthetic_speech(t, seed=s) for s in seeds])
+    return np.stack([speech_like(t, seed=s) for s in seeds])
 
 
 def _accumulate(cfg, batches, seed=0):

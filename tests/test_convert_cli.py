@@ -17,6 +17,7 @@ from convert import converter  # noqa: E402
 from convert.__main__ import main  # noqa: E402
 from convert.reference import OfficialRawNet2, SeedRawNet2  # noqa: E402
 from rawnet2_jax.config import get_config  # noqa: E402
+from rawnet2_jax.data.synth import speech_like  # noqa: E402
 from rawnet2_jax.errors import CheckpointError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -52,8 +53,7 @@ def _reference(cfg, seed=0):
 
 
 def _audio(cfg, t, n=2):
-    return np.stack([converter.synthetic_speech(t, seed=10 + i, sample_rate=cfg.sample_rate)
-                     for i in range(n)])
+    return speech_like(t, batch=n, seed=10, sample_rate=cfg.sample_rate)
 
 
 def _assert_logits_match(ref, out_dir, x):

@@ -3,7 +3,7 @@ import hashlib
 import numpy as np
 import soundfile as sf
 
-from rawnet2_jax.data import demo
+from rawnet2_jax.data import demo, synth
 from rawnet2_jax.data import protocols as P
 
 TINY = demo.DemoConfig(num_train=16, num_dev=8, num_eval=14, seconds=0.5, speakers_per_split=2, seed=7)
@@ -53,7 +53,7 @@ def test_demo_deterministic(tmp_path):
 
 def test_attacks_differ_from_bonafide():
     # Each attack leaves a measurable trace relative to bona fide from the same generator.
-    spk = demo._Speaker(f0=120.0, tract=1.0, rate=4.5)
+    spk = synth.Speaker(f0=120.0, tract=1.0, rate=4.5)
     n = 16000
 
     def hf_ratio(x):

@@ -8,10 +8,10 @@
 
 so the real builder, pipeline, training and metrics run on it unchanged.
 
-Bona fide "speech": glottal pulse trains with a varying f0 (declination, per-syllable
-accents, jitter), aspiration noise, through vowel formant resonators that change per
-syllable, under syllable envelopes with pauses, plus a faint noise floor. Each speaker has
-its own f0 range, vocal-tract scale and speaking rate; speakers are disjoint across splits.
+Bona fide "speech": :func:`rawnet2_jax.data.synth.voiced_speech` (glottal pulse trains with a
+varying f0, aspiration noise, per-syllable vowel formants, syllable envelopes with pauses,
+fricative bursts) plus a faint noise floor. Each speaker has its own f0 range, vocal-tract
+scale and speaking rate; speakers are disjoint across splits.
 
 Spoofs are the same kind of speech passed through a synthetic "attack" with a distinct
 vocoder-like artefact:
@@ -47,30 +47,13 @@ import numpy as np
 import soundfile as sf
 
 from rawnet2_jax.data import protocols as P
-
-SR = 16000
+from rawnet2_jax.data.synth import SR, Speaker, random_speaker, voiced_speech
 
 TRAIN_ATTACKS = ("A01", "A02", "A03", "A04")
 EVAL_ATTACKS = ("A07", "A08", "A16")
 _PREFIX = {"train": "T", "dev": "D", "eval": "E"}
 EVAL_CHANNEL_MODES = ("clean", "codecs")
 CHANNEL_FILE = "ASVspoof2019.LA.cm.eval.channel.txt"
-
-# Vowel formants (Hz) of an adult male vocal tract: F1..F5.
-_VOWELS = np.array(
-    [
-        [730, 1090, 2440, 3400, 4500],  # a
-        [530, 1840, 2480, 3500, 4600],  # e
-        [270, 2290, 3010, 3700, 4700],  # i
-        [570, 840, 2410, 3300, 4400],  # o
-        [300, 870, 2240, 3300, 4400],  # u
-        [660, 1720, 2410, 3400, 4500],  # ae
-        [490, 1350, 1690, 3300, 4500],  # er
-    ],
-    dtype=np.float64,
-)
-_BANDWIDTHS = np.array([80.0, 100.0, 140.0, 200.0, 300.0])
-
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
@@ -93,95 +76,10 @@ class DemoConfig:
         return {"train": self.num_train, "dev": self.num_dev, "eval": self.num_eval}[split]
 
 
-@dataclasses.dataclass(frozen=True)
-class _Speaker:
-    f0: float  # mean f0 (Hz)
-    tract: float  # formant scale (1 = adult male, ~1.2 female)
-    rate: float  # syllables per second
-
-
-def _speakers(split_index: int, cfg: DemoConfig) -> list[tuple[str, _Speaker]]:
+def _speakers(split_index: int, cfg: DemoConfig) -> list[tuple[str, Speaker]]:
     rng = np.random.default_rng([cfg.seed, 1000 + split_index])
-    out = []
-    for k in range(cfg.speakers_per_split):
-        female = k % 2 == 1
-        spk = _Speaker(
-            f0=float(rng.uniform(190, 240) if female else rng.uniform(95, 140)),
-            tract=float(rng.uniform(1.12, 1.25) if female else rng.uniform(0.95, 1.05)),
-            rate=float(rng.uniform(3.5, 5.5)),
-        )
-        out.append((f"LA_{(split_index * 100 + 30 + k):04d}", spk))
-    return out
-
-
-def _resonator_sos(freqs: np.ndarray, bws: np.ndarray) -> np.ndarray:
-    """Cascade of 2-pole resonators (unit gain at DC), as second-order sections."""
-    r = np.exp(-np.pi * bws / SR)
-    theta = 2 * np.pi * freqs / SR
-    a1, a2 = -2 * r * np.cos(theta), r**2
-    g = 1 + a1 + a2
-    sos = np.zeros((len(freqs), 6))
-    sos[:, 0], sos[:, 3], sos[:, 4], sos[:, 5] = g, 1.0, a1, a2
-    return sos
-
-
-def _speech(rng: np.random.Generator, spk: _Speaker, n: int, *, monotone=False, breathy=True, smooth=False,
-            buzzy=False):
-    """Synthetic voiced speech of n samples.
-
-    ``buzzy``: a bare impulse-train excitation without the glottal spectral tilt, the
-    classic artefact of simple pulse/noise vocoders (flat, harsh harmonics up to Nyquist).
-    """
-    from scipy import signal
-
-    t = np.arange(n) / SR
-    # Syllable plan: durations, pauses, vowels, accents.
-    bounds, pos = [], 0
-    while pos < n:
-        dur = int(SR * rng.uniform(0.6, 1.4) / spk.rate)
-        gap = int(SR * (rng.uniform(0.08, 0.25) if rng.random() < 0.2 else rng.uniform(0.0, 0.03)))
-        bounds.append((pos, min(n, pos + dur)))
-        pos += dur + gap
-    # f0 contour: declination + per-syllable accents + slow drift + jitter.
-    f0 = spk.f0 * (1.1 - 0.2 * t / max(t[-1], 1e-3))
-    if not monotone:
-        acc = np.zeros(n)
-        for a, b in bounds:
-            acc[a:b] = rng.normal(0, 0.08)
-        acc = np.convolve(acc, np.hanning(801) / np.hanning(801).sum(), mode="same")
-        drift = 0.03 * np.sin(2 * np.pi * rng.uniform(0.5, 2) * t + rng.uniform(0, 6.3))
-        f0 = f0 * (1 + (acc if not smooth else 0.3 * acc) + drift)
-        if not smooth:
-            f0 = f0 * (1 + rng.normal(0, 0.004, n))
-    else:
-        f0 = np.full(n, spk.f0)
-    phase = np.cumsum(f0 / SR)
-    pulses = np.diff(np.floor(phase), prepend=0.0)
-    # Glottal flow derivative: lowpass (tilt) then differentiate (lip radiation).
-    exc = pulses if buzzy else np.diff(signal.lfilter([1.0], [1.0, -1.9, 0.9025], pulses), prepend=0.0)
-    exc /= np.max(np.abs(exc)) + 1e-9
-    if breathy:
-        exc += 0.08 * rng.standard_normal(n) * (0.5 + 0.5 * np.cos(2 * np.pi * phase))
-    out = np.zeros(n)
-    bw_scale = 3.0 if smooth else 1.0
-    for a, b in bounds:
-        v = _VOWELS[rng.integers(len(_VOWELS))] * spk.tract * rng.uniform(0.95, 1.05, 5)
-        v = np.minimum(v, 0.45 * SR)
-        seg = signal.sosfilt(_resonator_sos(v, _BANDWIDTHS * bw_scale), exc[a:b])
-        m = b - a
-        env = np.sin(np.pi * np.arange(m) / max(m, 1)) ** 0.7
-        out[a:b] = seg * env * rng.uniform(0.6, 1.0)
-    out /= np.max(np.abs(out)) + 1e-9
-    # Fricative-like consonants: band-passed noise bursts at some syllable onsets.
-    lo = rng.uniform(2500, 3500)
-    sos = signal.butter(4, [lo, 7000], btype="bandpass", fs=SR, output="sos")
-    fric = signal.sosfilt(sos, rng.standard_normal(n))
-    fric /= np.max(np.abs(fric)) + 1e-9
-    for a, _ in bounds:
-        if rng.random() < 0.6:
-            m = min(n - a, int(SR * rng.uniform(0.04, 0.12)))
-            out[a : a + m] += fric[a : a + m] * np.hanning(m) * rng.uniform(0.15, 0.4)
-    return out
+    ids = [f"LA_{(split_index * 100 + 30 + k):04d}" for k in range(cfg.speakers_per_split)]
+    return [(spk_id, random_speaker(rng, female=k % 2 == 1)) for k, spk_id in enumerate(ids)]
 
 
 def _stft_resynth(x: np.ndarray, rng: np.random.Generator, mode: str) -> np.ndarray:
@@ -214,16 +112,16 @@ def _mulaw(x: np.ndarray, bits: int) -> np.ndarray:
     return np.sign(q) * ((1 + mu) ** np.abs(q) - 1) / mu
 
 
-def synthesize(rng: np.random.Generator, spk: _Speaker, n: int, attack: str) -> np.ndarray:
+def synthesize(rng: np.random.Generator, spk: Speaker, n: int, attack: str) -> np.ndarray:
     """One utterance (float64 in [-1, 1]) of bona fide speech (attack "-") or an attack."""
     from scipy import signal
 
     if attack == "A01":
-        x = _speech(rng, spk, n, monotone=True, breathy=False, buzzy=True)
+        x = voiced_speech(rng, spk, n, monotone=True, breathy=False, buzzy=True)
     elif attack == "A07":
-        x = _speech(rng, spk, n, smooth=True, breathy=False)
+        x = voiced_speech(rng, spk, n, smooth=True, breathy=False)
     else:
-        x = _speech(rng, spk, n)
+        x = voiced_speech(rng, spk, n)
     if attack == "A02":
         sos = signal.butter(10, 3800, fs=SR, output="sos")
         x = signal.sosfilt(sos, x)
