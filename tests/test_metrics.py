@@ -26,8 +26,9 @@ from rawnet2_jax.metrics import (
 TOL = 1e-9
 
 # ---------------------------------------------------------------------------------------
-# Independent reference: plain Python loops, written from the definitions in
-# shared/reference/metrics.md, sharing nothing with the library.
+# Independent reference: plain Python loops, written from the definitions of the official
+# ASVspoof evaluation code (stable-sort DET, EER at the FRR/FAR crossing, the 2019 and 2021
+# t-DCF formulas), sharing nothing with the library.
 
 
 def ref_det(tar, non):
