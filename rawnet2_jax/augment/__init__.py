@@ -6,6 +6,8 @@
 * :mod:`rawnet2_jax.augment.config`: :class:`RawBoostConfig` (the reference's parameters).
 * :mod:`rawnet2_jax.augment.fir`: the random multi-band notch FIR design and filtering.
 * :mod:`rawnet2_jax.augment.cli_io`: ``rawnet2-jax augment`` (a file in, WAVs + PNG out).
+* :mod:`rawnet2_jax.augment.codec`: the exception, on the HOST: codec / channel round trips
+  (numpy, libsndfile, soxr) applied by the input pipeline; imported on its own, not here.
 
 Importing this package imports JAX (the top-level ``rawnet2_jax`` package stays JAX-free).
 """
