@@ -287,6 +287,17 @@ def train_config(cfg):
     return recipe.replace(model=cfg)
 
 
+def jitted_train_step(tcfg, variables, donate: bool = True):
+    """``(state, core)``: the training state and the jitted step of ``train/step.py``
+    (``core(state, batch, rng)``, state donated by default) exactly as training builds them;
+    the one place the bench scripts depend on the training API."""
+    from train.state import create_train_state
+    from train.step import build_model, make_train_step
+
+    state = create_train_state(variables, tcfg)
+    return state, make_train_step(build_model(tcfg), tcfg, donate=donate).core
+
+
 # ----------------------------------------------------------------------------------- FLOPs
 
 

@@ -6,8 +6,9 @@
 #   bench/run_all.sh [--quick] -- --presets caa_rawnet2 --variants jax@thp,torch@thp
 #                               # anything after "--" goes to bench_model.py
 #
-# Writes bench/results/: bench_pipeline[_quick].json,
+# Writes bench/results/: bench_pipeline[_quick].json, bench_memory[_quick].json,
 # bench_model[_quick].{json,md} (the .md is the table for the README, pipeline included).
+# The GPU check is separate: bench/device_check.sh (one accelerator call, see bench/README.md).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -27,6 +28,13 @@ if [[ -f bench/bench_pipeline.py ]]; then
   else
     "$PY" bench/bench_pipeline.py --json "$PIPE_JSON" || echo "bench_pipeline.py failed (continuing)"
   fi
+fi
+
+echo "== train-step memory with and without remat (bench/bench_memory.py)"
+if [[ -n "$QUICK" ]]; then
+  "$PY" bench/bench_memory.py --quick --json bench/results/bench_memory_quick.json || echo "bench_memory.py failed (continuing)"
+else
+  "$PY" bench/bench_memory.py --json bench/results/bench_memory.json || echo "bench_memory.py failed (continuing)"
 fi
 
 echo "== model: rawnet2-jax vs PyTorch"

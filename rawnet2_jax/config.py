@@ -64,9 +64,20 @@ Layout = Literal["seed", "official"]
 # kernels of at least SINC_FFT_MIN_TAPS taps. Not part of the architecture: checkpoints do not
 # depend on it, and configs saved before it existed load with "auto".
 SincConvImpl = Literal["auto", "direct", "fft"]
-# A CPU A/B (bench/fast_forward.py): FFT is ~6x faster on the 1025-tap baseline sinc layer,
+# A CPU A/B (a bench prototype, since removed): FFT is ~6x faster on the 1025-tap baseline sinc layer,
 # XLA's direct conv is faster on the 129-tap presets.
 SINC_FFT_MIN_TAPS = 257
+# Rematerialisation in training (computation only, like SincConvImpl): "blocks" wraps the sinc
+# front end and every residual block in flax.linen.remat (jax.checkpoint, nothing saveable), so
+# the backward pass keeps only their inputs and recomputes the rest (about one extra forward).
+# Measured on XLA's CPU backend it saves nothing (XLA merges the recomputation back into the
+# forward pass: bench/README.md); on accelerators XLA keeps it apart until scheduling (to be
+# measured by bench/device_check.py). Configs saved before the
+# field existed load with "none".
+Remat = Literal["none", "blocks"]
+# Fields that change how the model is computed, never its variables or (beyond float32
+# rounding) its outputs: a checkpoint made with one value loads with any other.
+COMPUTATION_FIELDS = ("sinc_conv_impl", "remat")
 
 
 _C = TypeVar("_C", bound="ConfigMixin")
@@ -197,6 +208,7 @@ class ModelConfig(ConfigMixin):
     sinc_pool: int = 1  # max-pool size after the sinc conv; 1 = none (ambiguous for the seed)
     front_activation: Activation = "leaky_relu"  # after front BN        (ambiguous for the seed)
     sinc_conv_impl: SincConvImpl = "auto"  # computation only, see SincConvImpl
+    remat: Remat = "none"  # computation only, see Remat (memory of the train step)
 
     # Residual blocks: channels (C1 x n1, then C2 x n2).
     first_block_channels: int = 128
@@ -251,6 +263,8 @@ class ModelConfig(ConfigMixin):
             raise ValueError("sinc_edges='asvspoof2021' only exists with sinc_scale='mel'")
         if self.sinc_conv_impl not in ("auto", "direct", "fft"):
             raise ValueError(f"sinc_conv_impl must be 'auto', 'direct' or 'fft', got {self.sinc_conv_impl!r}")
+        if self.remat not in ("none", "blocks"):
+            raise ValueError(f"remat must be 'none' or 'blocks', got {self.remat!r}")
 
     @property
     def block_channels(self) -> tuple[tuple[int, int], ...]:
@@ -272,6 +286,11 @@ class ModelConfig(ConfigMixin):
         if self.sinc_conv_impl == "auto":
             return self.sinc_kernel_size >= SINC_FFT_MIN_TAPS
         return self.sinc_conv_impl == "fft"
+
+    def architecture(self) -> dict[str, Any]:
+        """The fields that define the network and its variables: everything but the name and
+        the computation-only fields (``COMPUTATION_FIELDS``), for "is this the same model?"."""
+        return {k: v for k, v in self.to_dict().items() if k != "name" and k not in COMPUTATION_FIELDS}
 
     @property
     def min_num_samples(self) -> int:

@@ -91,22 +91,21 @@ class RawNet2(nn.Module):
                 lambda: jnp.asarray(cfg.stored_class_weights, jnp.float32),
             )
 
-        sinc = SincConv(cfg, dtype=dt, name="sinc")
-        c0 = cfg.sinc_filters
         x = x.astype(jnp.float32)
         if cfg.input_scale != 1.0:
             x = x * cfg.input_scale
-        if fold and not cfg.sinc_abs and cfg.sinc_pool == 1:
-            h = sinc(x, *bn(c0, "front_bn").folded())  # (B, T0, C0), normalised
-        else:
-            h = sinc(x)  # (B, T0, C0)
-            inter["sinc"] = h
-            h = bn(c0, "front_bn")(h, train)
-        h = activate(h, cfg.front_activation, cfg.leaky_relu_slope)
+        # Rematerialised (train only: there is no backward pass in eval): the backward pass keeps
+        # only the waveform and each block's input and recomputes the rest, one stage at a time.
+        remat = train and cfg.remat == "blocks"
+        front = nn.remat(RawNet2._front, static_argnums=(2, 3)) if remat else RawNet2._front
+        h, sinc_out = front(self, x, train, fold)  # (B, T0, C0) twice
+        if sinc_out is not None:
+            inter["sinc"] = sinc_out
         inter["front"] = h
 
+        block = nn.remat(ResidualBlock, static_argnums=(2,)) if remat else ResidualBlock
         for i, (_, c_out) in enumerate(cfg.block_channels):
-            h = ResidualBlock(
+            h = block(
                 c_out,
                 has_bn1=cfg.first_block_bn1 or i > 0,
                 bn1_bypassed=cfg.bn1_bypassed,
@@ -138,6 +137,19 @@ class RawNet2(nn.Module):
         if cfg.output_log_softmax:
             logits = jax.nn.log_softmax(logits, axis=-1)
         return logits, inter
+
+    def _front(self, x: Array, train: bool, fold: bool) -> tuple[Array, Array | None]:
+        """waveform (B, T) -> (front output, sinc output or None when front_bn is folded into
+        the sinc filters), both (B, T0, C0). Submodules ``sinc`` and ``front_bn`` of ``self``."""
+        cfg = self.config
+        sinc = SincConv(cfg, dtype=self.dtype, name="sinc")
+        front_bn = BatchNorm(cfg.sinc_filters, cfg.bn_momentum, cfg.bn_eps, dtype=self.dtype, name="front_bn")
+        if fold and not cfg.sinc_abs and cfg.sinc_pool == 1:
+            h, sinc_out = sinc(x, *front_bn.folded()), None  # normalised
+        else:
+            sinc_out = sinc(x)
+            h = front_bn(sinc_out, train)
+        return activate(h, cfg.front_activation, cfg.leaky_relu_slope), sinc_out
 
 
 def init_variables(config: ModelConfig, rng: Array | int = 0, num_samples: int | None = None,

@@ -1,0 +1,104 @@
+"""``ModelConfig.remat="blocks"``: the same loss, gradients and BatchNorm updates as without
+rematerialisation; the front end and every block checkpointed; old config files (without the
+field) still load."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from rawnet2_jax.config import ModelConfig, get_config
+from rawnet2_jax.model import RawNet2, init_variables
+
+# The seed layout at a tiny size (pools, FMS and the front end as in caa_rawnet2).
+SMALL = get_config(
+    "caa_rawnet2", num_samples=4000, sinc_filters=8, sinc_kernel_size=33,
+    first_block_channels=8, second_block_channels=16, gru_hidden=16, embedding_dim=16,
+)
+
+
+def _rel(a, b) -> tuple[float, float]:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    d = float(np.max(np.abs(a - b)))
+    return d, d / max(float(np.max(np.abs(b))), 1e-30)
+
+
+def _grad_fn(cfg: ModelConfig, variables):
+    model = RawNet2(cfg)
+
+    def loss_fn(params, x, y):
+        v = {**variables, "params": params}
+        (logits, _), updates = model.apply(v, x, train=True, mutable=["batch_stats"])
+        w = jnp.asarray([3.0, 1.0])[y]  # class-weighted, as the recipes
+        nll = optax.softmax_cross_entropy_with_integer_labels(logits, y)
+        return jnp.sum(w * nll) / jnp.sum(w), updates["batch_stats"]
+
+    return jax.jit(jax.value_and_grad(loss_fn, has_aux=True))
+
+
+@pytest.fixture(scope="module")
+def both():
+    variables = init_variables(SMALL, 0)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.uniform(-0.5, 0.5, (4, SMALL.num_samples)), jnp.float32)
+    y = jnp.asarray([0, 1, 1, 0], jnp.int32)
+    out = {}
+    with jax.default_matmul_precision("highest"):
+        for remat in ("none", "blocks"):
+            fn = _grad_fn(SMALL.replace(remat=remat), variables)
+            out[remat] = fn(variables["params"], x, y)
+    return out
+
+
+@pytest.mark.parity
+def test_remat_gives_the_same_loss_gradients_and_bn_updates(both):
+    (loss0, stats0), grads0 = both["none"]
+    (loss1, stats1), grads1 = both["blocks"]
+    d, rel = _rel(loss1, loss0)
+    assert rel < 1e-6, f"loss: max abs diff {d:.2e}, rel {rel:.2e}"
+    for name, got, want in (("gradient", grads1, grads0), ("batch_stats", stats1, stats0)):
+        flat_got = jax.tree_util.tree_leaves_with_path(got)
+        flat_want = dict(jax.tree_util.tree_leaves_with_path(want))
+        assert len(flat_got) == len(flat_want) > 0
+        for path, g in flat_got:
+            d, rel = _rel(g, flat_want[path])
+            assert rel < 1e-6, f"{name} {jax.tree_util.keystr(path)}: max abs diff {d:.2e}, rel {rel:.2e}"
+
+
+def test_remat_checkpoints_the_front_end_and_every_block():
+    # What the option does (its memory effect depends on the backend: bench/bench_memory.py):
+    # one checkpointed call per stage in train mode, none in eval mode.
+    variables = init_variables(SMALL, 0)
+    x = jnp.zeros((2, SMALL.num_samples), jnp.float32)
+
+    def checkpoints(cfg, train):
+        fn = lambda v: RawNet2(cfg).apply(v, x, train=train, mutable=["batch_stats"] if train else False)  # noqa: E731
+        return sum(e.primitive.name in ("remat2", "checkpoint") for e in jax.make_jaxpr(fn)(variables).jaxpr.eqns)
+
+    stages = 1 + len(SMALL.block_channels)
+    assert checkpoints(SMALL.replace(remat="blocks"), True) == stages
+    assert checkpoints(SMALL.replace(remat="blocks"), False) == 0
+    assert checkpoints(SMALL, True) == 0
+
+
+def test_remat_field_is_optional_and_checked():
+    old = SMALL.to_dict()
+    del old["remat"]  # a config.json written before the field existed
+    cfg = ModelConfig.from_dict(old)
+    assert cfg.remat == "none" and cfg == SMALL
+    assert SMALL.replace(remat="blocks").architecture() == SMALL.architecture()
+    assert "remat" not in SMALL.architecture() and "sinc_conv_impl" not in SMALL.architecture()
+    with pytest.raises(ValueError, match="remat must be"):
+        SMALL.replace(remat="all")
+
+
+def test_remat_leaves_the_eval_forward_alone():
+    variables = init_variables(SMALL, 0)
+    x = jnp.asarray(np.random.default_rng(1).uniform(-0.5, 0.5, (2, SMALL.num_samples)), jnp.float32)
+    want, _ = RawNet2(SMALL).apply(variables, x, train=False)
+    got, inter = RawNet2(SMALL.replace(remat="blocks")).apply(variables, x, train=False)
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+    assert {"sinc", "front", "block0", "pre_gru"} <= set(inter)
