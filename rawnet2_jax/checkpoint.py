@@ -207,10 +207,26 @@ def save_model(
     return directory
 
 
-def _save_variables(vdir: Path, variables: Mapping[str, Any], directory: Path) -> None:
+def _local_checkpointer():
+    """An orbax checkpointer that involves only this process.
+
+    A model dir holds host-side numpy arrays written by ONE process (the primary of a
+    multi-process run writes ``best_model/``; every process may read a model dir on its
+    own). orbax's default is a collective save/restore with barriers across all processes,
+    which hangs when only one of them calls it; making this process the primary and the
+    only active process skips those barriers (single-process runs are unaffected).
+    """
+    import jax
     import orbax.checkpoint as ocp
 
-    ckptr = ocp.StandardCheckpointer()
+    me = jax.process_index()
+    return ocp.StandardCheckpointer(
+        multiprocessing_options=ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    )
+
+
+def _save_variables(vdir: Path, variables: Mapping[str, Any], directory: Path) -> None:
+    ckptr = _local_checkpointer()
     try:
         ckptr.save(vdir, variables)
         ckptr.wait_until_finished()
@@ -444,8 +460,6 @@ def restore_variables(
     (``verify=False`` skips that check), a failed orbax restore, or arrays that do not fit
     the config.
     """
-    import orbax.checkpoint as ocp
-
     d = Path(directory).absolute()
     if not d.is_dir():
         raise CheckpointError(f"model directory {d} does not exist")
@@ -456,7 +470,7 @@ def restore_variables(
     vdir = d / VARIABLES_DIR
     if not vdir.is_dir():
         raise CheckpointError(f"{vdir} is missing; {d} is not a complete model directory")
-    ckptr = ocp.StandardCheckpointer()
+    ckptr = _local_checkpointer()
     try:
         restored = ckptr.restore(vdir)
     except Exception as e:  # orbax/tensorstore raise many types; all mean "unreadable"

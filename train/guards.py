@@ -5,7 +5,10 @@
   time, so a second run on the same workdir stops with one line naming the first.
 * :class:`StopRequest`: SIGTERM (what schedulers send before they kill) and SIGINT
   (Ctrl-C) set a flag that the loop checks after each step: it saves a checkpoint and
-  stops with :class:`Stopped`. A second SIGINT interrupts at once.
+  stops with :class:`Stopped`. A second SIGINT interrupts at once. In a multi-process run
+  the handlers are left alone (``signals=()``): JAX's preemption notifier owns SIGTERM
+  there and the loop asks ``multihost_utils.reached_preemption_sync_point`` every step, so
+  that every process saves the same step (:meth:`StopRequest.note` records it).
 """
 
 from __future__ import annotations
@@ -68,7 +71,8 @@ class StopRequest:
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self):
+    def __init__(self, signals: tuple[int, ...] | None = None):
+        self.signals = self.SIGNALS if signals is None else tuple(signals)
         self.signum: int | None = None
         self._previous: dict[int, object] = {}
 
@@ -83,7 +87,7 @@ class StopRequest:
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():
-            for s in self.SIGNALS:
+            for s in self.signals:
                 self._previous[s] = signal.signal(s, self._handle)
         return self
 
@@ -91,6 +95,10 @@ class StopRequest:
         for s, h in self._previous.items():
             signal.signal(s, h)
         self._previous = {}
+
+    def note(self, signum: int) -> None:
+        """Record a stop that arrived another way (a preemption sync point of all processes)."""
+        self.signum = signum
 
     def name(self) -> str:
         return signal.Signals(self.signum).name if self.signum is not None else ""

@@ -47,7 +47,10 @@ import json
 import logging
 import math
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -172,6 +175,7 @@ class _Run:
     steps_per_epoch: int
     progress: bool
     stop: StopRequest
+    scores_dir: Path  # workdir/scores on the primary; a private scratch folder on the others
     steps_this_call: int = 0
 
 
@@ -208,8 +212,10 @@ def train(
     workdir.mkdir(parents=True, exist_ok=True)
     if progress is None:
         progress = sys.stderr.isatty() and not quiet
-    primary = jax.process_index() == 0
-    with WorkdirLock(workdir, enabled=primary), StopRequest() as stop:
+    primary = shd.is_primary()
+    # Several processes: JAX's preemption notifier owns SIGTERM (see _check_preemption).
+    signals = None if jax.process_count() == 1 else ()
+    with WorkdirLock(workdir, enabled=primary), StopRequest(signals) as stop:
         run = _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quiet, stop)
         try:
             interrupted = _train_epochs(run, stop_after_steps)
@@ -221,6 +227,8 @@ def train(
         finally:
             run.mngr.close()
             run.log.close()
+            if not primary:
+                shutil.rmtree(run.scores_dir, ignore_errors=True)
     return result
 
 
@@ -245,8 +253,11 @@ def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quie
                  f"step {step}, {host.batches_in_epoch} batches into the epoch")
         truncate_metrics(workdir / METRICS_FILE, step, host_epoch(host, state))
     spe = _steps_per_epoch(cfg, sources["train"])
+    # Every process computes the scores; only the primary's files are the run's.
+    scores_dir = workdir / SCORES_DIR if shd.is_primary() else Path(tempfile.mkdtemp(prefix="rawnet2-scores-"))
     run = _Run(cfg, workdir, log, mesh, sources, dict(asv_scores or {}), mngr, train_step, eval_step,
-               state, host.replace(stopped_reason=None), step, host_epoch(host, state), spe, progress, stop)
+               state, host.replace(stopped_reason=None), step, host_epoch(host, state), spe, progress, stop,
+               scores_dir)
     if step:
         _repair_best_model(run)
     return run
@@ -330,6 +341,7 @@ def _run_epoch(run: _Run, stop_after_steps: int | None) -> bool:
                 window.items.append(metrics)
             run.step += 1
             run.steps_this_call += 1
+            _check_preemption(run)
             run.log.step_done()
             last = b + 1 == spe
             checkpoint_due = bool(cfg.checkpoint_every_steps) and run.step % cfg.checkpoint_every_steps == 0
@@ -347,6 +359,24 @@ def _run_epoch(run: _Run, stop_after_steps: int | None) -> bool:
                 return False
     run.log.end_epoch()
     return True
+
+
+def _check_preemption(run: _Run) -> None:
+    """Multi-process: has the step where every process saves after a SIGTERM come?
+
+    JAX's preemption notifier catches SIGTERM on any process and the processes agree on a
+    step past every one's current step; each one calls this once per step (a local check,
+    no device sync) and all of them see True at that same step.
+    """
+    if jax.process_count() == 1 or run.stop.requested:
+        return
+    from jax._src import distributed
+    from jax.experimental import multihost_utils
+
+    if distributed.global_state.preemption_sync_manager is None:  # jax_enable_preemption_service off
+        return
+    if multihost_utils.reached_preemption_sync_point(run.step):
+        run.stop.note(signal.SIGTERM)
 
 
 def _first(it, n: int):
@@ -407,7 +437,7 @@ def _raise_stopped(run: _Run) -> None:
 def _end_epoch(run: _Run, t0: float, train_seconds: float) -> None:
     """Dev evaluation, schedule, selection, best model, checkpoint, epoch record."""
     cfg, epoch = run.cfg, run.epoch
-    dev = evaluate_source(run, run.state, "dev", run.asv_scores.get("dev"))
+    dev = _agreed(evaluate_source(run, run.state, "dev", run.asv_scores.get("dev")))
     if not math.isfinite(dev["loss"]):
         raise TrainingError(
             f"non-finite dev loss at the end of epoch {epoch + 1}; stopped (last good checkpoint: step "
@@ -501,7 +531,7 @@ def evaluate_source(run: _Run, state: TrainState, split: str, asv_path: str | No
 
     scored = score_split(
         _StateModel(run, state), run.sources[split], batch_size=run.cfg.eval_batch_size,
-        out_dir=run.workdir / SCORES_DIR, score_file=f"{split}_scores.txt", score_format="asvspoof2019",
+        out_dir=run.scores_dir, score_file=f"{split}_scores.txt", score_format="asvspoof2019",
         resume=False, progress=run.progress, desc=split, log=run.log.info,
     )
     labels, scores = _read_score_file(scored.score_file)
@@ -519,6 +549,28 @@ def evaluate_source(run: _Run, state: TrainState, split: str, asv_path: str | No
     return out
 
 
+def _agreed(dev: dict[str, Any]) -> dict[str, Any]:
+    """The primary's dev loss / EER / min t-DCF on every process.
+
+    Every process scores the same batches and gathers the same logits, so the numbers are
+    equal already; taking the primary's makes the plateau, early-stopping and best-model
+    decisions identical by construction (a disagreement would deadlock the next save).
+    """
+    if jax.process_count() == 1:
+        return dev
+    from jax.experimental import multihost_utils
+
+    names = ("loss", "eer", "min_tdcf")
+    mine = np.asarray([np.nan if dev.get(k) is None else float(dev[k]) for k in names], np.float64)
+    # The float64 bits as int32 words: integers cross every backend's collectives exactly.
+    words = np.asarray(multihost_utils.broadcast_one_to_all(mine.view(np.int32)), np.int32)
+    values = words.view(np.float64)
+    out = dict(dev)
+    for k, v in zip(names, values):
+        out[k] = None if k == "min_tdcf" and np.isnan(v) else float(v)
+    return out
+
+
 def _final_eval(run: _Run) -> dict[str, Any] | None:
     """The eval split, once, with the best checkpoint (skipped when final.json has it)."""
     best_step = run.host.early_stop.best_step
@@ -526,15 +578,15 @@ def _final_eval(run: _Run) -> dict[str, Any] | None:
         return None
     final_path = run.workdir / FINAL_FILE
     done = _read_json(final_path)
-    if done is not None and done.get("best_step") == best_step:
+    if _primary_says(done is not None and done.get("best_step") == best_step):
         run.log.info(f"eval split already scored for the best checkpoint (see {final_path})")
-        return done.get("eval")
+        return (done or {}).get("eval")
     from rawnet2_jax.scoring import evaluate_split
 
     best, _ = restore_checkpoint(run.mngr, run.state, best_step)
     outputs = evaluate_split(
         _StateModel(run, best), dataset=run.cfg.dataset, split="eval", data_dir="",
-        out_dir=run.workdir / SCORES_DIR, asv_scores=run.asv_scores.get("eval"), source=run.sources["eval"],
+        out_dir=run.scores_dir, asv_scores=run.asv_scores.get("eval"), source=run.sources["eval"],
         batch_size=run.cfg.eval_batch_size, progress=run.progress,
         extra_summary={"best_step": best_step, "best_epoch": run.host.early_stop.best_epoch},
     )
@@ -601,7 +653,8 @@ def _repair_best_model(run: _Run) -> None:
     """Make ``best_model/`` hold the recorded best step (a kill can leave it behind or ahead)."""
     best_step = run.host.early_stop.best_step
     meta = _read_json(run.workdir / BEST_MODEL_DIR / "metadata.json") or {}
-    if best_step is None or meta.get("step") == best_step:
+    # The primary decides (it writes best_model/); the others join the checkpoint restore.
+    if not _primary_says(best_step is not None and meta.get("step") != best_step):
         return
     if best_step not in run.mngr.all_steps():
         run.log.warn(f"warning: best checkpoint {best_step} is gone; {BEST_MODEL_DIR}/ not repaired")
@@ -610,6 +663,15 @@ def _repair_best_model(run: _Run) -> None:
     dev = {"eer": run.host.early_stop.best, "loss": float("nan")}
     run.log.warn(f"note: {BEST_MODEL_DIR}/ held step {meta.get('step')}, the run's best is step {best_step}: rewritten")
     _save_best_model(run, best, run.host.early_stop.best_epoch, dev)
+
+
+def _primary_says(flag: bool) -> bool:
+    """The primary's ``flag`` on every process (a decision that leads to a collective)."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(np.asarray(multihost_utils.broadcast_one_to_all(np.int32(flag))))
 
 
 def _write_outputs(run: _Run) -> None:

@@ -10,7 +10,12 @@
   process id come from ``JAX_COORDINATOR_ADDRESS``, ``JAX_NUM_PROCESSES``,
   ``JAX_PROCESS_ID`` or the cluster auto-detection of JAX). Each process feeds its own
   ``global_batch / process_count`` rows; :func:`shard_batch` assembles the global array
-  with ``jax.make_array_from_process_local_data``.
+  with ``jax.make_array_from_process_local_data``. ``RAWNET2_DISTRIBUTED_TIMEOUT`` (seconds,
+  default 300) bounds how long a process waits for its peers to arrive
+  (``initialization_timeout``), how long a silent peer counts as alive
+  (``heartbeat_timeout_seconds``) and how long the shutdown barrier waits. CPU processes
+  talk through gloo (JAX's default CPU collectives; ``JAX_CPU_COLLECTIVES_IMPLEMENTATION``
+  chooses another).
 """
 
 from __future__ import annotations
@@ -25,7 +30,28 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from rawnet2_jax.errors import UserError
 
 DATA_AXIS = "data"
+TIMEOUT_ENV = "RAWNET2_DISTRIBUTED_TIMEOUT"
+DEFAULT_TIMEOUT_S = 300
 _initialized = False
+
+
+def distributed_timeout() -> int:
+    """Seconds from ``RAWNET2_DISTRIBUTED_TIMEOUT`` (default 300)."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return DEFAULT_TIMEOUT_S
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise UserError(f"{TIMEOUT_ENV}={text!r} is not a positive number of seconds; set e.g. {TIMEOUT_ENV}=300")
+    return value
+
+
+def is_primary() -> bool:
+    """The process that writes host-side files (logs, plots, score files, model dirs)."""
+    return jax.process_index() == 0
 
 
 def maybe_initialize_distributed(force: bool = False) -> bool:
@@ -43,7 +69,10 @@ def maybe_initialize_distributed(force: bool = False) -> bool:
         kwargs["num_processes"] = int(os.environ["JAX_NUM_PROCESSES"])
     if os.environ.get("JAX_PROCESS_ID"):
         kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
-    jax.distributed.initialize(**kwargs)
+    timeout = distributed_timeout()
+    jax.distributed.initialize(
+        **kwargs, initialization_timeout=timeout, heartbeat_timeout_seconds=timeout, shutdown_timeout_seconds=timeout
+    )
     _initialized = True
     return True
 
