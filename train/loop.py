@@ -224,8 +224,13 @@ def train(
                 if final_eval:
                     result.eval = _final_eval(run)
                 _write_outputs(run)
+        except jax.errors.JaxRuntimeError as e:
+            if jax.process_count() == 1:
+                raise
+            raise _peer_lost(run, e) from None
         finally:
-            run.mngr.close()
+            if not shd.peer_lost():  # closing waits for peers that are gone
+                run.mngr.close()
             run.log.close()
             if not primary:
                 shutil.rmtree(run.scores_dir, ignore_errors=True)
@@ -421,6 +426,19 @@ def _raise_non_finite(run: _Run, bad_step: int, first_step: int, value: float) -
 def _save(run: _Run) -> None:
     save_checkpoint(run.mngr, run.state, run.host, run.step)
     _fault_point("after_checkpoint", run.step)
+
+
+def _peer_lost(run: _Run, e: Exception) -> TrainingError:
+    """A collective failed because another process is gone: one line, then a quick exit
+    (``sharding.note_peer_lost`` makes the process skip JAX's shutdown barrier)."""
+    shd.note_peer_lost()
+    last = run.mngr.latest_step()
+    where = f"checkpoint {last}" if last is not None else "the start (no checkpoint yet)"
+    return TrainingError(
+        f"process {jax.process_index()}: another process stopped answering at step {run.step} "
+        f"({shd.first_line(e)}); check the other processes' logs and hosts (crash, kill, preemption, "
+        f"network), then re-run the same command on every process to resume from {where}"
+    )
 
 
 def _raise_stopped(run: _Run) -> None:

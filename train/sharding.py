@@ -20,7 +20,11 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import re
+import sys
 from typing import Any
 
 import jax
@@ -70,11 +74,92 @@ def maybe_initialize_distributed(force: bool = False) -> bool:
     if os.environ.get("JAX_PROCESS_ID"):
         kwargs["process_id"] = int(os.environ["JAX_PROCESS_ID"])
     timeout = distributed_timeout()
-    jax.distributed.initialize(
-        **kwargs, initialization_timeout=timeout, heartbeat_timeout_seconds=timeout, shutdown_timeout_seconds=timeout
-    )
+    me = kwargs.get("process_id", "?")
+    try:
+        with _peer_failures_as_one_line():
+            jax.distributed.initialize(
+                **kwargs, initialization_timeout=timeout, heartbeat_timeout_seconds=timeout,
+                shutdown_timeout_seconds=timeout,
+            )
+    except (RuntimeError, ValueError) as e:  # jax raises JaxRuntimeError (a RuntimeError) on a timeout
+        where = kwargs.get("coordinator_address", "the coordinator")
+        raise UserError(
+            f"process {me}: the distributed runtime did not start ({first_line(e)}); check that all "
+            f"{kwargs.get('num_processes', 'N')} processes were started within {timeout} s "
+            f"({TIMEOUT_ENV}) with the same JAX_COORDINATOR_ADDRESS ({where}), distinct JAX_PROCESS_ID "
+            "and that process 0's port is reachable"
+        ) from None
+    atexit.register(_skip_shutdown_after_peer_loss)  # runs before jax's own shutdown (LIFO)
     _initialized = True
     return True
+
+
+# --------------------------------------------------------------------------- peer failures
+
+_peer_lost = False
+
+
+def first_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:200] or type(e).__name__
+
+
+def peer_lost() -> bool:
+    return _peer_lost
+
+
+def note_peer_lost() -> None:
+    """A peer failure has been reported in one line: exit without the shutdown barrier."""
+    global _peer_lost
+    _peer_lost = True
+
+
+def _skip_shutdown_after_peer_loss() -> None:
+    # jax's atexit shutdown would wait at a barrier the dead peer never reaches and then
+    # abort with a C++ stack trace; after the one-line report, leave at once.
+    if _peer_lost:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def _on_missed_heartbeat(status, *rest) -> None:
+    """Called by the JAX distributed client (its own thread) when a peer or the coordinator
+    stops answering; the default is a C++ LOG(FATAL) with a stack trace."""
+    text = " ".join(str(status).split())
+    m = re.search(r"[Tt]ask (\d+)|heartbeats\):\s*(\d+)", text)
+    who = f"process {m.group(1) or m.group(2)}" if m else "a peer process (or the coordinator, process 0)"
+    if not _peer_lost:
+        print(f"error: process {jax.process_index()}: {who} stopped answering within {distributed_timeout()} s "
+              f"({TIMEOUT_ENV}); check that process's log and its host (crash, kill, preemption, network), "
+              "then re-run the same command on every process to resume from the latest checkpoint",
+              file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(1)
+
+
+@contextlib.contextmanager
+def _peer_failures_as_one_line():
+    """Give jax.distributed.initialize's client a missed-heartbeat callback (one line, exit 1)
+    instead of its default abort. jax does not expose the argument, so the client factory
+    is wrapped for the duration of the call."""
+    from jax._src import distributed
+
+    lib = distributed._jax
+    original = getattr(lib, "get_distributed_runtime_client", None)
+    if original is None:  # another jax layout: keep its default behaviour
+        yield
+        return
+
+    def with_callback(*args, **kwargs):
+        kwargs.setdefault("missed_heartbeat_callback", _on_missed_heartbeat)
+        return original(*args, **kwargs)
+
+    lib.get_distributed_runtime_client = with_callback
+    try:
+        yield
+    finally:
+        lib.get_distributed_runtime_client = original
 
 
 def make_mesh(devices: list | None = None) -> Mesh:
