@@ -177,9 +177,8 @@ def _init_variables(args, cfg):
     from rawnet2_jax.checkpoint import load_pretrained
 
     pre = load_pretrained(args.init_from)
-    # name and sinc_conv_impl (how the sinc conv is computed) do not change the model
-    strip = lambda d: {k: v for k, v in d.items() if k not in ("name", "sinc_conv_impl")}  # noqa: E731
-    if strip(pre.config.to_dict()) != strip(cfg.model.to_dict()):
+    # name and how things are computed (sinc_conv_impl, remat) do not change the model
+    if pre.config.architecture() != cfg.model.architecture():
         raise UserError(f"{args.init_from} holds model {pre.config.name!r}, the preset trains {cfg.model.name!r}")
     return pre.variables
 
