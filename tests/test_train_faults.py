@@ -233,3 +233,21 @@ def test_stale_best_model_is_repaired_on_resume(tmp_path, sources, capsys):
     assert "rewritten" in capsys.readouterr().err
     meta = json.loads((tmp_path / "best_model" / "metadata.json").read_text())
     assert meta["step"] == res.best_step
+
+
+def test_init_from_a_training_workdir(reference):
+    """--init-from RUN takes RUN/best_model/; how the model is computed may differ, the
+    architecture may not."""
+    import argparse
+
+    from rawnet2_jax.checkpoint import load_pretrained
+    from train.__main__ import _init_variables
+
+    wd, _ = reference
+    args = argparse.Namespace(init_from=str(wd))
+    got = _init_variables(args, CFG.replace(model=CFG.model.replace(remat="blocks")))
+    want = load_pretrained(wd / "best_model").variables
+    for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+    with pytest.raises(UserError, match="holds model"):
+        _init_variables(args, CFG.replace(model=CFG.model.replace(gru_hidden=16)))
