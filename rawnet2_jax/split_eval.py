@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from rawnet2_jax.data.pipeline import _to_str as _text  # record field (bytes / 0-d array) -> str
 from rawnet2_jax.errors import DataError, UserError
 
 SCORE_FORMATS = ("asvspoof2021", "asvspoof2019")
@@ -66,14 +67,6 @@ class _Offset:
         getitems = getattr(self.source, "__getitems__", None)
         recs = getitems(idx) if getitems is not None else [self.source[i] for i in idx]
         return [self._note(r) for r in recs]
-
-
-def _text(v: Any) -> str:
-    if isinstance(v, bytes):
-        return v.decode("utf-8")
-    if isinstance(v, np.ndarray) and v.shape == ():
-        return _text(v.item())
-    return str(v)
 
 
 def _format_line(fmt: str, utt: str, label: int, attack: str, score: float) -> str:
