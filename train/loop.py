@@ -251,26 +251,22 @@ def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quie
 
     mngr = make_checkpoint_manager(workdir / CHECKPOINT_DIR)
     mngr, state, host, step = restore_newest_valid(mngr, state, warn=log.warn)
+    epoch = int(state.epoch)  # read once here; a host counter from then on
     if host is None:
         host, step = initial_host_state(cfg), 0
     else:
-        log.info(f"resumed from {workdir / CHECKPOINT_DIR / str(step)}: epoch {host_epoch(host, state)}, "
+        log.info(f"resumed from {workdir / CHECKPOINT_DIR / str(step)}: epoch {epoch}, "
                  f"step {step}, {host.batches_in_epoch} batches into the epoch")
-        truncate_metrics(workdir / METRICS_FILE, step, host_epoch(host, state))
+        truncate_metrics(workdir / METRICS_FILE, step, epoch)
     spe = _steps_per_epoch(cfg, sources["train"])
     # Every process computes the scores; only the primary's files are the run's.
     scores_dir = workdir / SCORES_DIR if shd.is_primary() else Path(tempfile.mkdtemp(prefix="rawnet2-scores-"))
     run = _Run(cfg, workdir, log, mesh, sources, dict(asv_scores or {}), mngr, train_step, eval_step,
-               state, host.replace(stopped_reason=None), step, host_epoch(host, state), spe, progress, stop,
+               state, host.replace(stopped_reason=None), step, epoch, spe, progress, stop,
                scores_dir)
     if step:
         _repair_best_model(run)
     return run
-
-
-def host_epoch(host: HostState, state: TrainState) -> int:
-    """Epochs done, read once from a freshly restored state (a host value from then on)."""
-    return int(state.epoch)
 
 
 def _write_config(cfg: TrainConfig, workdir: Path, log: RunLogger) -> None:
