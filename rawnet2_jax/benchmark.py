@@ -45,12 +45,12 @@ def build_command(dataset: str, data_dir) -> str:
 
 
 def _cm4(model, dataset, data_dir, out: Path, batch_size, resume, progress, run_id, asv_scores=None) -> DatasetResult:
+    from rawnet2_jax.data import data_source
     from rawnet2_jax.metrics import evaluate_scores, read_asv_scores, read_cm_scores
-    from rawnet2_jax.scoring import open_split
     from rawnet2_jax.split_eval import score_split
 
     asv = read_asv_scores(asv_scores) if asv_scores else None
-    scored = score_split(model, open_split(dataset, "eval", data_dir), batch_size=batch_size, out_dir=out,
+    scored = score_split(model, data_source(dataset, "eval", data_dir), batch_size=batch_size, out_dir=out,
                          resume=resume, score_file=f"scores_{dataset}_eval.txt", score_format="asvspoof2019",
                          progress=progress, desc=dataset, run_id=run_id)
     report = evaluate_scores(read_cm_scores(scored.score_file), asv, tdcf_version="2019")

@@ -1,6 +1,6 @@
 """``rawnet2-jax``: score audio files, evaluate on a dataset split, compute metrics.
 
-Thin layer over :mod:`rawnet2_jax.scoring` and :mod:`rawnet2_jax.metrics`: parse
+Thin layer over :mod:`rawnet2_jax.scoring`, :mod:`rawnet2_jax.evaluate` and :mod:`rawnet2_jax.metrics`: parse
 arguments, call the library, print. User errors are one ``error:`` line on stderr, exit 1.
 """
 
@@ -193,7 +193,8 @@ def _open_output(path: str | None):
 
 
 def cmd_score(args) -> int:
-    from rawnet2_jax.scoring import ScoreWriter, score_files
+    from rawnet2_jax.score_output import ScoreWriter
+    from rawnet2_jax.scoring import score_files
 
     out, created = _open_output(args.output)
     writer = ScoreWriter(out, args.format)
@@ -241,7 +242,7 @@ def cmd_score(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from rawnet2_jax.scoring import evaluate_split
+    from rawnet2_jax.evaluate import evaluate_split
 
     if args.dataset.startswith("asvspoof2021"):
         return cmd_evaluate_2021(args)

@@ -23,3 +23,10 @@ class DataError(UserError):
 
 class TrainingError(UserError):
     """A training run that cannot continue (for example a non-finite loss)."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name when the message is empty):
+    what a one-line error quotes of a foreign exception."""
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__

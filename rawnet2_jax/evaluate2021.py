@@ -86,9 +86,9 @@ def evaluate_asvspoof2021(
     track = DATASET_TRACKS[dataset]
     keys = Path(keys_dir) if keys_dir is not None else built_keys_dir(data_dir, dataset)  # fail before scoring
     if source is None:
-        from rawnet2_jax.scoring import open_split
+        from rawnet2_jax.data import data_source
 
-        source = open_split(dataset, "eval", data_dir)
+        source = data_source(dataset, "eval", data_dir)
     out = Path(out_dir)
     scored = score_split(model, source, batch_size=batch_size, out_dir=out, resume=resume,
                          score_file=f"scores_{dataset}.txt", score_format="asvspoof2021", progress=progress,

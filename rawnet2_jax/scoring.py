@@ -1,23 +1,26 @@
-"""Scoring audio files and evaluating a model on a dataset split (library behind the CLI).
+"""Scoring audio files (library behind ``rawnet2-jax score``) and the score convention.
 
 Score convention: ``log_odds = logit[1] - logit[0]`` (higher = more bona fide; the score
 written to official score files) and ``spoof_probability = softmax(logits)[0]``
 ``= sigmoid(-log_odds)``.
 
-* :func:`score_files`: any audio files / directories (recursive) -> one :class:`FileScore`
-  per file. Each file is decoded with :func:`rawnet2_jax.audio.load_audio` (any rate /
-  channels / format libsndfile reads -> 16 kHz mono) and, as in training, cut or padded to
-  ``config.num_samples`` from its start (``config.pad_mode``). With ``windows=True`` the
-  whole file is covered by sliding windows of ``num_samples`` and the per-window log-odds
-  are averaged. A file that cannot be scored gets ``error`` set; the others are scored.
-  Without ``windows`` only the frames the first window needs are decoded. Degenerate audio
-  (shorter than ``config.min_num_samples``, constant, DC only, below -90 dBFS, a WAV whose
-  header promises more than it holds; see :func:`rawnet2_jax.audio.degenerate_reason`) is
-  refused; with ``allow_degenerate`` it is scored and its ``warning`` says why it is suspect.
-  ``on_result`` receives each file's result in input order as soon as it is final, which is
-  how :class:`ScoreWriter` streams rows (a Ctrl-C keeps every finished row).
-* :func:`evaluate_split`: runs the model over a TFDS split (``rawnet2_jax.data``) and writes
-  the official score file, per-attack tables, DET and histogram PNGs and a JSON summary.
+:func:`score_files`: any audio files / directories (recursive) -> one :class:`FileScore`
+per file. Each file is decoded with :func:`rawnet2_jax.audio.load_audio` (any rate /
+channels / format libsndfile reads -> 16 kHz mono) and, as in training, cut or padded to
+``config.num_samples`` from its start (``config.pad_mode``). With ``windows=True`` the
+whole file is covered by sliding windows of ``num_samples`` and the per-window log-odds
+are averaged. A file that cannot be scored gets ``error`` set; the others are scored.
+Without ``windows`` only the frames the first window needs are decoded. Degenerate audio
+(shorter than ``config.min_num_samples``, constant, DC only, below -90 dBFS, a WAV whose
+header promises more than it holds; see :func:`rawnet2_jax.audio.degenerate_reason`) is
+refused; with ``allow_degenerate`` it is scored and its ``warning`` says why it is suspect.
+``on_result`` receives each file's result in input order as soon as it is final, which is
+how :class:`rawnet2_jax.score_output.ScoreWriter` streams rows (a Ctrl-C keeps every
+finished row).
+
+Neighbours: :mod:`rawnet2_jax.score_output` writes the results (table / csv / json /
+jsonl); :mod:`rawnet2_jax.split_eval` scores a whole dataset split into a score file;
+:mod:`rawnet2_jax.evaluate` turns a split's score file into metrics tables and plots.
 
 The model is anything with ``.logits(x: float32 (B, T)) -> (B, 2)`` and ``.config``
 (``num_samples``, ``pad_mode``, optionally ``sample_rate``), e.g.
@@ -27,18 +30,14 @@ The model is anything with ``.logits(x: float32 (B, T)) -> (B, 2)`` and ``.confi
 from __future__ import annotations
 
 import concurrent.futures
-import csv
 import dataclasses
-import io
-import json
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rawnet2_jax.errors import DataError, UserError
+from rawnet2_jax.errors import UserError, first_line
 
 #: Extensions picked up when a directory is given (files given explicitly are always tried).
 AUDIO_EXTENSIONS = frozenset(
@@ -47,7 +46,6 @@ AUDIO_EXTENSIONS = frozenset(
      ".svx", ".sf", ".ircam", ".xi", ".avr", ".pvf", ".mpc", ".raw"}
 )
 DEFAULT_BATCH_SIZE = 32
-OUTPUT_FORMATS = ("table", "csv", "json", "jsonl")
 
 
 @dataclasses.dataclass
@@ -167,11 +165,6 @@ def segments(
 # ----------------------------------------------------------------------------- scoring
 
 
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
-
-
 def _load(path: str, sample_rate: int, max_seconds: float | None, on_silent: str = "error",
           head_samples: int | None = None, allow_truncated: bool = False
           ) -> tuple[np.ndarray | None, float | None, str | None, str | None]:
@@ -183,10 +176,10 @@ def _load(path: str, sample_rate: int, max_seconds: float | None, on_silent: str
                                        head_samples=head_samples, allow_truncated=allow_truncated)
         return x, duration, note, None
     except UserError as e:
-        msg = _one_line(e)
+        msg = first_line(e)
         return None, None, None, msg if msg.startswith(path) else f"{path}: {msg}"
     except Exception as e:  # a decoder bug must not stop the other files
-        return None, None, None, f"{path}: cannot load audio ({type(e).__name__}: {_one_line(e)})"
+        return None, None, None, f"{path}: cannot load audio ({type(e).__name__}: {first_line(e)})"
 
 
 def _prefetched(paths: Sequence[str], load: Callable[[str], Any], workers: int, depth: int) -> Iterator[Any]:
@@ -259,7 +252,7 @@ class _RowBatcher:
             lo = log_odds(lg)[:n]
             err = None
         except Exception as e:  # mark these files, keep scoring the others
-            lo, err = None, f"model failed ({type(e).__name__}: {_one_line(e)})"
+            lo, err = None, f"model failed ({type(e).__name__}: {first_line(e)})"
         i = 0
         for fs, k in owners:
             if err is not None:
@@ -386,7 +379,7 @@ def score_files(
                 try:
                     rows = segments(x, num_samples, pad_mode, windows=windows, hop=hop)
                 except Exception as e:
-                    err = f"{path}: {_one_line(e)}"
+                    err = f"{path}: {first_line(e)}"
             if err is not None:
                 fs.error = err
                 done(fs)
@@ -397,258 +390,3 @@ def score_files(
     finally:
         bar.close()
     return results
-
-
-# ----------------------------------------------------------------------------- output
-
-
-def _fmt(v: float | None, spec: str) -> str:
-    return "-" if v is None else format(v, spec)
-
-
-CSV_COLUMNS = ["path", "spoof_probability", "log_odds", "num_windows", "duration_s", "error", "warning"]
-SCORE_NOTE = "log_odds = logit[1] - logit[0], higher = more bona fide; spoof_probability = softmax[0]"
-
-
-class ScoreWriter:
-    """Streams :class:`FileScore` rows to a text stream as they are final, flushing each one.
-
-    ``table`` (aligned columns; pass every path to :meth:`start` for the width), ``csv``
-    (header + one row per file), ``jsonl`` (one JSON object per file and line) or ``json``
-    (one document ``{"files": [...], "num_scored", "num_failed", "score", "interrupted"}``,
-    completed by :meth:`close` even after an interrupt). Whatever was written before a
-    Ctrl-C or a crash is complete rows.
-    """
-
-    def __init__(self, stream: Any, fmt: str = "table"):
-        if fmt not in OUTPUT_FORMATS:
-            raise ValueError(f"unknown format {fmt!r}; use one of {OUTPUT_FORMATS}")
-        self.stream, self.fmt = stream, fmt
-        self.rows: list[FileScore] = []
-        self.width = 4
-        self.started = False
-
-    def _emit(self, text: str) -> None:
-        self.stream.write(text)
-        self.stream.flush()
-
-    def start(self, paths: Sequence[str] = ()) -> None:
-        self.width = max([4] + [len(p) for p in paths])
-        self.started = True
-        if self.fmt == "table":
-            self._emit(f"{'file':<{self.width}}  {'P(spoof)':>8}  {'log-odds':>9}  {'windows':>7}  verdict\n")
-        elif self.fmt == "csv":
-            buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerow(CSV_COLUMNS)
-            self._emit(buf.getvalue())
-        elif self.fmt == "json":
-            self._emit('{"files": [')
-
-    def write(self, r: FileScore) -> None:
-        if not self.started:
-            self.start([r.path])
-        first = not self.rows
-        self.rows.append(r)
-        if self.fmt == "json":
-            self._emit(("" if first else ", ") + json.dumps(r.to_dict()))
-        elif self.fmt == "jsonl":
-            self._emit(json.dumps(r.to_dict()) + "\n")
-        elif self.fmt == "csv":
-            buf = io.StringIO()
-            csv.writer(buf, lineterminator="\n").writerow([
-                r.path,
-                "" if r.spoof_probability is None else repr(r.spoof_probability),
-                "" if r.log_odds is None else repr(r.log_odds),
-                r.num_windows,
-                "" if r.duration_s is None else f"{r.duration_s:.3f}",
-                r.error or "",
-                r.warning or "",
-            ])
-            self._emit(buf.getvalue())
-        elif r.ok:
-            verdict = "spoof" if r.log_odds < 0 else "bona fide"
-            if r.warning:
-                verdict += f"  (warning: {r.warning})"
-            self._emit(f"{r.path:<{self.width}}  {_fmt(r.spoof_probability, '8.4f')}  "
-                       f"{_fmt(r.log_odds, '9.3f')}  {r.num_windows:>7}  {verdict}\n")
-        else:
-            self._emit(f"{r.path:<{self.width}}  {'-':>8}  {'-':>9}  {'-':>7}  FAILED\n")
-
-    def close(self, interrupted: bool = False) -> None:
-        """Finish the document (json: the closing part; table: the summary line)."""
-        if not self.started:
-            self.start()
-        n_bad = sum(not r.ok for r in self.rows)
-        if self.fmt == "json":
-            tail = {"num_scored": len(self.rows) - n_bad, "num_failed": n_bad, "score": SCORE_NOTE}
-            if interrupted:
-                tail["interrupted"] = True
-            self._emit("], " + json.dumps(tail)[1:] + "\n")
-        elif self.fmt == "table":
-            self._emit(
-                f"{len(self.rows) - n_bad} scored, {n_bad} failed{' before the interrupt' if interrupted else ''}. "
-                "log-odds = logit[1] - logit[0] (> 0: bona fide more likely; the threshold 0 is not calibrated)\n"
-            )
-
-
-def format_file_scores(results: Sequence[FileScore], fmt: str = "table") -> str:
-    """Render results as an aligned ``table``, ``csv`` (header + one row per file), ``jsonl``
-    or ``json`` (what :class:`ScoreWriter` streams, as one string)."""
-    buf = io.StringIO()
-    w = ScoreWriter(buf, fmt)
-    w.start([r.path for r in results])
-    for r in results:
-        w.write(r)
-    w.close()
-    return buf.getvalue().rstrip("\n")
-
-
-# ----------------------------------------------------------------------------- evaluate
-
-from rawnet2_jax.data import DATASETS  # noqa: E402  (the one dataset registry)
-
-
-def open_split(dataset: str, split: str, data_dir: str | os.PathLike) -> Any:
-    """The TFDS data source of a built split, or a one-line :class:`DataError`.
-
-    Never builds or downloads anything (so TFDS prints nothing): a dataset that is not built
-    gets the build command, a split it does not have gets the list of its splits.
-    """
-    from rawnet2_jax.data import is_built
-
-    if dataset not in DATASETS:
-        raise DataError(f"unknown dataset {dataset!r}; use one of {', '.join(DATASETS)}")
-    data_dir = os.fspath(data_dir)
-    if not os.path.isdir(data_dir):
-        raise DataError(f"data directory {data_dir} does not exist; build the dataset there first")
-    build_cmd = f"python -m rawnet2_jax.data build {dataset} --manual-dir CORPUS --data-dir {data_dir}"
-    if not is_built(dataset, data_dir):
-        raise DataError(f"{dataset} is not built in {data_dir} (no finished build there); build it with `{build_cmd}`")
-    import importlib
-
-    import tensorflow_datasets as tfds
-
-    importlib.import_module(f"rawnet2_jax.data.{dataset}")  # registers the builder
-    try:
-        builder = tfds.builder(dataset, data_dir=data_dir)
-        splits = list(builder.info.splits)
-    except Exception as e:
-        raise DataError(
-            f"cannot read {dataset} under {data_dir} ({type(e).__name__}: {_one_line(e)[:200]}); "
-            f"rebuild it with `{build_cmd} --overwrite`"
-        ) from None
-    if split not in splits:
-        raise DataError(
-            f"{dataset} in {data_dir} has no split {split!r}; its splits are: {', '.join(splits)}"
-        )
-    try:
-        return builder.as_data_source(split=split)
-    except Exception as e:
-        raise DataError(
-            f"cannot open {dataset} split {split!r} under {data_dir} ({type(e).__name__}: {_one_line(e)[:200]}); "
-            f"rebuild it with `{build_cmd} --overwrite`"
-        ) from None
-
-
-@dataclasses.dataclass
-class EvaluationOutputs:
-    report: Any  # rawnet2_jax.metrics.EvalReport
-    score_file: Path
-    summary_json: Path
-    per_attack_txt: Path
-    per_attack_csv: Path
-    det_png: Path
-    histogram_png: Path
-    det_per_attack_png: Path | None
-
-
-def evaluate_split(
-    model: Any,
-    *,
-    dataset: str,
-    split: str,
-    data_dir: str | os.PathLike,
-    out_dir: str | os.PathLike,
-    asv_scores: str | os.PathLike | None = None,
-    tdcf_version: str = "2019",
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    progress: bool = True,
-    source: Any = None,
-    extra_summary: dict | None = None,
-    resume: bool = False,
-) -> EvaluationOutputs:
-    """Score a dataset split and write every evaluation artefact into ``out_dir``.
-
-    Files: ``scores_{dataset}_{split}.txt`` (official format, score = logit[1] - logit[0]),
-    ``per_attack.txt`` / ``per_attack.csv``, ``det.png``, ``det_per_attack.png``,
-    ``score_histogram.png``, ``summary.json`` (the metrics JSON plus run information).
-    ``source`` replaces the TFDS split (tests, custom data). The scores are written as
-    they come by :func:`rawnet2_jax.split_eval.score_split`; ``resume=True`` continues an
-    existing score file instead of starting it anew.
-    """
-    from rawnet2_jax import plots
-    from rawnet2_jax.metrics import evaluate_scores, read_asv_scores, read_cm_scores
-
-    asv = read_asv_scores(asv_scores) if asv_scores else None  # fail early on a bad file
-    if source is None:
-        source = open_split(dataset, split, data_dir)
-    if len(source) == 0:
-        raise DataError(f"{dataset} split {split!r} is empty")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
-    from rawnet2_jax.split_eval import score_split
-
-    score_file = score_split(
-        model, source, batch_size=batch_size, out_dir=out, resume=resume, score_file=f"scores_{dataset}_{split}.txt",
-        score_format="asvspoof2019", progress=progress, desc=f"{dataset}/{split}",
-    ).score_file
-    cm = read_cm_scores(score_file)  # what a user re-evaluating the file would get
-    utts = cm.utt_ids
-    report = evaluate_scores(cm, asv, tdcf_version=tdcf_version)
-    if asv_scores:
-        name = os.path.basename(os.fspath(asv_scores)).lower()
-        other = {"dev": ".eval.", "eval": ".dev."}.get(split)
-        if other and other in name:
-            report.warnings.append(
-                f"--asv-scores {name} looks like the ASV file of another split than {split!r}; "
-                "the min t-DCF needs the ASV scores of the same split"
-            )
-
-    summary = {
-        "dataset": dataset,
-        "split": split,
-        "num_utterances": len(utts),
-        "score_file": score_file.name,
-        "score": "logit[1] - logit[0] (higher = more bona fide)",
-        "asv_scores": os.fspath(asv_scores) if asv_scores else None,
-        **(extra_summary or {}),
-        **report.to_dict(),
-    }
-    summary_json = out / "summary.json"
-    summary_json.write_text(json.dumps(summary, indent=2) + "\n")
-    per_attack_txt = out / "per_attack.txt"
-    per_attack_txt.write_text(report.format_table() + "\n")
-    per_attack_csv = out / "per_attack.csv"
-    with open(per_attack_csv, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(["attack", "n_spoof", "eer_percent", "min_tdcf"])
-        w.writerow(["pooled", report.n_spoof, repr(100 * report.eer), "" if report.min_tdcf is None else repr(report.min_tdcf)])
-        for name, r in report.per_attack.items():
-            w.writerow([name, r.n_spoof, repr(100 * r.eer), "" if r.min_tdcf is None else repr(r.min_tdcf)])
-
-    bona, spoof = cm.bonafide_scores(), cm.spoof_scores()
-    title = f"{dataset} {split}"
-    det_png = Path(plots.plot_det_curve(bona, spoof, out / "det.png", label="pooled", title=f"DET, {title}"))
-    det_attack = None
-    if len(report.per_attack) > 1:
-        curves = {"pooled": (bona, spoof)}
-        curves.update({a: (bona, cm.spoof_scores(a)) for a in report.per_attack})
-        det_attack = Path(plots.plot_det_curve(curves, path=out / "det_per_attack.png", title=f"DET per attack, {title}"))
-    hist_png = Path(
-        plots.plot_score_histogram(
-            bona, spoof, out / "score_histogram.png", threshold=report.eer_threshold,
-            title=f"Scores, {title} (EER threshold dashed)",
-        )
-    )
-    return EvaluationOutputs(report, score_file, summary_json, per_attack_txt, per_attack_csv, det_png, hist_png, det_attack)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rawnet2_jax import cli, scoring
+from rawnet2_jax import cli, data, scoring
 from tests.test_scoring import SR, T, FakeModel, _records
 
 
@@ -70,7 +70,7 @@ def test_score_checkpoint_error_is_one_line(tmp_path, wavs, capsys):
 
 
 def test_evaluate_with_fake_source(fake_model, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(scoring, "open_split", lambda dataset, split, data_dir: _records())
+    monkeypatch.setattr(data, "data_source", lambda dataset, split, data_dir: _records())
     out = tmp_path / "out"
     rc = cli.main(["evaluate", "--checkpoint", "x", "--split", "dev", "--data-dir", str(tmp_path),
                    "--out", str(out), "--batch-size", "4", "--no-progress"])

@@ -1,6 +1,5 @@
 """Scoring logic with a fake model (``.logits`` + ``.config``) and tiny audio fixtures."""
 
-import json
 import types
 
 import numpy as np
@@ -9,9 +8,7 @@ import soundfile as sf
 
 from rawnet2_jax import scoring
 from rawnet2_jax.scoring import (
-    FileScore,
     expand_inputs,
-    format_file_scores,
     log_odds,
     score_files,
     segments,
@@ -186,104 +183,11 @@ def test_model_exception_marks_files_and_continues(tmp_path):
     assert not res[0].ok and "device lost" in res[0].error and "second line" not in res[0].error
 
 
-def test_formats():
-    res = [
-        FileScore("a.wav", log_odds=2.0, spoof_probability=float(spoof_probability(2.0)), num_windows=1, duration_s=1.0),
-        FileScore("b c.wav", error="b c.wav: audio file not found"),
-    ]
-    table = format_file_scores(res, "table")
-    assert "bona fide" in table and "FAILED" in table and "1 scored, 1 failed" in table
-    csv_text = format_file_scores(res, "csv").splitlines()
-    assert csv_text[0].startswith("path,spoof_probability,log_odds")
-    assert csv_text[1].startswith("a.wav,") and csv_text[2].startswith("b c.wav,,,")
-    js = json.loads(format_file_scores(res, "json"))
-    assert js["num_failed"] == 1 and js["files"][0]["log_odds"] == 2.0
-    assert set(js["files"][0]) >= {"path", "spoof_probability", "log_odds", "error"}
-
-
 def test_bad_arguments():
     with pytest.raises(scoring.UserError):
         score_files(FakeModel(), [], batch_size=0, progress=False)
     with pytest.raises(scoring.UserError):
         score_files(FakeModel(), [], windows=True, hop_seconds=0, progress=False)
-
-
-# ----------------------------------------------------------------------------- evaluate_split
-
-
-def _records(n_bona=6, attacks=("A07", "A08"), n_each=5, seed=0):
-    from rawnet2_jax.audio import float_to_pcm16
-
-    rng = np.random.default_rng(seed)
-    recs = []
-    for i in range(n_bona):
-        x = rng.normal(0.1, 0.05, T + 100 * i)
-        recs.append({"audio": float_to_pcm16(x).tobytes(), "label": 1, "attack": b"-", "utt_id": f"LA_E_b{i}".encode()})
-    for a_i, attack in enumerate(attacks):
-        for j in range(n_each):
-            x = rng.normal(-0.05 * (a_i + 1) + 0.02 * j, 0.05, T - 50 * j)
-            recs.append({"audio": float_to_pcm16(x).tobytes(), "label": 0, "attack": attack.encode(),
-                         "utt_id": f"LA_E_{attack}_{j}".encode()})
-    return recs
-
-
-def test_evaluate_split_writes_everything(tmp_path):
-    from rawnet2_jax.metrics import compute_eer, read_cm_scores
-
-    recs = _records()
-    asv = tmp_path / "asv.txt"
-    rng = np.random.default_rng(1)
-    lines = [f"bonafide target {rng.normal(3, 1):.3f}" for _ in range(30)]
-    lines += [f"bonafide nontarget {rng.normal(-2, 1):.3f}" for _ in range(30)]
-    lines += [f"A0{7 + k} spoof {rng.normal(k, 2):.3f}" for k in range(2) for _ in range(10)]
-    asv.write_text("\n".join(lines) + "\n")
-    model = FakeModel()
-    out = scoring.evaluate_split(
-        model, dataset="asvspoof2019_la", split="eval", data_dir=tmp_path, out_dir=tmp_path / "out",
-        asv_scores=asv, batch_size=4, progress=False, source=recs,
-    )
-    cm = read_cm_scores(out.score_file)
-    assert out.score_file.name == "scores_asvspoof2019_la_eval.txt"
-    assert cm.utt_ids == [r["utt_id"].decode() for r in recs]  # every utterance once, in order
-    assert cm.attacks == ["-"] * 6 + ["A07"] * 5 + ["A08"] * 5
-    # Scores are logit[1] - logit[0] of the first num_samples, padded like training.
-    from rawnet2_jax.audio import fit_length, pcm16_to_float
-
-    x = np.stack([fit_length(pcm16_to_float(r["audio"]), T, "zero") for r in recs])
-    assert np.allclose(cm.scores, log_odds(FakeModel().logits(x)), atol=1e-5)
-    assert all(s == (4, T) for s in model.shapes)
-    summary = json.loads(out.summary_json.read_text())
-    assert {"eer", "min_tdcf", "per_attack", "dataset", "split", "num_utterances"} <= set(summary)
-    assert summary["num_utterances"] == 16 and set(summary["per_attack"]) == {"A07", "A08"}
-    assert summary["eer"] == pytest.approx(100 * compute_eer(cm.bonafide_scores(), cm.spoof_scores())[0])
-    for p in (out.det_png, out.histogram_png, out.det_per_attack_png):
-        assert p.read_bytes()[:4] == b"\x89PNG"
-    assert "A07" in out.per_attack_txt.read_text()
-    assert out.per_attack_csv.read_text().splitlines()[1].startswith("pooled,10,")
-
-
-def test_evaluate_split_bad_inputs(tmp_path):
-    with pytest.raises(scoring.DataError, match="does not exist"):
-        scoring.evaluate_split(FakeModel(), dataset="asvspoof2019_la", split="dev",
-                               data_dir=tmp_path / "nope", out_dir=tmp_path / "o", progress=False)
-    with pytest.raises(scoring.DataError, match="unknown dataset"):
-        scoring.open_split("librispeech", "dev", tmp_path)
-    with pytest.raises(scoring.DataError, match="build it with"):
-        scoring.open_split("asvspoof2019_la", "dev", tmp_path)
-    from rawnet2_jax.metrics import ScoreFileError
-
-    with pytest.raises(ScoreFileError):
-        scoring.evaluate_split(FakeModel(), dataset="asvspoof2019_la", split="dev", data_dir=tmp_path,
-                               out_dir=tmp_path / "o", asv_scores=tmp_path / "missing_asv.txt",
-                               source=_records(), progress=False)
-
-
-def test_evaluate_split_bad_record(tmp_path):
-    recs = _records()
-    recs[3] = {"audio": b"", "label": 1, "attack": b"-", "utt_id": b"LA_E_empty"}
-    with pytest.raises(scoring.DataError, match="unusable record"):
-        scoring.evaluate_split(FakeModel(), dataset="asvspoof2019_la", split="dev", data_dir=tmp_path,
-                               out_dir=tmp_path / "o", source=recs, progress=False)
 
 
 def test_silent_file_fails_unless_allowed(tmp_path):
@@ -303,3 +207,22 @@ def test_silent_file_fails_unless_allowed(tmp_path):
     assert failed[0].error is not None and "silent" in failed[0].error and "--allow-silent" in failed[0].error
     allowed = sc.score_files(_Fake(), [tmp_path / "silent.wav"], batch_size=2, progress=False, allow_silent=True)
     assert allowed[0].error is None and allowed[0].log_odds == 0.0
+
+
+# ----------------------------------------------------------------------------- a tiny 2019 LA split (for split tests)
+
+
+def _records(n_bona=6, attacks=("A07", "A08"), n_each=5, seed=0):
+    from rawnet2_jax.audio import float_to_pcm16
+
+    rng = np.random.default_rng(seed)
+    recs = []
+    for i in range(n_bona):
+        x = rng.normal(0.1, 0.05, T + 100 * i)
+        recs.append({"audio": float_to_pcm16(x).tobytes(), "label": 1, "attack": b"-", "utt_id": f"LA_E_b{i}".encode()})
+    for a_i, attack in enumerate(attacks):
+        for j in range(n_each):
+            x = rng.normal(-0.05 * (a_i + 1) + 0.02 * j, 0.05, T - 50 * j)
+            recs.append({"audio": float_to_pcm16(x).tobytes(), "label": 0, "attack": attack.encode(),
+                         "utt_id": f"LA_E_{attack}_{j}".encode()})
+    return recs

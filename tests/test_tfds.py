@@ -184,9 +184,12 @@ def test_data_source_helper(tmp_path):
     from rawnet2_jax.data import data_source
 
     exp = write_la_tree(tmp_path / "c", {"train": 3, "dev": 2, "eval": 2})
-    with pytest.raises(DataError, match="not built .* python -m rawnet2_jax.data build asvspoof2019_la"):
+    with pytest.raises(DataError, match="data directory .* does not exist"):
+        data_source("asvspoof2019_la", "train", tmp_path / "data")
+    (tmp_path / "data").mkdir()
+    with pytest.raises(DataError, match="not built .*python -m rawnet2_jax.data build asvspoof2019_la"):
         data_source("asvspoof2019_la", "train", tmp_path / "data")
     asvspoof2019_la.build(tmp_path / "c", tmp_path / "data")
     _check_split(data_source("asvspoof2019_la", "train", tmp_path / "data"), exp["train"])
-    with pytest.raises(DataError, match="Unknown split"):
+    with pytest.raises(DataError, match="has no split .test.; its splits are: "):
         data_source("asvspoof2019_la", "test", tmp_path / "data")

@@ -14,7 +14,7 @@
       tensorboard/           tensorboardX event files
       learning_curves.png    at the end
       scores/                the eval split's score file, per-attack tables, DET and
-                             histogram plots (``rawnet2_jax.scoring.evaluate_split``)
+                             histogram plots (``rawnet2_jax.evaluate.evaluate_split``)
       final.json             dev/eval results of the best checkpoint
 
 Semantics:
@@ -595,7 +595,7 @@ def _final_eval(run: _Run) -> dict[str, Any] | None:
     if _primary_says(done is not None and done.get("best_step") == best_step):
         run.log.info(f"eval split already scored for the best checkpoint (see {final_path})")
         return (done or {}).get("eval")
-    from rawnet2_jax.scoring import evaluate_split
+    from rawnet2_jax.evaluate import evaluate_split
 
     best, _ = restore_checkpoint(run.mngr, run.state, best_step)
     outputs = evaluate_split(

@@ -49,25 +49,44 @@ def is_built(name: str, data_dir: str | os.PathLike) -> bool:
 
 
 def data_source(name: str, split: str, data_dir: str | os.PathLike) -> Any:
-    """Random-access source of a built dataset (``tfds.data_source``, array_record, no TF).
+    """Random-access source of a built split (array_record, no TF), or a one-line DataError.
 
-    Raises DataError with the build command when the dataset is not there.
+    The one way to open a TFDS split (training, evaluation, benchmark). Never builds or
+    downloads anything (so TFDS prints nothing): a dataset that is not built gets the build
+    command, a split it does not have gets the list of its splits.
     """
-    import tensorflow_datasets as tfds
-
-    from rawnet2_jax.errors import DataError
+    from rawnet2_jax.errors import DataError, first_line
 
     if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+        raise DataError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}")
+    data_dir = os.fspath(data_dir)
+    if not os.path.isdir(data_dir):
+        raise DataError(f"data directory {data_dir} does not exist; build the dataset there first")
+    build_cmd = f"python -m rawnet2_jax.data build {name} --manual-dir CORPUS --data-dir {data_dir}"
     if not is_built(name, data_dir):
-        raise DataError(
-            f"{name} is not built in {data_dir}; run: python -m rawnet2_jax.data build {name} "
-            f"--manual-dir DIR --data-dir {data_dir}"
-        )
+        raise DataError(f"{name} is not built in {data_dir} (no finished build there); build it with `{build_cmd}`")
+    import importlib
+
+    import tensorflow_datasets as tfds
+
+    importlib.import_module(f"rawnet2_jax.data.{name}")  # registers the builder
     try:
-        return tfds.data_source(name, split=split, data_dir=os.fspath(data_dir))
-    except ValueError as e:
-        raise DataError(f"{name} in {data_dir}: {str(e).splitlines()[0]}") from e
+        builder = tfds.builder(name, data_dir=data_dir)
+        splits = list(builder.info.splits)
+    except Exception as e:
+        raise DataError(
+            f"cannot read {name} under {data_dir} ({type(e).__name__}: {first_line(e)[:200]}); "
+            f"rebuild it with `{build_cmd} --overwrite`"
+        ) from None
+    if split not in splits:
+        raise DataError(f"{name} in {data_dir} has no split {split!r}; its splits are: {', '.join(splits)}")
+    try:
+        return builder.as_data_source(split=split)
+    except Exception as e:
+        raise DataError(
+            f"cannot open {name} split {split!r} under {data_dir} ({type(e).__name__}: {first_line(e)[:200]}); "
+            f"rebuild it with `{build_cmd} --overwrite`"
+        ) from None
 
 
 def __getattr__(name: str) -> Any:
