@@ -7,7 +7,11 @@ An in-memory source of int16 records (demo-corpus speech, 4 s +-25 %) feeds ``tr
 cut to the preset's ``num_samples``; the process is pinned to ``--threads`` CPUs and grain
 prepares batches in as many threads. Rows: the pipeline without codecs, with
 ``CodecAugConfig(prob=P)`` (every available codec), with P over ``--cheap-codecs`` only, and the time of one round trip per codec
-on one cut utterance. Goal: >= 1,000 utt/s on 2 cores at P = 0.5.
+on one cut utterance (CPU ms: the whole round trip; for libsndfile codecs also its encoder
+alone, its decoder alone, and the round trip through a file in /dev/shm instead of
+io.BytesIO; for G.711 also libsndfile's round trip, which the numpy tables replace), and the
+ceiling that codec CPU time alone puts on utt/s at P. Goal: >= 1,000 utt/s on 2 cores at
+P = 0.5.
 """
 
 from __future__ import annotations
@@ -44,6 +48,47 @@ def _rate(it, seconds: float) -> float:
     return n / (time.perf_counter() - t0)
 
 
+def _cpu_ms(fn) -> float:
+    return 1e3 * common.time_fn(fn, warmup=1, min_reps=5, max_seconds=3.0)["cpu_median_s"]
+
+
+def _codec_rows(x) -> list[dict]:
+    """One round trip per codec (wall and CPU), and where libsndfile's time goes: its encoder,
+    its decoder, and the same through a real file in /dev/shm instead of io.BytesIO."""
+    import os
+    import tempfile
+
+    import numpy as np
+    import soundfile as sf
+
+    from rawnet2_jax.augment import codec as C
+
+    rows = []
+    for name in C.available_codecs():
+        t = common.time_fn(lambda: C.apply_codec(x, name), warmup=1, min_reps=5, max_seconds=3.0)
+        row = {"what": f"codec {name}", "ms_per_utt": 1e3 * t["median_s"], "cpu_ms": 1e3 * t["cpu_median_s"]}
+        spec = C._SNDFILE_CODECS.get(name)
+        if spec is not None:
+            xs = np.clip(x, -1, 1) if spec.rate == C.SR else C._resample(np.clip(x, -1, 1), C.SR, spec.rate)
+            data = C._sndfile_encode(xs, spec)
+            row["encode_cpu_ms"] = _cpu_ms(lambda: C._sndfile_encode(xs, spec))
+            row["decode_cpu_ms"] = _cpu_ms(lambda: C._sndfile_decode(data, spec, xs.shape[0]))
+            with tempfile.TemporaryDirectory(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as d:
+                path = os.path.join(d, "x")
+
+                def via_file():
+                    sf.write(path, xs, spec.rate, format=spec.format, subtype=spec.subtype, **spec.kwargs())
+                    sf.read(path, dtype="float32")
+
+                row["file_cpu_ms"] = _cpu_ms(via_file)
+            if name in ("mulaw", "alaw"):
+                row["libsndfile_cpu_ms"] = _cpu_ms(lambda: C._sndfile_round_trip(x, spec))
+        rows.append(row)
+        extra = "".join(f", {k[:-7]} {v:.2f}" for k, v in row.items() if k.endswith("_cpu_ms"))
+        print(f"{row['what']:40} {row['ms_per_utt']:9.2f} ms/utt ({row['cpu_ms']:.2f} ms CPU{extra})", flush=True)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
@@ -77,10 +122,13 @@ def main() -> None:
         rows.append({"what": f"pipeline p={prob:g} {label}", "utt_per_s": rate})
         print(f"{rows[-1]['what']:40} {rate:9.0f} utt/s", flush=True)
     x = np.asarray(src[0]["audio"][: cfg.num_samples], np.float32) / 32768
-    for name in available_codecs():
-        t = common.time_fn(lambda: apply_codec(x, name), warmup=1, min_reps=5, max_seconds=3.0)
-        rows.append({"what": f"codec {name}", "ms_per_utt": 1e3 * t["median_s"], "cpu_ms": 1e3 * t["cpu_median_s"]})
-        print(f"{rows[-1]['what']:40} {rows[-1]['ms_per_utt']:9.2f} ms/utt ({rows[-1]['cpu_ms']:.2f} ms CPU)", flush=True)
+    rows += _codec_rows(x)
+    for label, names in (("all codecs", available_codecs()), (",".join(cheap), cheap)):
+        mean = float(np.mean([r["cpu_ms"] for r in rows if r["what"] in {f"codec {n}" for n in names}]))
+        ceiling = 1e3 * threads / (args.prob * mean)
+        rows.append({"what": f"ceiling p={args.prob:g} {label}", "mean_cpu_ms": mean, "utt_per_s": ceiling})
+        print(f"{rows[-1]['what']:40} {ceiling:9.0f} utt/s on {threads} cores from codec CPU alone "
+              f"(mean {mean:.2f} ms per degraded utterance)", flush=True)
     m = common.machine_info()
     print(f"\n{args.preset}: {cfg.num_samples} samples, batch {args.batch_size}, {threads} threads; "
           f"{common.machine_line(m)}")

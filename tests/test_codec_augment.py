@@ -93,6 +93,26 @@ def test_g711_quantisation_error_is_bounded(outputs, name):
     assert float(np.max(err)) > 1e-4, f"{name}: no quantisation at all"
 
 
+@pytest.mark.parametrize("law", ["mulaw", "alaw"])
+def test_numpy_g711_is_bit_exact_with_libsndfile(law):
+    # Every quantiser index, both sides of each rounding boundary (ties go to even), both
+    # signs, -0.0, full scale, beyond full scale and a random sweep, against libsndfile's own
+    # WAV ULAW / ALAW round trip of the same floats.
+    scale = float(C._G711_INDEX_SCALE[law])
+    k = np.arange(int(scale) + 2)
+    tie = ((k + 0.5) / scale).astype(np.float32)
+    x = np.concatenate([k / scale, tie, np.nextafter(tie, 0), np.nextafter(tie, 2)]).astype(np.float32)
+    rand = np.random.default_rng(0).uniform(-1.2, 1.2, 50000).astype(np.float32)
+    x = np.concatenate([x, -x, rand, X, np.float32([-0.0, 0.0, 1.0, -1.0, 1.5, -1.5])])
+    ref = C._sndfile_round_trip(x, C._SNDFILE_CODECS[law])
+    got = C.g711_round_trip(x, law)
+    assert got.dtype == np.float32
+    bad = np.flatnonzero(got != ref)
+    assert bad.size == 0, (f"{law}: {bad.size} of {x.size} samples differ from libsndfile, first at "
+                           f"x={x[bad[0]]!r}: {got[bad[0]] * 32768} vs {ref[bad[0]] * 32768} (x 32768)")
+    assert np.array_equal(C.apply_codec(X, law), C.g711_round_trip(X, law))
+
+
 def test_low_bitrate_codecs_lose_more_than_high(outputs):
     if "mp3_low" in outputs:
         assert _snr_db(X, outputs["mp3_low"]) + 3 < _snr_db(X, outputs["mp3_high"])
