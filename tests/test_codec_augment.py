@@ -224,6 +224,40 @@ def test_pipeline_resume_mid_epoch_and_two_hosts_give_the_same_rows():
         np.testing.assert_array_equal(joined, full[k]["audio"], err_msg=f"batch {k}")
 
 
+@pytest.mark.slow  # two compiles of a tiny model: 57 s on the busy 2-core machine
+def test_training_loop_degrades_train_batches_only(tmp_path, monkeypatch):
+    # A tiny model trained one epoch with every training utterance through mu-law: each row
+    # the train step receives must be a mu-law reconstruction (G.711 round trips are
+    # idempotent, so mulaw(row) == row), and no row scored for dev or eval may be one
+    # (int16 PCM / 32768 is not on the mu-law grid).
+    import train.loop as loop
+    from train import sharding
+    from train.testing import synthetic_sources, tiny_train_config
+
+    seen: dict[str, list[np.ndarray]] = {"train": [], "scored": []}
+    shard_batch, logits = sharding.shard_batch, loop._StateModel.logits
+
+    def spy_shard(batch, mesh):
+        seen["train"] += [r for r, m in zip(np.array(batch["audio"]), batch["mask"]) if m]
+        return shard_batch(batch, mesh)
+
+    def spy_logits(self, audio):
+        seen["scored"] += [r for r in np.array(audio) if np.any(r)]  # all-zero rows: batch padding
+        return logits(self, audio)
+
+    monkeypatch.setattr(sharding, "shard_batch", spy_shard)
+    monkeypatch.setattr(loop._StateModel, "logits", spy_logits)
+    cfg = tiny_train_config(epochs=1, codec_augment=C.CodecAugConfig(prob=1.0, codecs=("mulaw",)))
+    src = synthetic_sources(n_train=8, n_dev=4, n_eval=4)
+    loop.train(cfg, tmp_path, sources=src, quiet=True)
+    assert len(seen["train"]) == 8, len(seen["train"])
+    assert len(seen["scored"]) == 8, len(seen["scored"])  # dev after the epoch + the final eval
+    for r in seen["train"]:
+        np.testing.assert_array_equal(C.apply_codec(r, "mulaw"), r, err_msg="a training row was not degraded")
+    for r in seen["scored"]:
+        assert not np.array_equal(C.apply_codec(r, "mulaw"), r), "a dev/eval row went through the codec"
+
+
 # ---------------------------------------------------------------------------------------
 # Training config and flag
 # ---------------------------------------------------------------------------------------
