@@ -22,16 +22,17 @@ import numpy as np
 
 
 def compare(preset: str, batch: int, seconds: float, workdir: Path) -> dict:
-    from convert.converter import convert_checkpoint, synthetic_speech
+    from convert.converter import convert_checkpoint
     from convert.example import make_reference_checkpoint
     from rawnet2_jax.checkpoint import load_pretrained
+    from rawnet2_jax.data.synth import speech_like
     from rawnet2_jax.model import RawNet2
 
     pt = make_reference_checkpoint(workdir / f"{preset}.pt", preset)
     convert_checkpoint(pt, workdir / preset, preset=preset, log=lambda *a: None)
     pre = load_pretrained(workdir / preset)
     n = max(int(seconds * pre.config.sample_rate), pre.config.min_num_samples)
-    x = jnp.asarray(np.stack([synthetic_speech(n, seed=100 + i) for i in range(batch)]), jnp.float32)
+    x = jnp.asarray(speech_like(n, batch=batch, seed=100, sample_rate=pre.config.sample_rate), jnp.float32)
     logits = {}
     for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
         model = RawNet2(pre.config, dtype=dtype)

@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from convert.converter import DEFAULT_TOLERANCE, convert_checkpoint
+    from convert.converter import convert_checkpoint
+    from convert.verify import DEFAULT_TOLERANCE
     from rawnet2_jax.errors import UserError
 
     tol = DEFAULT_TOLERANCE if args.tolerance is None else args.tolerance

@@ -1,17 +1,16 @@
-"""PyTorch RawNet2 checkpoint -> Flax model directory.
+"""PyTorch RawNet2 checkpoint -> Flax model directory (``python -m convert``).
 
 Steps (each failure is one line, a non-zero exit, and nothing written):
 
-1. :func:`load_state_dict` -- ``torch.load(map_location="cpu", weights_only=True)``: a pickle
-   that carries code is refused, never executed. Accepts a bare state dict, a
-   ``{"model_state_dict": ...}`` wrapper (other keys are reported and ignored) and a
-   ``module.`` (DataParallel) prefix.
+1. :func:`convert.torch_load.load_state_dict` -- ``torch.load(weights_only=True)``: a pickle
+   that carries code is refused, never executed; wrappers and ``module.`` prefixes undone.
 2. :func:`choose_config` -- the layout (``seed`` / ``official``) from the key names, then the
    preset of that layout whose expected shapes fit (``--preset`` overrides; ``--set`` changes
    single fields).
-3. :func:`check_state_dict` -- missing, unexpected and misshapen tensors, all in ONE message.
+3. :func:`check_state_dict` -- missing, unexpected and misshapen tensors, all in ONE message;
+   NaN/Inf tensors refused; the seed's stored sinc tensors checked against its formulas.
 4. ``convert.tables.torch_to_flax`` -- the tensors become Flax variables.
-5. optional :func:`verify` -- torch reference module vs Flax model on the same audio.
+5. optional :func:`convert.verify.verify` -- torch reference module vs Flax model on the same audio.
 6. optional bn-stats ranking (:mod:`convert.bn_stats`).
 7. :func:`rawnet2_jax.checkpoint.save_model` -- written to a temporary sibling and renamed.
 """
@@ -19,226 +18,30 @@ Steps (each failure is one line, a non-zero exit, and nothing written):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-import re
-import warnings
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from convert.torch_load import load_state_dict, nonfinite_tensors, to_numpy, widen_half_precision
+from convert.verify import DEFAULT_TOLERANCE, VerifyRow, format_verify_table, verify
 from rawnet2_jax.config import PRESETS, ModelConfig
-from rawnet2_jax.errors import CheckpointError
+from rawnet2_jax.errors import CheckpointError, first_line
 from rawnet2_jax.treecheck import raise_problems, shape_problems, summarize
-
-WRAPPER_KEYS = ("model_state_dict", "state_dict")
-DEFAULT_TOLERANCE = 1e-4
 
 __all__ = [
     "ConversionResult",
-    "DEFAULT_TOLERANCE",
     "apply_overrides",
     "check_state_dict",
     "choose_config",
     "convert_checkpoint",
-    "load_state_dict",
-    "read_torch_file",
-    "unwrap_state_dict",
-    "verify",
 ]
 
-
-# ----------------------------------------------------------------------------- loading
-
-
-def read_torch_file(path: str | os.PathLike) -> Any:
-    """``torch.load`` with ``weights_only=True`` and one-line errors for every bad file."""
-    import pickle
-
-    import torch
-
-    from rawnet2_jax.fsutil import missing_reason
-
-    p = Path(path)
-    if not os.path.exists(p):
-        why = missing_reason(p)
-        raise CheckpointError(f"{p}: no such file" if why == "does not exist" else f"{p} {why}")
-    if p.is_dir():
-        raise CheckpointError(f"{p} is a directory; pass the PyTorch .pt/.pth file")
-    if p.stat().st_size == 0:
-        raise CheckpointError(f"{p}: file is empty (truncated download or failed save?)")
-    try:
-        with warnings.catch_warnings():  # "Detected pickle protocol 4": we explain failures ourselves
-            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
-            return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        msg = str(e)
-        # weights_only refuses both code-carrying pickles (an unsupported GLOBAL) and bytes
-        # that are no pickle at all ("Unsupported operand"): only the first is unsafe.
-        if ("Weights only load failed" in msg or "weights_only" in msg) and "global" in msg.lower():
-            what = ""
-            m = re.search(r"GLOBAL ([\w.]+)", msg)
-            if m:
-                what = f" (it references {m.group(1)})"
-            raise CheckpointError(
-                f"{p}: unsafe pickle: the file carries code or Python objects beyond tensors{what}; "
-                "refusing to load; re-save with torch.save(model.state_dict())"
-            ) from None
-        # The safe unpickler stops at the first opcode it does not know (e.g. protocol 4's
-        # FRAME) before it sees any GLOBAL: look at the globals without running anything.
-        foreign = _foreign_pickle_globals(p)
-        if foreign:
-            raise CheckpointError(
-                f"{p}: unsafe pickle: the file carries code or Python objects beyond tensors (it "
-                f"references {foreign[0]}); refusing to load; re-save with torch.save(model.state_dict())"
-            ) from None
-        if foreign is not None:
-            raise CheckpointError(
-                f"{p}: a plain pickle that torch.load(weights_only=True) cannot read "
-                f"({_first_line(e)}); re-save it with torch.save(model.state_dict(), path)"
-            ) from None
-        raise CheckpointError(f"{p}: corrupt checkpoint ({_first_line(e)}); re-download or re-save it") from None
-    except (RuntimeError, EOFError, OSError, KeyError, ValueError, AttributeError, IndexError,
-            UnicodeDecodeError, TypeError) as e:
-        raise CheckpointError(
-            f"{p}: truncated or corrupt checkpoint, torch cannot read it "
-            f"({type(e).__name__}: {_first_line(e)[:160]}); re-download or re-save it"
-        ) from None
-
-
-# Globals a pickled state dict may reference (what torch.save writes for tensors).
-_TENSOR_GLOBAL_PREFIXES = ("torch.", "collections.OrderedDict", "_codecs.encode", "numpy.core.multiarray._reconstruct",
-                           "numpy.dtype", "numpy.ndarray", "builtins.set")
-
-
-def _pickle_streams(p: Path) -> list[bytes]:
-    import zipfile
-
-    if zipfile.is_zipfile(p):
-        with zipfile.ZipFile(p) as z:
-            return [z.read(n) for n in z.namelist() if n.endswith(".pkl")]
-    return [p.read_bytes()]
-
-
-def _foreign_pickle_globals(p: Path) -> list[str] | None:
-    """Globals (``module.name``) of the pickle in ``p`` that are not tensor machinery, found by
-    reading its opcodes only (``pickletools``; nothing is imported or called). ``None``: the
-    bytes are no readable pickle."""
-    import pickletools
-
-    foreign: list[str] = []
-    try:
-        streams = _pickle_streams(p)
-        for data in streams:
-            pushed: list[Any] = []  # recent string pushes (memo gets included): STACK_GLOBAL's operands
-            memo: dict[int, Any] = {}
-            for op, arg, _pos in pickletools.genops(data):
-                if op.name in ("GLOBAL", "INST"):
-                    name = str(arg).replace(" ", ".")
-                elif op.name == "STACK_GLOBAL":
-                    name = ".".join(str(x) for x in pushed[-2:])
-                else:
-                    if isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name):
-                        pushed.append(arg)
-                    elif op.name == "MEMOIZE":
-                        memo[len(memo)] = pushed[-1] if pushed else None
-                    elif op.name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                        memo[int(arg)] = pushed[-1] if pushed else None
-                    elif op.name in ("GET", "BINGET", "LONG_BINGET"):
-                        pushed.append(memo.get(int(arg)))
-                    continue
-                if not name.startswith(_TENSOR_GLOBAL_PREFIXES):
-                    foreign.append(name)
-    except Exception:  # not a pickle (or a truncated one): corrupt, not unsafe
-        return None if not foreign else foreign
-    return foreign
-
-
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    if not s:
-        return type(e).__name__
-    s = s.splitlines()[0]
-    if len(s) > 120 and ". " in s:
-        s = s.split(". ")[0]  # first sentence of a long explanation
-    return s
-
-
-def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> tuple[dict[str, Any], list[str]]:
-    """(state dict with ``module.`` stripped, notes for the user)."""
-    import torch
-
-    notes: list[str] = []
-    if not isinstance(obj, Mapping):
-        raise CheckpointError(
-            f"{source} holds a {type(obj).__name__}, not a state dict; "
-            "re-save with torch.save(model.state_dict())"
-        )
-    sd: Mapping[str, Any] = obj
-    for wk in WRAPPER_KEYS:
-        if wk in obj and isinstance(obj[wk], Mapping):
-            others = sorted(str(k) for k in obj if k != wk)
-            notes.append(
-                f"found a {wk!r} wrapper; using it"
-                + (f", ignoring the other keys: {', '.join(others)}" if others else "")
-            )
-            sd = obj[wk]
-            break
-    bad = sorted(str(k) for k, v in sd.items() if not isinstance(v, torch.Tensor))
-    if bad:
-        raise CheckpointError(
-            f"{source}: these entries are not tensors, so this is not a model state dict: "
-            f"{_summarize(bad)} (for a training checkpoint, the weights are usually under "
-            "'model_state_dict')"
-        )
-    keys = [str(k) for k in sd]
-    if keys and all(k.startswith("module.") for k in keys):
-        notes.append("stripped the 'module.' (DataParallel) prefix")
-        sd = {k[len("module."):]: v for k, v in sd.items()}
-    return {str(k): v for k, v in sd.items()}, notes
-
-
-def load_state_dict(path: str | os.PathLike) -> tuple[dict[str, Any], list[str]]:
-    """(torch state dict, notes) of a checkpoint file; see :func:`read_torch_file`."""
-    return unwrap_state_dict(read_torch_file(path), str(path))
-
-
-def widen_half_precision(sd: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    """bfloat16 / float16 tensors -> float32 (exact: every half value is a float32 value)."""
-    import torch
-
-    halves = {torch.bfloat16: "bfloat16", torch.float16: "float16"}
-    out, seen = {}, {}
-    for k, v in sd.items():
-        if v.dtype in halves:
-            seen[halves[v.dtype]] = seen.get(halves[v.dtype], 0) + 1
-            v = v.to(torch.float32)
-        out[k] = v
-    notes = [f"widened {n} {name} tensor(s) to float32 (exact)" for name, n in sorted(seen.items())]
-    return out, notes
-
-
-def nonfinite_tensors(np_sd: Mapping[str, np.ndarray]) -> list[str]:
-    """``["fc.weight (3 NaN/Inf of 1024)", ...]`` for every tensor with non-finite values."""
-    out = []
-    for k, v in np_sd.items():
-        if np.issubdtype(v.dtype, np.floating):
-            bad = int(v.size - np.count_nonzero(np.isfinite(v)))
-            if bad:
-                out.append(f"{k} ({bad} NaN/Inf of {v.size})")
-    return out
-
-
-def _to_numpy(sd: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    return {k: v.detach().cpu().numpy() for k, v in sd.items()}
+Log = Callable[[str], Any]
 
 
 # ----------------------------------------------------------------------------- config
-
-
-def _summarize(items: Sequence[str], limit: int = 10) -> str:
-    return summarize(items, limit)
 
 
 def state_dict_problems(shapes: Mapping[str, tuple], config: ModelConfig) -> list[str]:
@@ -266,7 +69,7 @@ def apply_overrides(config: ModelConfig, overrides: Sequence[str] | Mapping[str,
     try:
         return config.replace(**overrides)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"invalid config override: {_first_line(e)}") from None
+        raise CheckpointError(f"invalid config override: {first_line(e, sentence=True)}") from None
 
 
 def choose_config(
@@ -289,7 +92,7 @@ def choose_config(
     except (CheckpointError, ValueError, KeyError) as e:
         raise CheckpointError(
             f"{source}: unknown layout, not a RawNet2 checkpoint this converter knows "
-            f"({_first_line(e)}); keys start with: {_summarize(sorted(shapes), 6)}"
+            f"({first_line(e, sentence=True)}); keys start with: {summarize(sorted(shapes), 6)}"
         ) from None
     if layout not in ("seed", "official"):
         raise CheckpointError(f"{source}: unknown layout {layout!r}")
@@ -335,106 +138,7 @@ def sync_class_weights(
     ]
 
 
-# ----------------------------------------------------------------------------- audio
-
-
-def load_audio_batch(paths: Sequence[str | os.PathLike], config: ModelConfig, num_samples: int) -> np.ndarray:
-    """(len(paths), num_samples) float32: each file decoded at 16 kHz, cut/padded with the
-    config's pad policy."""
-    from rawnet2_jax.audio import fit_length, load_audio
-
-    xs = [
-        fit_length(load_audio(p, sample_rate=config.sample_rate), num_samples, config.pad_mode)
-        for p in paths
-    ]
-    return np.stack(xs).astype(np.float32)
-
-
-# ----------------------------------------------------------------------------- verify
-
-
-@dataclasses.dataclass
-class VerifyRow:
-    name: str
-    shape: tuple[int, ...]
-    max_ref: float
-    max_abs: float
-    rel: float
-    ok: bool
-
-
-def _compare(name: str, ref: np.ndarray, got: np.ndarray, tol: float) -> VerifyRow:
-    ref = np.asarray(ref, np.float64)
-    got = np.asarray(got, np.float64)
-    if ref.ndim == 3:
-        ref = ref.transpose(0, 2, 1)  # torch conv features (B, C, T) -> Flax channels-last (B, T, C)
-    if ref.shape != got.shape:
-        return VerifyRow(name, tuple(got.shape), float("nan"), float("inf"), float("inf"), False)
-    scale = float(np.max(np.abs(ref))) if ref.size else 0.0
-    diff = float(np.max(np.abs(ref - got))) if ref.size else 0.0
-    rel = diff / max(scale, 1e-12)
-    ok = bool(np.all(np.isfinite(got))) and (rel <= tol or diff <= tol * 1e-3)
-    return VerifyRow(name, tuple(got.shape), scale, diff, rel, ok)
-
-
-def verify(
-    state_dict: Mapping[str, Any],
-    variables: Mapping[str, Any],
-    config: ModelConfig,
-    audio: np.ndarray,
-    tolerance: float = DEFAULT_TOLERANCE,
-) -> list[VerifyRow]:
-    """Run the torch reference module (from ``state_dict``) and the Flax model (from
-    ``variables``) on ``audio`` (B, T); one row per compared tensor (logits first).
-
-    ``rel`` = max |torch - flax| / max |torch| per tensor; a row is ok when rel <= tolerance.
-    """
-    import jax
-    import torch
-
-    from convert import reference
-    from rawnet2_jax.model import RawNet2
-
-    cls = reference.SeedRawNet2 if config.layout == "seed" else reference.OfficialRawNet2
-    ref = cls(config)
-    try:
-        ref.load_state_dict(dict(state_dict), strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"reference module rejects the state dict: {_first_line(e)}") from None
-    ref.eval()
-    with torch.no_grad():
-        t_logits, t_inter = ref(torch.from_numpy(np.asarray(audio, np.float32)))
-    t_inter = {k: v.detach().cpu().numpy() for k, v in dict(t_inter or {}).items()}
-
-    model = RawNet2(config)
-    with jax.default_matmul_precision("highest"):
-        f_logits, f_inter = jax.jit(lambda v, x: model.apply(v, x, train=False))(
-            variables, np.asarray(audio, np.float32)
-        )
-    f_inter = {k: np.asarray(v) for k, v in dict(f_inter or {}).items()}
-
-    rows = [_compare("logits", t_logits.detach().cpu().numpy(), np.asarray(f_logits), tolerance)]
-    for name in t_inter:
-        if name in f_inter:
-            rows.append(_compare(name, t_inter[name], f_inter[name], tolerance))
-    return rows
-
-
-def format_verify_table(rows: Sequence[VerifyRow], tolerance: float) -> str:
-    lines = [
-        f"{'tensor':<12} {'shape (flax)':<18} {'max|torch|':>11} {'max abs diff':>13} "
-        f"{'rel diff':>10}  {'':>4}"
-    ]
-    for r in rows:
-        lines.append(
-            f"{r.name:<12} {str(r.shape):<18} {r.max_ref:>11.4g} {r.max_abs:>13.3e} "
-            f"{r.rel:>10.3e}  {'ok' if r.ok else 'FAIL'}"
-        )
-    lines.append(f"(tolerance: rel diff <= {tolerance:g}; rel = max abs diff / max |torch|)")
-    return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- pipeline
+# ----------------------------------------------------------------------------- conversion
 
 
 @dataclasses.dataclass
@@ -448,14 +152,6 @@ class ConversionResult:
     bn_report: Any = None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def check_output_dir(out_dir: str | os.PathLike, force: bool) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
@@ -463,6 +159,18 @@ def check_output_dir(out_dir: str | os.PathLike, force: bool) -> Path:
     if out.is_dir() and any(out.iterdir()) and not force:
         raise CheckpointError(f"{out} exists and is not empty; choose another OUT_DIR or pass --force")
     return out
+
+
+def load_audio_batch(paths: Sequence[str | os.PathLike], config: ModelConfig, num_samples: int) -> np.ndarray:
+    """(len(paths), num_samples) float32: each file decoded at the model's rate, cut/padded
+    with the config's pad policy (the audio of --verify-audio and --check-bn-stats)."""
+    from rawnet2_jax.audio import fit_length, load_audio
+
+    xs = [
+        fit_length(load_audio(p, sample_rate=config.sample_rate), num_samples, config.pad_mode)
+        for p in paths
+    ]
+    return np.stack(xs).astype(np.float32)
 
 
 def convert_checkpoint(
@@ -480,7 +188,7 @@ def convert_checkpoint(
     bn_stats_samples: int | None = None,
     bn_stats_batch: int | None = None,
     allow_nonfinite: bool = False,
-    log=print,
+    log: Log = print,
 ) -> ConversionResult:
     """Convert ``src`` into the model directory ``out_dir`` (None: convert, do not write).
 
@@ -489,19 +197,55 @@ def convert_checkpoint(
     ``verify_ok=False``. Tensors with NaN/Inf values are refused unless ``allow_nonfinite``.
     """
     from convert.tables import torch_to_flax
-    from rawnet2_jax.checkpoint import save_model
-    from rawnet2_jax.fsutil import remove_stale_temps
 
     src = Path(src)
     if out_dir is not None:
-        check_output_dir(out_dir, force)
-        out_abs = Path(out_dir).absolute()
-        remove_stale_temps(out_abs.parent, out_abs.name)  # left by a conversion killed with -9
+        _prepare_output_dir(out_dir, force)
+    sd, notes = _read_state_dict(src, log)
+    config, np_sd, cnotes = _config_and_tensors(sd, src, preset, overrides, allow_nonfinite, log)
+    variables = torch_to_flax(np_sd, config, check=False)  # checked by _config_and_tensors
+    log(f"converted {len(np_sd)} tensors ({sum(v.size for v in np_sd.values()):,} values) "
+        f"with preset {config.name!r}")
+    result = ConversionResult(None, config, variables, notes + cnotes)
+
+    # Audio for the bn-stats check is read before any long work, so a bad file fails fast.
+    bn_x = load_audio_batch(bn_stats_audio, config, bn_stats_samples or config.num_samples) if bn_stats_audio else None
+    if do_verify:
+        result.verify_rows = _verify_step(sd, variables, config, verify_audio, verify_samples, tolerance, log)
+        result.verify_ok = all(r.ok for r in result.verify_rows)
+        if not result.verify_ok:
+            return result
+    if bn_x is not None:
+        result.bn_report = _bn_stats_step(variables, config, bn_x, bn_stats_batch, log)
+    if out_dir is not None:
+        result.out_dir = _write_model_dir(out_dir, src, result, force)
+    return result
+
+
+def _prepare_output_dir(out_dir: str | os.PathLike, force: bool) -> None:
+    from rawnet2_jax.fsutil import remove_stale_temps
+
+    check_output_dir(out_dir, force)
+    out_abs = Path(out_dir).absolute()
+    remove_stale_temps(out_abs.parent, out_abs.name)  # left by a conversion killed with -9
+
+
+def _read_state_dict(src: Path, log: Log) -> tuple[dict[str, Any], list[str]]:
+    """The file's tensors by name (half precision widened) and the notes it gave, logged."""
     sd, notes = load_state_dict(src)
     sd, hnotes = widen_half_precision(sd)
     notes += hnotes
     for n in notes:
         log(f"note: {n}")
+    return sd, notes
+
+
+def _config_and_tensors(
+    sd: Mapping[str, Any], src: Path, preset: str | None, overrides: Sequence[str] | Mapping[str, Any],
+    allow_nonfinite: bool, log: Log,
+) -> tuple[ModelConfig, dict[str, np.ndarray], list[str]]:
+    """The config the state dict fits (checked, one message for every problem), its tensors as
+    numpy, and the notes and warnings said on the way (logged)."""
     shapes = {k: tuple(v.shape) for k, v in sd.items()}
     config, cnotes = choose_config(shapes, preset, str(src))
     for n in cnotes:
@@ -512,11 +256,11 @@ def convert_checkpoint(
         log(f"note: {n}")
     cnotes += wnotes
     check_state_dict(shapes, config, str(src))
-    np_sd = _to_numpy(sd)
+    np_sd = to_numpy(sd)
     bad = nonfinite_tensors(np_sd)
     if bad and not allow_nonfinite:
         raise CheckpointError(
-            f"{src}: {len(bad)} tensor(s) hold NaN/Inf values: {_summarize(bad, 6)}; the checkpoint is "
+            f"{src}: {len(bad)} tensor(s) hold NaN/Inf values: {summarize(bad, 6)}; the checkpoint is "
             "broken (a diverged training?) and would score every file as NaN; pass --allow-nonfinite "
             "to convert it anyway"
         )
@@ -530,59 +274,57 @@ def convert_checkpoint(
         for w in check_seed_sinc_tensors(sinc, config):
             log(f"warning: {w}")
             cnotes.append(f"warning: {w}")
-    variables = torch_to_flax(np_sd, config, check=False)  # checked above by check_state_dict
-    log(f"converted {len(np_sd)} tensors ({sum(v.size for v in np_sd.values()):,} values) "
-        f"with preset {config.name!r}")
-    result = ConversionResult(None, config, variables, notes + cnotes)
+    return config, np_sd, cnotes
 
-    # Audio for the bn-stats check is read before any long work, so a bad file fails fast.
-    bn_x = None
-    if bn_stats_audio:
-        n = bn_stats_samples or config.num_samples
-        bn_x = load_audio_batch(bn_stats_audio, config, n)
 
-    if do_verify:
-        n = verify_samples or config.num_samples
-        if verify_audio is not None:
-            x = load_audio_batch([verify_audio], config, n)
-            what = f"{verify_audio} ({n} samples)"
-        else:
-            from rawnet2_jax.data.synth import speech_like
+def _verify_step(
+    sd: Mapping[str, Any], variables: Mapping[str, Any], config: ModelConfig, verify_audio: str | os.PathLike | None,
+    verify_samples: int | None, tolerance: float, log: Log,
+) -> list[VerifyRow]:
+    """``--verify`` on the given file, or on two synthetic speech-like signals; the table logged."""
+    n = verify_samples or config.num_samples
+    if verify_audio is not None:
+        x = load_audio_batch([verify_audio], config, n)
+        what = f"{verify_audio} ({n} samples)"
+    else:
+        from rawnet2_jax.data.synth import speech_like
 
-            x = speech_like(n, batch=2, seed=1, sample_rate=config.sample_rate)
-            what = f"2 synthetic speech-like signals of {n} samples"
-        log(f"verifying torch reference vs Flax on {what} ...")
-        rows = verify(sd, variables, config, x, tolerance)
-        result.verify_rows = rows
-        result.verify_ok = all(r.ok for r in rows)
-        log(format_verify_table(rows, tolerance))
-        if not result.verify_ok:
-            return result
+        x = speech_like(n, batch=2, seed=1, sample_rate=config.sample_rate)
+        what = f"2 synthetic speech-like signals of {n} samples"
+    log(f"verifying torch reference vs Flax on {what} ...")
+    rows = verify(sd, variables, config, x, tolerance)
+    log(format_verify_table(rows, tolerance))
+    return rows
 
-    if bn_x is not None:
-        from convert.bn_stats import DEFAULT_TRAIN_BATCH, format_report, rank_candidates
 
-        log(f"checking BatchNorm statistics on {len(bn_stats_audio)} file(s) of {bn_x.shape[1]} "
-            "samples ...")
-        report = rank_candidates(variables, config, bn_x, log=log,
-                                 batch_size=bn_stats_batch or DEFAULT_TRAIN_BATCH)
-        result.bn_report = report
-        log(format_report(report))
+def _bn_stats_step(variables: Mapping[str, Any], config: ModelConfig, bn_x: np.ndarray, batch: int | None,
+                   log: Log) -> Any:
+    """``--check-bn-stats``: the candidate ranking of :mod:`convert.bn_stats`, logged."""
+    from convert.bn_stats import DEFAULT_TRAIN_BATCH, format_report, rank_candidates
 
-    if out_dir is not None:
-        import torch
+    log(f"checking BatchNorm statistics on {bn_x.shape[0]} file(s) of {bn_x.shape[1]} samples ...")
+    report = rank_candidates(variables, config, bn_x, log=log, batch_size=batch or DEFAULT_TRAIN_BATCH)
+    log(format_report(report))
+    return report
 
-        metadata = {
-            "source": str(src.absolute()),
-            "source_sha256": _sha256(src),
-            "source_format": "pytorch",
-            "layout": config.layout,
-            "preset": config.name,
-            "converter": "python -m convert",
-            "torch_version": torch.__version__,
-            "notes": notes + cnotes,
-        }
-        if result.verify_rows is not None:
-            metadata["verify"] = {r.name: {"max_abs": r.max_abs, "rel": r.rel} for r in result.verify_rows}
-        result.out_dir = save_model(out_dir, variables, config, metadata, overwrite=force)
-    return result
+
+def _write_model_dir(out_dir: str | os.PathLike, src: Path, result: ConversionResult, force: bool) -> Path:
+    """The model directory, with where it came from (file, SHA-256, torch version, notes) in its metadata."""
+    import torch
+
+    from rawnet2_jax.checkpoint import save_model
+    from rawnet2_jax.fsutil import sha256_file
+
+    metadata = {
+        "source": str(src.absolute()),
+        "source_sha256": sha256_file(src),
+        "source_format": "pytorch",
+        "layout": result.config.layout,
+        "preset": result.config.name,
+        "converter": "python -m convert",
+        "torch_version": torch.__version__,
+        "notes": result.notes,
+    }
+    if result.verify_rows is not None:
+        metadata["verify"] = {r.name: {"max_abs": r.max_abs, "rel": r.rel} for r in result.verify_rows}
+    return save_model(out_dir, result.variables, result.config, metadata, overwrite=force)

@@ -25,8 +25,14 @@ class TrainingError(UserError):
     """A training run that cannot continue (for example a non-finite loss)."""
 
 
-def first_line(e: BaseException) -> str:
+def first_line(e: BaseException, *, sentence: bool = False) -> str:
     """The first line of an exception's message (its type name when the message is empty):
-    what a one-line error quotes of a foreign exception."""
+    what a one-line error quotes of a foreign exception. ``sentence``: of a line longer than
+    120 characters only the first sentence (torch's errors explain at length)."""
     text = str(e).strip().splitlines()
-    return text[0] if text else type(e).__name__
+    if not text:
+        return type(e).__name__
+    line = text[0]
+    if sentence and len(line) > 120 and ". " in line:
+        line = line.split(". ")[0]
+    return line

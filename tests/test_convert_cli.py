@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from convert import converter  # noqa: E402
+from convert import converter, torch_load  # noqa: E402
 from convert.__main__ import main  # noqa: E402
 from convert.reference import OfficialRawNet2, SeedRawNet2  # noqa: E402
 from rawnet2_jax.config import get_config  # noqa: E402
@@ -148,7 +148,7 @@ def test_container_variants(wrap):
         obj = {"model_state_dict": obj, "epoch": 1}
     if wrap == "state_dict":
         obj = {"state_dict": obj}
-    got, notes = converter.unwrap_state_dict(obj)
+    got, notes = torch_load.unwrap_state_dict(obj)
     assert sorted(got) == ["a.weight", "b.bias"]
     assert ("wrapper" in " ".join(notes)) == (wrap.startswith("wrapped") or wrap == "state_dict")
 

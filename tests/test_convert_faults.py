@@ -16,7 +16,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from convert import converter  # noqa: E402
 from rawnet2_jax.checkpoint import restore_variables  # noqa: E402
 from rawnet2_jax.config import get_config  # noqa: E402
 from tests.test_convert_cli import TINY_SEED, _Evil, _fails, _reference, _sets  # noqa: E402
