@@ -268,7 +268,7 @@ def _config_and_tensors(
         log(f"warning: non-finite values kept (--allow-nonfinite): {b}")
         cnotes.append(f"warning: non-finite values in {b}")
     if config.layout == "seed":
-        from rawnet2_jax.sinc import check_seed_sinc_tensors
+        from convert.tables import check_seed_sinc_tensors
 
         sinc = {k[len("sinc."):]: v for k, v in np_sd.items() if k.startswith("sinc.")}
         for w in check_seed_sinc_tensors(sinc, config):

@@ -15,7 +15,7 @@ Flax tree: see ``rawnet2_jax/model.py``. BN: weight -> ``scale``, bias -> ``bias
 running_mean -> ``batch_stats/.../mean``, running_var -> ``batch_stats/.../var``.
 
 Public API: ``table``, ``expected_torch_shapes``, ``torch_to_flax``, ``flax_to_torch``,
-``detect_layout``.
+``detect_layout``, ``check_seed_sinc_tensors`` (doubts about the seed layout's stored sinc tensors).
 """
 
 from __future__ import annotations
@@ -233,3 +233,55 @@ def detect_layout(keys: Iterable[str]) -> Literal["seed", "official"]:
         "cannot tell the checkpoint layout: expected RawNet2 keys such as 'front_bn.weight' "
         f"(seed) or 'first_bn.weight' (official), got {sample}"
     )
+
+
+def check_seed_sinc_tensors(tensors: dict[str, Any], cfg: ModelConfig) -> list[str]:
+    """Problems (one line each; empty if none) of stored sinc tensors read with ``cfg``.
+
+    Keys without the ``sinc.`` prefix. For the converter to warn: the seed's stored tensors
+    are not public, and third parties disagree on their layout (e.g. a half axis
+    j * pi / sr, j = 0 .. K//2 - 1, or the first half of a K-point Hamming window instead of
+    SincNet's); the reference values are those the model initialises with
+    (:func:`rawnet2_jax.sinc.seed_sinc_tensors`). Nothing here changes the values.
+    """
+    from rawnet2_jax.sinc import seed_sinc_tensors
+
+    problems: list[str] = []
+    k, c, sr = cfg.sinc_kernel_size, cfg.sinc_filters, cfg.sample_rate
+    want_shapes = {"low_hz_": (c, 1), "band_hz_": (c, 1), "n_axis": (1, k // 2), "window": (k // 2,)}
+    arr = {}
+    for name, shape in want_shapes.items():
+        if name not in tensors:
+            problems.append(f"sinc.{name} is missing")
+            continue
+        arr[name] = np.asarray(tensors[name], np.float64)
+        if arr[name].shape != shape:
+            problems.append(f"sinc.{name} has shape {arr[name].shape}, expected {shape}")
+            del arr[name]
+    ref = seed_sinc_tensors(cfg)
+    if "n_axis" in arr:
+        n = arr["n_axis"]
+        if np.any(n == 0):
+            problems.append("sinc.n_axis contains 0: SincNet's half axis is 2*pi*(-(K-1)/2 .. -1)/sr "
+                            "(the t = 0 taps use the limit value)")
+        dev = np.abs(n - ref["n_axis"]).max() / np.abs(ref["n_axis"]).max()
+        if dev > 1e-5:
+            hint = ""
+            if np.allclose(n[0], np.arange(k // 2) * np.pi / sr, rtol=1e-5, atol=1e-9):
+                hint = " (it is j*pi/sr, j = 0 .. K//2 - 1)"
+            problems.append(f"sinc.n_axis differs from SincNet's axis by {dev:.2g} relative{hint}")
+    if "window" in arr:
+        dev = np.abs(arr["window"] - ref["window"]).max()
+        if dev > 1e-5:
+            hint = " (it is hamming(K)[:K//2])" if np.allclose(arr["window"], np.hamming(k)[: k // 2],
+                                                              atol=1e-6) else ""
+            problems.append(f"sinc.window differs from SincNet's half window by {dev:.2g}{hint}")
+    if "low_hz_" in arr and "band_hz_" in arr:
+        low = cfg.sinc_min_low_hz + np.abs(arr["low_hz_"])
+        high = np.clip(low + cfg.sinc_min_band_hz + np.abs(arr["band_hz_"]), cfg.sinc_min_low_hz, sr / 2)
+        if np.any(high - low <= 0):
+            problems.append(f"{int(np.sum(high - low <= 0))} sinc filters have zero bandwidth "
+                            "(the SincNet formula divides by it)")
+        if np.any(low >= sr / 2):
+            problems.append("some sinc.low_hz_ are at or above sr/2")
+    return problems

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from convert.tables import (
+    check_seed_sinc_tensors,
     detect_layout,
     expected_torch_shapes,
     flax_to_torch,
@@ -16,6 +17,7 @@ from convert.tables import (
 from rawnet2_jax.config import PRESETS, get_config
 from rawnet2_jax.errors import CheckpointError
 from rawnet2_jax.model import init_variables
+from rawnet2_jax.sinc import seed_sinc_tensors
 
 
 def fake_state_dict(cfg, seed=0) -> dict[str, np.ndarray]:
@@ -187,3 +189,19 @@ def test_apply_without_carried_buffers():
             "buffers": {"sinc": v["buffers"]["sinc"]}}  # the sinc tensors are used: they stay
     x = jnp.linspace(-0.5, 0.5, 2 * 1000).reshape(2, 1000)
     np.testing.assert_array_equal(RawNet2(cfg).apply(lean, x)[0], RawNet2(cfg).apply(v, x)[0])
+
+
+def test_check_seed_sinc_tensors():
+    cfg = get_config("caa_rawnet2")
+    st = seed_sinc_tensors(cfg)
+    assert check_seed_sinc_tensors(st, cfg) == []
+    other = dict(st)
+    other["n_axis"] = (np.arange(64) * np.pi / 16000).reshape(1, 64).astype(np.float32)
+    other["window"] = np.hamming(129)[:64].astype(np.float32)
+    other["band_hz_"] = np.zeros((128, 1), np.float32)
+    del other["low_hz_"]
+    msgs = " | ".join(check_seed_sinc_tensors(other, cfg))
+    for needle in ("low_hz_ is missing", "contains 0", "j*pi/sr", "hamming(K)[:K//2]"):
+        assert needle in msgs, msgs
+    other["low_hz_"] = st["low_hz_"]
+    assert "zero bandwidth" in " | ".join(check_seed_sinc_tensors(other, cfg))
