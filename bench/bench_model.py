@@ -30,9 +30,11 @@ Writes ``bench/results/bench_model[_quick].json`` and ``.md`` (a table ready for
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -599,7 +601,7 @@ def summarise_preset(pres: dict, peak: float, flops: dict) -> None:
     pres["compile"] = c
 
 
-def main(argv=None) -> None:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--presets", default=",".join(PRESETS))
     ap.add_argument("--forward-batches", default="1,8,32")
@@ -640,34 +642,67 @@ def main(argv=None) -> None:
     ap.add_argument("--train-check-batch", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--size", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    return ap
+
+
+def main(argv=None) -> None:
+    ap = build_parser()
     a = ap.parse_args(argv)
+    _fill_defaults(a)
+    if a.worker:
+        if a.batches:
+            a.batches = _ints(a.batches)
+        run_worker_main(a)
+        return
+    if a.report_from:
+        rerender(a)
+        return
+    t_start = time.perf_counter()
+    presets, variants, fwd_b, train_b = _selection(ap, a)
+    out_dir = Path(a.out_dir)
+    work = out_dir / "_work"
+    work.mkdir(parents=True, exist_ok=True)
+    run = _runner(a)
+
+    machine = common.machine_info()
+    print(common.machine_line(machine), flush=True)
+    peak = measure_peak(a, run)
+    report = {"machine": machine, "threads": a.threads, "quick": a.quick, "peak": peak,
+              "args": {k: v for k, v in vars(a).items() if v is not None}, "presets": []}
+    for preset in presets:
+        report["presets"].append(bench_preset(a, run, preset, variants, fwd_b, train_b, work, peak))
+    report["total_wall_s"] = time.perf_counter() - t_start
+    write_report(a, report, out_dir)
+
+
+def _fill_defaults(a) -> None:
+    """Repetition defaults: a full run times longer, ``--quick`` only checks that it runs."""
     if a.warmup is None:
         a.warmup = 1 if not a.quick else 2
     if a.min_reps is None:
         a.min_reps = 5 if not a.quick else 3
     if a.max_seconds is None:
         a.max_seconds = 20.0 if not a.quick else 1.0
-    if a.worker:
-        if a.batches:
-            a.batches = _ints(a.batches)
-        run_worker_main(a)
-        return
 
-    def load_pipeline(report: dict) -> None:
-        if a.pipeline_json and Path(a.pipeline_json).exists():
-            report["pipeline"] = __import__("json").loads(Path(a.pipeline_json).read_text())
 
-    if a.report_from:
-        src = Path(a.report_from)
-        report = __import__("json").loads(src.read_text())
-        load_pipeline(report)
-        md = summarise(report)
-        src.with_suffix(".md").write_text(md + "\n")
-        common.write_json(src, report)
-        print(md)
-        return
+def _load_pipeline(a, report: dict) -> None:
+    if a.pipeline_json and Path(a.pipeline_json).exists():
+        report["pipeline"] = json.loads(Path(a.pipeline_json).read_text())
 
-    t_start = time.perf_counter()
+
+def rerender(a) -> None:
+    """``--report-from``: the markdown of an existing JSON again (with ``--pipeline-json``'s numbers)."""
+    src = Path(a.report_from)
+    report = json.loads(src.read_text())
+    _load_pipeline(a, report)
+    md = summarise(report)
+    src.with_suffix(".md").write_text(md + "\n")
+    common.write_json(src, report)
+    print(md)
+
+
+def _selection(ap: argparse.ArgumentParser, a) -> tuple[list[str], list[str], list[int], list[int]]:
+    """Presets, ``impl@env`` variants, forward and train batch sizes; unknown names stop here."""
     presets = [p.strip() for p in a.presets.split(",") if p.strip()]
     bad = [p for p in presets if p not in PRESETS]
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
@@ -678,9 +713,12 @@ def main(argv=None) -> None:
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     fwd_b = _ints(a.forward_batches) if "forward" in modes else []
     train_b = _ints(a.train_batches) if "train" in modes else []
-    out_dir = Path(a.out_dir)
-    work = out_dir / "_work"
-    work.mkdir(parents=True, exist_ok=True)
+    return presets, variants, fwd_b, train_b
+
+
+def _runner(a) -> Callable[..., dict]:
+    """``run(worker_args, env, extra_env)``: one worker in its own subprocess under allocator
+    environment ``env`` or, with ``--inprocess``, in this process (same result dict)."""
     script = Path(__file__).resolve()
 
     def run(args: list[str], env: str, extra_env: dict | None = None) -> dict:
@@ -693,84 +731,102 @@ def main(argv=None) -> None:
             t0 = time.perf_counter()
             try:
                 main([*args, "--inprocess", "--out", str(out)])
-                res = __import__("json").loads(out.read_text())
+                res = json.loads(out.read_text())
             except Exception as e:  # noqa: BLE001  (reported like a failed subprocess)
                 res = {"error": f"{type(e).__name__}: {e}"}
         res["process_wall_s"] = time.perf_counter() - t0
         res["env"] = "inprocess"
         return res
 
-    machine = common.machine_info()
-    print(common.machine_line(machine), flush=True)
+    return run
 
+
+def measure_peak(a, run: Callable[..., dict]) -> dict:
+    """The f32 matmul peak (jnp and torch.mm) the %-of-peak columns divide by."""
     peak_size = a.peak_size or (1024 if a.quick else 4096)
     print(f"f32 matmul peak ({peak_size}^3) ...", flush=True)
     peak = run(["--worker", "peak", "--size", str(peak_size), *_common_args(a)], "default")
     print(f"  jnp {common.fmt(peak.get('jax_gflops'), '.1f')} GFLOP/s, torch.mm "
           f"{common.fmt(peak.get('torch_gflops'), '.1f')} GFLOP/s", flush=True)
-    report = {"machine": machine, "threads": a.threads, "quick": a.quick, "peak": peak,
-              "args": {k: v for k, v in vars(a).items() if v is not None}, "presets": []}
-    for preset in presets:
-        cfg = common.bench_config(preset, a.quick, a.num_samples)
-        flops = common.analytic_flops(cfg)
-        data = work / f"{cfg.name}_{cfg.num_samples}.npz"
-        max_b = max(fwd_b + train_b)
-        fwd_check = min(fwd_b) if fwd_b else 1
-        train_check = min(train_b) if train_b else 2
-        check_args = ["--preset", preset, "--data", str(data), "--fwd-check-batch", str(fwd_check),
-                      "--train-check-batch", str(train_check)]
-        print(f"\n== {preset} ({cfg.num_samples} samples, {flops['forward'] / 1e9:.2f} GFLOP/utt forward) ==",
-              flush=True)
-        prep = run(["--worker", "prepare", "--max-batch", str(max_b), *check_args, *_common_args(a)],
-                   "default")
-        pres = {"preset": preset, "config": cfg.to_dict(), "flops": flops,
-                "macs": common.analytic_macs(cfg), "forward_batches": fwd_b, "train_batches": train_b,
-                "runs": {}, "errors": {}}
-        if "error" in prep:
-            pres["errors"]["prepare"] = prep["error"]
-            print(f"  prepare failed: {prep['error']}", flush=True)
-            report["presets"].append(pres)
-            continue
-        pres["num_params"] = prep.get("num_params")
-        for mode, batches in (("forward", fwd_b), ("train", train_b)):
-            if not batches:
-                continue
-            for v in variants:
-                impl, env = v.split("@", 1)
-                print(f"  {v} {mode} ...", flush=True)
-                res = run(["--worker", impl, "--mode", mode, "--batches", ",".join(map(str, batches)),
-                           *check_args, *_common_args(a)], env)
-                res.setdefault("impl", impl)
-                res.setdefault("mode", mode)
-                pres["runs"][f"{v}/{mode}"] = res
-                if "error" in res:
-                    pres["errors"][f"{v}/{mode}"] = res["error"][:300]
-                    print(f"    ERROR: {res['error']}", flush=True)
-        probe = a.compile_probe == "on" or (a.compile_probe == "auto" and not a.quick)
-        if probe and train_b:
-            import tempfile
+    return peak
 
-            pres["compile_probe"] = {}
-            with tempfile.TemporaryDirectory() as cache:
-                cache_env = {"JAX_COMPILATION_CACHE_DIR": cache,
-                             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                             "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-                for name, extra in [*((n, {"XLA_FLAGS": f}) for n, f in COMPILE_FLAGS.items()),
-                                    ("cache_cold", {"XLA_FLAGS": "", **cache_env}),
-                                    ("cache_warm", {"XLA_FLAGS": "", **cache_env})]:
-                    print(f"  compile probe {name} ...", flush=True)
-                    res = run(["--worker", "compile", "--batches", str(min(train_b)), *check_args,
-                               *_common_args(a)], "default", extra)
-                    pres["compile_probe"][name] = res
-                    if "error" in res:
-                        pres["errors"][f"compile/{name}"] = res["error"][:300]
-                    else:
-                        print(f"    lower {res['lower_s']:.2f} s, compile {res['compile_s']:.2f} s, "
-                              f"step {res['step_s']:.2f} s (cpu {res['step_cpu_s']:.2f} s)", flush=True)
-        summarise_preset(pres, _peak(peak), flops)
-        report["presets"].append(pres)
-    report["total_wall_s"] = time.perf_counter() - t_start
-    load_pipeline(report)
+
+def bench_preset(a, run: Callable[..., dict], preset: str, variants: list[str], fwd_b: list[int],
+                 train_b: list[int], work: Path, peak: dict) -> dict:
+    """One preset: prepare its weights and data, time every variant and mode, probe compile."""
+    cfg = common.bench_config(preset, a.quick, a.num_samples)
+    flops = common.analytic_flops(cfg)
+    data = work / f"{cfg.name}_{cfg.num_samples}.npz"
+    fwd_check = min(fwd_b) if fwd_b else 1
+    train_check = min(train_b) if train_b else 2
+    check_args = ["--preset", preset, "--data", str(data), "--fwd-check-batch", str(fwd_check),
+                  "--train-check-batch", str(train_check)]
+    print(f"\n== {preset} ({cfg.num_samples} samples, {flops['forward'] / 1e9:.2f} GFLOP/utt forward) ==",
+          flush=True)
+    prep = run(["--worker", "prepare", "--max-batch", str(max(fwd_b + train_b)), *check_args, *_common_args(a)],
+               "default")
+    pres = {"preset": preset, "config": cfg.to_dict(), "flops": flops,
+            "macs": common.analytic_macs(cfg), "forward_batches": fwd_b, "train_batches": train_b,
+            "runs": {}, "errors": {}}
+    if "error" in prep:
+        pres["errors"]["prepare"] = prep["error"]
+        print(f"  prepare failed: {prep['error']}", flush=True)
+        return pres
+    pres["num_params"] = prep.get("num_params")
+    _time_variants(a, run, pres, variants, fwd_b, train_b, check_args)
+    probe = a.compile_probe == "on" or (a.compile_probe == "auto" and not a.quick)
+    if probe and train_b:
+        pres["compile_probe"] = _compile_probe(a, run, pres, min(train_b), check_args)
+    summarise_preset(pres, _peak(peak), flops)
+    return pres
+
+
+def _time_variants(a, run: Callable[..., dict], pres: dict, variants: list[str], fwd_b: list[int],
+                   train_b: list[int], check_args: list[str]) -> None:
+    """Every ``impl@env`` variant in forward and train mode into ``pres["runs"]`` (errors noted)."""
+    for mode, batches in (("forward", fwd_b), ("train", train_b)):
+        if not batches:
+            continue
+        for v in variants:
+            impl, env = v.split("@", 1)
+            print(f"  {v} {mode} ...", flush=True)
+            res = run(["--worker", impl, "--mode", mode, "--batches", ",".join(map(str, batches)),
+                       *check_args, *_common_args(a)], env)
+            res.setdefault("impl", impl)
+            res.setdefault("mode", mode)
+            pres["runs"][f"{v}/{mode}"] = res
+            if "error" in res:
+                pres["errors"][f"{v}/{mode}"] = res["error"][:300]
+                print(f"    ERROR: {res['error']}", flush=True)
+
+
+def _compile_probe(a, run: Callable[..., dict], pres: dict, batch: int, check_args: list[str]) -> dict:
+    """Train-step compile time under each of ``COMPILE_FLAGS`` and with a cold / warm persistent cache."""
+    import tempfile
+
+    out = {}
+    with tempfile.TemporaryDirectory() as cache:
+        cache_env = {"JAX_COMPILATION_CACHE_DIR": cache,
+                     "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+                     "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+        for name, extra in [*((n, {"XLA_FLAGS": f}) for n, f in COMPILE_FLAGS.items()),
+                            ("cache_cold", {"XLA_FLAGS": "", **cache_env}),
+                            ("cache_warm", {"XLA_FLAGS": "", **cache_env})]:
+            print(f"  compile probe {name} ...", flush=True)
+            res = run(["--worker", "compile", "--batches", str(batch), *check_args, *_common_args(a)],
+                      "default", extra)
+            out[name] = res
+            if "error" in res:
+                pres["errors"][f"compile/{name}"] = res["error"][:300]
+            else:
+                print(f"    lower {res['lower_s']:.2f} s, compile {res['compile_s']:.2f} s, "
+                      f"step {res['step_s']:.2f} s (cpu {res['step_cpu_s']:.2f} s)", flush=True)
+    return out
+
+
+def write_report(a, report: dict, out_dir: Path) -> None:
+    """``bench_model[_TAG].json`` and ``.md`` (the markdown printed too)."""
+    _load_pipeline(a, report)
     md = summarise(report)
     tag = a.tag or ("quick" if a.quick else None)
     stem = "bench_model" + (f"_{tag}" if tag else "")
@@ -778,7 +834,6 @@ def main(argv=None) -> None:
     (out_dir / f"{stem}.md").write_text(md + "\n")
     print("\n" + md)
     print(f"\nwrote {out_dir / (stem + '.json')} and .md ({report['total_wall_s']:.0f} s)")
-
 
 if __name__ == "__main__":
     main()
