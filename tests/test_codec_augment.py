@@ -224,6 +224,37 @@ def test_pipeline_resume_mid_epoch_and_two_hosts_give_the_same_rows():
         np.testing.assert_array_equal(joined, full[k]["audio"], err_msg=f"batch {k}")
 
 
+def test_cache_gives_the_same_output_and_skips_the_encoder_when_warm(outputs, tmp_path, monkeypatch):
+    cache = str(tmp_path / "cache")
+    for name, want in outputs.items():
+        np.testing.assert_array_equal(C.apply_codec(X, name, cache), want, err_msg=f"{name}, cold cache")
+    cached = sorted(n for n in outputs if n in C._SNDFILE_CODECS and C._SNDFILE_CODECS[n].cache != "none")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == cached
+    # Another input is another entry; a torn or foreign entry is recomputed, not decoded.
+    C.apply_codec(X * 0.5, "opus", cache)
+    assert len([p for p in (tmp_path / "cache" / "opus").rglob("*") if p.is_file()]) == 2
+    for name in ("opus", "g721"):
+        for entry in (p for p in (tmp_path / "cache" / name).rglob("*") if p.is_file()):
+            entry.write_bytes(b"not a stream!")
+    np.testing.assert_array_equal(C.apply_codec(X, "opus", cache), outputs["opus"])
+    np.testing.assert_array_equal(C.apply_codec(X, "g721", cache), outputs["g721"])
+
+    def no_encoder(*a, **k):
+        raise AssertionError("the encoder ran on a warm cache")
+
+    monkeypatch.setattr(C, "_sndfile_encode", no_encoder)
+    for name, want in outputs.items():
+        np.testing.assert_array_equal(C.apply_codec(X, name, cache), want, err_msg=f"{name}, warm cache")
+
+
+def test_pipeline_rows_are_the_same_through_the_cache(tmp_path):
+    src = _records()
+    cached = C.CodecAugConfig(prob=FAST.prob, codecs=FAST.codecs, cache_dir=str(tmp_path))
+    for a, b in zip(_batches(src, codec_augment=cached, num_epochs=1), _batches(src, codec_augment=FAST, num_epochs=1)):
+        np.testing.assert_array_equal(a["audio"], b["audio"])
+    assert any(tmp_path.rglob("*")) == any(C._SNDFILE_CODECS[n].cache != "none" for n in FAST.codecs if n in C._SNDFILE_CODECS)
+
+
 @pytest.mark.slow  # two compiles of a tiny model: 57 s on the busy 2-core machine
 def test_training_loop_degrades_train_batches_only(tmp_path, monkeypatch):
     # A tiny model trained one epoch with every training utterance through mu-law: each row
@@ -274,6 +305,22 @@ def test_train_config_field_and_flag():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     cfg2 = cfg.with_overrides(["codec_augment.codecs=mulaw,gsm"])
     assert cfg2.codec_augment.codecs == ("mulaw", "gsm")
+
+
+def test_codec_cache_flag(tmp_path, capsys):
+    import train.__main__ as train_cli
+    from train.configs import TrainConfig
+
+    args = train_cli.build_parser().parse_args(["--config", "demo", "--codec-prob", "0.5", "--codec-cache",
+                                                str(tmp_path / "new" / "cache")])
+    cfg = train_cli.config_from_args(args)
+    assert cfg.codec_augment == C.CodecAugConfig(prob=0.5, cache_dir=str(tmp_path / "new" / "cache"))
+    assert (tmp_path / "new" / "cache").is_dir()
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    (tmp_path / "file").write_text("")
+    assert train_cli.main(["--config", "demo", "--codec-prob", "0.5", "--codec-cache", str(tmp_path / "file" / "c")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --codec-cache") and "\n" not in err, err
 
 
 def test_codec_prob_flag_out_of_range_is_one_line(capsys):

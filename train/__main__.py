@@ -71,6 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="codec/channel augmentation of training utterances in the input pipeline: each one "
                         "goes through a codec round trip (MP3, Vorbis, Opus, GSM, G.711, G.721, 8 kHz "
                         "telephone band) with probability P; 0 = off (default)")
+    o.add_argument("--codec-cache", metavar="DIR",
+                   help="keep the codec encoders' output in DIR and decode it again on later epochs (the "
+                        "same rows; 2-80x less CPU per MP3/Vorbis/Opus/GSM/G.721 round trip once warm; "
+                        "~250 KB per 4 s utterance over every codec)")
     o.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                    help="any TrainConfig / ModelConfig field, dotted and type-checked, e.g. --set "
                         "model.fms_mode=mul --set plateau.patience=5 (applied after the flags above)")
@@ -115,11 +119,26 @@ def config_from_args(args: argparse.Namespace):
         changes["rawboost"] = args.rawboost
     if args.codec_prob is not None:
         changes["codec_augment"] = dataclasses.replace(cfg.codec_augment, prob=args.codec_prob)
+    if args.codec_cache is not None:
+        changes["codec_augment"] = dataclasses.replace(changes.get("codec_augment", cfg.codec_augment),
+                                                       cache_dir=_writable_dir(args.codec_cache, "--codec-cache"))
     try:
         cfg = cfg.replace(**changes) if changes else cfg
     except ValueError as e:
         raise UserError(f"bad override: {e}") from None
     return cfg.with_overrides(args.overrides) if args.overrides else cfg
+
+
+def _writable_dir(path: str, flag: str) -> str:
+    import os
+
+    try:
+        os.makedirs(path, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"{flag} {path}: cannot create it ({e.strerror}); give a writable directory") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise UserError(f"{flag} {path}: not writable; give a writable directory")
+    return os.path.abspath(path)
 
 
 def find_asv_scores(path: str | None) -> dict[str, str]:

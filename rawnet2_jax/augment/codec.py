@@ -61,6 +61,10 @@ class _SndfileCodec:
     rate: int = SR  # encode at this rate (soxr around the round trip when != SR)
     # Leading samples to drop when the decoder returns them (no gapless info in the stream).
     delay: int = 0
+    # What CodecAugConfig.cache_dir keeps: nothing (cheaper to redo), the encoded stream
+    # (decoding it again is cheap), or the decoded 16-bit PCM (G.721: its decoder is as slow
+    # as its encoder, and its output is exactly int16 / 32768).
+    cache: str = "stream"  # "none" | "stream" | "pcm16"
 
     def kwargs(self) -> dict:
         kw = {}
@@ -82,9 +86,9 @@ _SNDFILE_CODECS: dict[str, _SndfileCodec] = {
     "vorbis": _SndfileCodec("OGG", "VORBIS", 1.0),
     "opus": _SndfileCodec("OGG", "OPUS", 1.0),
     "gsm": _SndfileCodec("WAV", "GSM610", rate=TELEPHONE_SR),
-    "mulaw": _SndfileCodec("WAV", "ULAW"),
-    "alaw": _SndfileCodec("WAV", "ALAW"),
-    "g721": _SndfileCodec("WAV", "G721_32"),
+    "mulaw": _SndfileCodec("WAV", "ULAW", cache="none"),
+    "alaw": _SndfileCodec("WAV", "ALAW", cache="none"),
+    "g721": _SndfileCodec("WAV", "G721_32", cache="pcm16"),
 }
 ALL_CODECS: tuple[str, ...] = (*_SNDFILE_CODECS, "telephone")
 
@@ -113,11 +117,14 @@ def _check_codecs(codecs: tuple[str, ...]) -> None:
 class CodecAugConfig:
     """Codec augmentation of training utterances: off at ``prob`` 0.
 
-    prob: chance that an utterance is degraded; codecs: the choices, drawn uniformly.
+    prob: chance that an utterance is degraded; codecs: the choices, drawn uniformly;
+    cache_dir: where to keep encoded streams for later epochs (``None``: encode every time;
+    :mod:`rawnet2_jax.augment.codec_cache`), the same output either way.
     """
 
     prob: float = 0.0
     codecs: tuple[str, ...] = ALL_CODECS
+    cache_dir: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "codecs", tuple(self.codecs))
@@ -155,11 +162,11 @@ def _sndfile_encode(x: np.ndarray, codec: _SndfileCodec) -> bytes:
     return buf.getvalue()
 
 
-def _sndfile_decode(data: bytes, codec: _SndfileCodec, n: int) -> np.ndarray:
-    """Bytes of :func:`_sndfile_encode` for an n-sample input -> (>= n,) float32, delay removed."""
+def _sndfile_decode(data: bytes, codec: _SndfileCodec, n: int, dtype: str = "float32") -> np.ndarray:
+    """Bytes of :func:`_sndfile_encode` for an n-sample input -> (>= n,) ``dtype``, delay removed."""
     import soundfile as sf
 
-    y, _ = sf.read(io.BytesIO(data), dtype="float32")
+    y, _ = sf.read(io.BytesIO(data), dtype=dtype)
     if y.ndim == 2:
         y = y[:, 0]
     if codec.delay and y.shape[0] >= n + codec.delay:
@@ -167,7 +174,38 @@ def _sndfile_decode(data: bytes, codec: _SndfileCodec, n: int) -> np.ndarray:
     return y
 
 
-def _sndfile_round_trip(x: np.ndarray, codec: _SndfileCodec) -> np.ndarray:
+def _spec(codec: _SndfileCodec) -> str:
+    import soundfile as sf
+
+    name = next(k for k, v in _SNDFILE_CODECS.items() if v == codec)
+    return f"{name}|{codec!r}|libsndfile {sf.__libsndfile_version__}"
+
+
+def _cached_decode(x: np.ndarray, codec: _SndfileCodec, cache_dir: str) -> np.ndarray:
+    """:func:`_sndfile_decode` of :func:`_sndfile_encode`, through the disk cache."""
+    import soundfile as sf
+
+    from rawnet2_jax.augment import codec_cache
+
+    def make() -> bytes:
+        data = _sndfile_encode(x, codec)
+        return data if codec.cache == "stream" else _sndfile_decode(data, codec, x.shape[0], "int16").tobytes()
+
+    spec = _spec(codec)
+    for _ in range(2):  # a second go after an entry that does not decode (written by someone else?)
+        data = codec_cache.cached_bytes(cache_dir, spec, x, make)
+        if codec.cache == "pcm16" and len(data) % 2 == 0 and len(data) >= 2 * x.shape[0]:
+            return np.frombuffer(data, np.int16).astype(np.float32) * np.float32(1 / 32768)
+        if codec.cache == "stream":
+            try:
+                return _sndfile_decode(data, codec, x.shape[0])
+            except sf.LibsndfileError:
+                pass
+        codec_cache.forget(cache_dir, spec, x)
+    return _sndfile_decode(_sndfile_encode(x, codec), codec, x.shape[0])
+
+
+def _sndfile_round_trip(x: np.ndarray, codec: _SndfileCodec, cache_dir: str | None = None) -> np.ndarray:
     # The time is the encoder's, not the in-memory file's: soundfile's BytesIO callbacks are
     # well under 1 ms of a 4 s round trip, and a real file in /dev/shm is no faster (README).
     n = x.shape[0]
@@ -175,7 +213,10 @@ def _sndfile_round_trip(x: np.ndarray, codec: _SndfileCodec) -> np.ndarray:
     x = np.clip(x, -1.0, 1.0)
     if codec.rate != SR:
         x = _resample(x, SR, codec.rate)
-    y = _sndfile_decode(_sndfile_encode(x, codec), codec, x.shape[0])
+    if cache_dir is not None and codec.cache != "none":
+        y = _cached_decode(x, codec, cache_dir)
+    else:
+        y = _sndfile_decode(_sndfile_encode(x, codec), codec, x.shape[0])
     if codec.rate != SR:
         y = _resample(y, codec.rate, SR)
     return _fit(y, n)
@@ -227,8 +268,11 @@ def g711_round_trip(x: np.ndarray, law: str) -> np.ndarray:
     return np.copysign(y, x, out=y)
 
 
-def apply_codec(x: np.ndarray, name: str) -> np.ndarray:
-    """One 16 kHz (T,) waveform through codec ``name``: float32 (T,), same length."""
+def apply_codec(x: np.ndarray, name: str, cache_dir: str | None = None) -> np.ndarray:
+    """One 16 kHz (T,) waveform through codec ``name``: float32 (T,), same length.
+
+    cache_dir: keep the encoder's output there and reuse it for the same input (same result).
+    """
     x = np.asarray(x, dtype=np.float32)
     if x.ndim != 1:
         raise ValueError(f"apply_codec takes a 1-D waveform, got shape {x.shape}")
@@ -239,7 +283,7 @@ def apply_codec(x: np.ndarray, name: str) -> np.ndarray:
         return _fit(_resample(_resample(x, SR, TELEPHONE_SR), TELEPHONE_SR, SR), x.shape[0])
     if name in _G711_INDEX_SCALE:  # a table lookup: a tenth of libsndfile's time, same output
         return g711_round_trip(x, name)
-    return _sndfile_round_trip(x, _SNDFILE_CODECS[name])
+    return _sndfile_round_trip(x, _SNDFILE_CODECS[name], cache_dir)
 
 
 def draw_codec(cfg: CodecAugConfig, seed: int, epoch: int, utt_index: int) -> str:
@@ -256,4 +300,4 @@ def maybe_degrade(x: np.ndarray, cfg: CodecAugConfig, seed: int, epoch: int,
                   utt_index: int) -> tuple[np.ndarray, str]:
     """``(waveform, codec name)``; the input itself and "" when this utterance stays clean."""
     name = draw_codec(cfg, seed, epoch, utt_index)
-    return (apply_codec(x, name), name) if name else (x, "")
+    return (apply_codec(x, name, cfg.cache_dir), name) if name else (x, "")
