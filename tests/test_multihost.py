@@ -1,43 +1,83 @@
 """Multi-process training on one machine: two processes on 127.0.0.1 with one CPU device
-each (gloo collectives) against one process with two virtual CPU devices."""
+each (gloo collectives), stopped by SIGTERM on one process, killed (kill -9 of one
+process), resumed, and compared with one process holding two virtual CPU devices.
+
+One chain of runs in one workdir, shared by the tests of this module (module fixture):
+
+1. SIGTERM to process 1 right after its checkpoint at step 2: every process saves the
+   same step (JAX's preemption sync point) and exits 143;
+2. resume; SIGKILL of process 1 right after its mid-epoch checkpoint at step 6: process 0
+   ends with one ``error: process 0: ...`` line, exit 1, no traceback;
+3. resume to the end: the same parameters, dev EER, model selection and eval EER as the
+   uninterrupted one-process, two-device reference (run beside step 1).
+
+All processes share one persistent XLA compilation cache, so only the first run of each
+kind compiles; TensorBoard (tensorboardX imports torch, seconds per start) is left out.
+"""
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+TIMEOUT_S = 30  # RAWNET2_DISTRIBUTED_TIMEOUT: how long a silent peer counts as alive
+N_TRAIN, BATCH, EPOCHS, CKPT_EVERY = 16, 4, 2, 2  # 4 steps an epoch, 8 in all
+N_DEV = N_EVAL = 12  # not a multiple of the eval batch (8): the last batch is padded
 
 _SCRIPT = textwrap.dedent(
-    """
-    import json, sys
+    f"""
+    import json, os, signal, sys, time
+    sys.modules["tensorboardX"] = None  # not under test; importing it imports torch
     import numpy as np
     from train import sharding
     sharding.maybe_initialize_distributed()
     import jax
-    from train.loop import train
+    import train.loop as loop
+    from train.__main__ import run
     from train.testing import synthetic_sources, tiny_train_config
-    workdir, out = sys.argv[1], sys.argv[2]
-    cfg = tiny_train_config(epochs=2, checkpoint_every_steps=2)
-    res = train(cfg, workdir, sources=synthetic_sources(), quiet=True)
+    workdir, out, plan = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
     me = jax.process_index()
-    leaves = jax.tree_util.tree_leaves_with_path(res.final_state.variables())
-    np.savez(f"{out}.{me}.npz", **{jax.tree_util.keystr(p): np.asarray(x.addressable_data(0)) for p, x in leaves})
-    with open(f"{out}.{me}.json", "w") as f:
-        json.dump({"best_dev_eer": res.best_dev_eer, "best_step": res.best_step, "eval_eer": res.eval["eer"],
-                   "devices": jax.device_count(), "processes": jax.process_count()}, f)
+    if plan and me == plan["process"]:
+        def fault(name, step):
+            if name == plan["point"] and step == plan["step"]:
+                print(f"signal {{plan['signal']}} at {{time.time():.3f}}", file=sys.stderr, flush=True)
+                os.kill(os.getpid(), getattr(signal, "SIG" + plan["signal"]))
+        loop._fault_point = fault
+    cfg = tiny_train_config(epochs={EPOCHS}, batch_size={BATCH}, checkpoint_every_steps={CKPT_EVERY})
+    captured = {{}}
+    real_train = loop.train
+    def keep_result(*a, **k):
+        captured["res"] = res = real_train(*a, **k)
+        return res
+    loop.train = keep_result  # what `run` calls: the final state comes back to this script
+    rc = run(cfg, workdir, sources=synthetic_sources({N_TRAIN}, {N_DEV}, {N_EVAL}), quiet=True)
+    if rc == 0:
+        res = captured["res"]
+        leaves = jax.tree_util.tree_leaves_with_path(res.final_state.variables())
+        np.savez(f"{{out}}.{{me}}.npz",
+                 **{{jax.tree_util.keystr(p): np.asarray(x.addressable_data(0)) for p, x in leaves}})
+        with open(f"{{out}}.{{me}}.json", "w") as f:
+            json.dump({{"best_dev_eer": res.best_dev_eer, "best_step": res.best_step, "eval_eer": res.eval["eer"],
+                       "steps": res.steps_done, "devices": jax.device_count(),
+                       "processes": jax.process_count()}}, f)
+    sys.exit(rc)
     """
 )
 
 
-def _env(**extra):
+def _env(cache: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") and k != "XLA_FLAGS"}
-    return dict(env, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", **extra)
+    return dict(env, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(cache),
+                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
+                **extra)
 
 
 def _free_port() -> int:
@@ -46,62 +86,138 @@ def _free_port() -> int:
     return portpicker.pick_unused_port()
 
 
-def _start(workdir, out, env):
-    return subprocess.Popen([sys.executable, "-c", _SCRIPT, str(workdir), str(out)], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+def _start(workdir: Path, out: Path, env: dict, plan: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", _SCRIPT, str(workdir), str(out), json.dumps(plan or {})],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _finish(procs, timeout=600):
-    results = []
-    for p in procs:
-        try:
-            out, err = p.communicate(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            for q in procs:
-                q.kill()
-            raise
-        results.append((p.returncode, err))
+def _pair(workdir: Path, out: Path, cache: Path, plan: dict | None = None) -> list[subprocess.Popen]:
+    port = _free_port()
+    return [
+        _start(workdir, out, _env(cache, RAWNET2_DISTRIBUTED="1", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
+                                  JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i),
+                                  RAWNET2_DISTRIBUTED_TIMEOUT=str(TIMEOUT_S)), plan)
+        for i in range(2)
+    ]
+
+
+def _finish(procs: list[subprocess.Popen], timeout: float = 600) -> list[dict]:
+    """Wait for all; each: returncode, stderr, ``ended`` (wall-clock time it was seen gone)."""
+    import threading
+
+    results = [dict() for _ in procs]
+
+    def wait(p, r):
+        _, r["err"] = p.communicate()
+        r["rc"], r["ended"] = p.returncode, time.time()
+
+    threads = [threading.Thread(target=wait, args=(p, r), daemon=True) for p, r in zip(procs, results)]
+    for t in threads:
+        t.start()
+    deadline = time.time() + timeout
+    for t in threads:
+        t.join(max(0.0, deadline - time.time()))
+    if any(t.is_alive() for t in threads):
+        for p in procs:
+            p.kill()
+        pytest.fail(f"processes still running after {timeout} s: {[r.get('err', '')[-2000:] for r in results]}")
     return results
 
 
-@pytest.mark.slow
-def test_two_processes_equal_two_devices(tmp_path):
-    port = _free_port()
-    multi = [
-        _start(tmp_path / "multi", tmp_path / "multi", _env(
-            RAWNET2_DISTRIBUTED="1", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
-            JAX_PROCESS_ID=str(i), RAWNET2_DISTRIBUTED_TIMEOUT="120"))
-        for i in range(2)
-    ]
-    single = _start(tmp_path / "single", tmp_path / "single", _env(XLA_FLAGS="--xla_force_host_platform_device_count=2"))
-    for rc, err in _finish(multi + [single]):
-        assert rc == 0, err[-3000:]
-        assert "Traceback" not in err and "Check failed" not in err and "barrier" not in err.lower(), err[-3000:]
+def _sent_at(err: str) -> float:
+    line = next(ln for ln in err.splitlines() if ln.startswith("signal "))
+    return float(line.split(" at ")[1])
 
-    info = {name: json.loads((tmp_path / f"{name}.json").read_text())
-            for name in ("multi.0", "multi.1", "single.0")}
+
+@pytest.fixture(scope="module")
+def chain(tmp_path_factory):
+    root = tmp_path_factory.mktemp("multihost")
+    cache, wd = root / "xla-cache", root / "multi"
+    t0 = time.time()
+    single = _start(root / "single", root / "single",
+                    _env(cache, XLA_FLAGS="--xla_force_host_platform_device_count=2"))
+    term = _finish(_pair(wd, root / "term", cache,
+                         {"process": 1, "point": "after_checkpoint", "step": 2, "signal": "TERM"}))
+    t1 = time.time()
+    kill = _finish(_pair(wd, root / "kill", cache,
+                         {"process": 1, "point": "after_checkpoint", "step": 6, "signal": "KILL"}))
+    t2 = time.time()
+    resume = _finish(_pair(wd, root / "multi", cache))
+    t3 = time.time()
+    ref = _finish([single])[0]
+    print(f"\nmultihost chain: SIGTERM run {t1 - t0:.0f} s, kill run {t2 - t1:.0f} s, resume {t3 - t2:.0f} s, "
+          f"reference done after {time.time() - t0:.0f} s")
+    return dict(root=root, wd=wd, term=term, kill=kill, resume=resume, ref=ref)
+
+
+def _clean(err: str) -> bool:
+    return "Traceback" not in err and "Check failed" not in err and "barrier" not in err.lower()
+
+
+@pytest.mark.slow
+def test_sigterm_on_one_process_saves_on_all_and_exits_143(chain):
+    for i, r in enumerate(chain["term"]):
+        assert r["rc"] == 128 + signal.SIGTERM, (i, r["err"][-3000:])
+        assert _clean(r["err"]), r["err"][-3000:]
+    # Both processes saved the same step, the preemption sync point past step 2.
+    lines = [next(ln for ln in r["err"].splitlines() if ln.startswith("stopped: SIGTERM received")) for r in chain["term"]]
+    assert lines[0] == lines[1], lines
+    saved = int(lines[0].split("saved checkpoint ")[1].split()[0])
+    assert saved > 2, lines[0]
+    assert f"resumed from {chain['wd'] / 'checkpoints' / str(saved)}" in (chain["wd"] / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_kill_9_of_one_process_ends_the_other_with_one_line(chain):
+    survivor, killed = chain["kill"]
+    assert killed["rc"] == -signal.SIGKILL, killed["err"][-3000:]
+    assert survivor["rc"] == 1, survivor["err"][-3000:]
+    assert _clean(survivor["err"]), survivor["err"][-3000:]
+    errors = [ln for ln in survivor["err"].splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and errors[0].startswith("error: process 0: "), survivor["err"][-3000:]
+    assert "re-run the same command on every process" in errors[0], errors[0]
+    waited = survivor["ended"] - _sent_at(killed["err"])
+    assert waited < TIMEOUT_S + 10, f"the survivor ended {waited:.1f} s after the kill (timeout {TIMEOUT_S} s)"
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_one_process_with_two_devices(chain):
+    for r in chain["resume"] + [chain["ref"]]:
+        assert r["rc"] == 0, r["err"][-3000:]
+        assert _clean(r["err"]), r["err"][-3000:]
+    root = chain["root"]
+    info = {n: json.loads((root / f"{n}.json").read_text()) for n in ("multi.0", "multi.1", "single.0")}
     assert [info[n]["processes"] for n in info] == [2, 2, 1]
-    assert all(info[n]["devices"] == 2 for n in info)
-    ref = np.load(tmp_path / "single.0.npz")
+    assert all(info[n]["devices"] == 2 and info[n]["steps"] == EPOCHS * N_TRAIN // BATCH for n in info), info
+    ref = np.load(root / "single.0.npz")
     for name in ("multi.0", "multi.1"):
-        got = np.load(tmp_path / f"{name}.npz")
+        got = np.load(root / f"{name}.npz")
         assert sorted(got.files) == sorted(ref.files)
         worst = max(float(np.max(np.abs(got[k] - ref[k]) / np.maximum(np.abs(ref[k]), 1e-6))) for k in ref.files)
+        # Two processes reduce over gloo, one process over its two devices: the same sums,
+        # possibly in another order; SIGTERM + kill -9 + two resumes on top.
         assert worst < 1e-4, f"{name}: state max relative difference {worst:.3g} vs 1 process x 2 devices"
         # Model selection comes from the dev scores: the same decisions, the same numbers.
         for key in ("best_dev_eer", "best_step", "eval_eer"):
             assert info[name][key] == info["single.0"][key], (name, key, info[name], info["single.0"])
 
-    # One copy of every host-side output, written by the primary: each utterance once.
-    wd = tmp_path / "multi"
-    for split, n in (("dev", 10), ("eval", 10)):
+
+@pytest.mark.slow
+def test_host_side_outputs_written_once_by_the_primary(chain):
+    from rawnet2_jax.checkpoint import load_pretrained
+
+    wd, root = chain["wd"], chain["root"]
+    for split, n in (("dev", N_DEV), ("eval", N_EVAL)):
         name = "dev_scores.txt" if split == "dev" else "scores_asvspoof2019_la_eval.txt"
         ids = [line.split()[0] for line in (wd / "scores" / name).read_text().splitlines()]
         assert len(ids) == len(set(ids)) == n, ids
-    from rawnet2_jax.checkpoint import load_pretrained
-
+    best = json.loads((root / "multi.0.json").read_text())["best_step"]
     meta = json.loads((wd / "best_model" / "metadata.json").read_text())
-    assert meta["step"] == info["multi.0"]["best_step"]
+    assert meta["step"] == best
     load_pretrained(wd / "best_model")  # the manifest checks out
     assert not list(wd.glob(".best_model.tmp-*"))
-    assert json.loads((wd / "final.json").read_text())["best_step"] == info["multi.0"]["best_step"]
+    assert json.loads((wd / "final.json").read_text())["best_step"] == best
+    # metrics.jsonl was cut back at each resume: one record per epoch
+    epochs = [json.loads(ln)["epoch"] for ln in (wd / "metrics.jsonl").read_text().splitlines()
+              if json.loads(ln)["type"] == "epoch"]
+    assert epochs == list(range(1, EPOCHS + 1)), epochs
