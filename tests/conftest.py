@@ -3,9 +3,13 @@
 * ``import_torch()`` / fixture ``torch``: torch or a clean skip.
 * ``speech_like(num_samples, batch=None, seed=0)``: deterministic speech (``rawnet2_jax.data.synth``).
 * ``assert_close(a, b, rtol, atol, name)``: allclose with max abs/rel differences in the message.
+* ``refuse_as_read_only(path)`` / fixture ``read_only_dir``: a write the file system refuses.
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 import numpy as np
 import pytest
@@ -21,6 +25,28 @@ def import_torch():
 @pytest.fixture
 def torch():
     return import_torch()
+
+
+def refuse_as_read_only(path):
+    """A stand-in for a function that writes, failing as on a read-only file system (EROFS,
+    naming ``path``): CI runs as root, where chmod would not stop the write."""
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    return refuse
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """``tmp_path/ro``, a directory without write permission (skipped as root, who writes anyway)."""
+    if os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    yield ro
+    ro.chmod(0o755)
 
 
 def assert_close(a, b, rtol: float = 1e-5, atol: float = 1e-6, name: str = "value") -> None:

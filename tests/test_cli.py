@@ -120,11 +120,10 @@ def test_metrics_alias_and_usage(tmp_path, capsys):
 def tiny_model_dir(tmp_path_factory):
     """A tiny real model directory saved by checkpoint.py."""
     from rawnet2_jax import checkpoint as ck
-    from rawnet2_jax.config import get_config
     from rawnet2_jax.model import init_variables
+    from train.testing import tiny_model
 
-    cfg = get_config("caa_rawnet2", sinc_filters=8, sinc_kernel_size=17, first_block_channels=8,
-                     second_block_channels=16, gru_hidden=16, embedding_dim=16, num_samples=2200)
+    cfg = tiny_model("caa_rawnet2", num_samples=2200)
     d = tmp_path_factory.mktemp("model") / "model"
     ck.save_model(d, init_variables(cfg, 0, num_samples=cfg.num_samples), cfg)
     return d

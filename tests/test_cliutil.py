@@ -4,12 +4,11 @@ with one line before anything runs."""
 from __future__ import annotations
 
 import argparse
-import errno
-import os
 
 import pytest
 
 from rawnet2_jax import cliutil
+from tests.conftest import refuse_as_read_only
 
 
 @pytest.mark.parametrize(
@@ -106,25 +105,15 @@ def test_data_demo_to_a_read_only_place_is_one_line(tmp_path, capsys, monkeypatc
     from rawnet2_jax.data import demo
     from rawnet2_jax.data.__main__ import main
 
-    def read_only(*a, **k):  # CI runs as root, where chmod would not stop the write
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / "ro" / "LA"))
-
-    monkeypatch.setattr(demo, "make_demo_corpus", read_only)
+    monkeypatch.setattr(demo, "make_demo_corpus", refuse_as_read_only(tmp_path / "ro" / "LA"))
     assert main(["demo", str(tmp_path / "ro"), "--num-train", "4"]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "read-only file system" in err, err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_data_demo_read_only_for_real(tmp_path, capsys):
+def test_data_demo_read_only_for_real(read_only_dir, capsys):
     from rawnet2_jax.data.__main__ import main
 
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        assert main(["demo", str(ro / "x"), "--num-train", "4", "--num-dev", "4", "--num-eval", "4"]) == 1
-        err = capsys.readouterr().err.strip()
-        assert len(err.splitlines()) == 1 and "permission denied" in err, err
-    finally:
-        ro.chmod(0o755)
+    assert main(["demo", str(read_only_dir / "x"), "--num-train", "4", "--num-dev", "4", "--num-eval", "4"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "permission denied" in err, err

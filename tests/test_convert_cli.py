@@ -3,6 +3,7 @@ and every failure: one clear line on stderr, non-zero exit, no output directory.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,19 +20,22 @@ from convert.reference import OfficialRawNet2, SeedRawNet2  # noqa: E402
 from rawnet2_jax.config import get_config  # noqa: E402
 from rawnet2_jax.data.synth import speech_like  # noqa: E402
 from rawnet2_jax.errors import CheckpointError  # noqa: E402
+from train.testing import tiny_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
-TINY_SEED = dict(sinc_filters=8, sinc_kernel_size=17, first_block_channels=8,
-                 second_block_channels=16, gru_hidden=16, embedding_dim=16)
-TINY_OFFICIAL = dict(sinc_filters=8, sinc_kernel_size=17, first_block_channels=8,
-                     second_block_channels=16, gru_hidden=16, embedding_dim=16)
+# The tests' tiny models under their presets' names: `--preset NAME` + `_sets(cfg)` rebuilds them.
+TINY_SEED = tiny_model("caa_rawnet2", name="caa_rawnet2")
+TINY_OFFICIAL = tiny_model("tak2021", name="tak2021")
 
 
-def _sets(d):
+def _sets(cfg):
+    """``--set FIELD=VALUE`` for every field in which ``cfg`` differs from its preset."""
+    base = get_config(cfg.name)
     out = []
-    for k, v in d.items():
-        out += ["--set", f"{k}={v}"]
+    for f in dataclasses.fields(cfg):
+        if getattr(cfg, f.name) != getattr(base, f.name):
+            out += ["--set", f"{f.name}={getattr(cfg, f.name)}"]
     return out
 
 
@@ -108,18 +112,18 @@ def test_asvspoof2021_baseline_full_size_bare_detected(tmp_path):
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("preset,tiny", [("tak2021", TINY_OFFICIAL), ("caa_rawnet2", TINY_SEED)])
-def test_tiny_round_trip_with_verify(tmp_path, capsys, preset, tiny):
-    cfg = get_config(preset, **tiny)
+@pytest.mark.parametrize("cfg", [TINY_OFFICIAL, TINY_SEED], ids=lambda c: c.name)
+def test_tiny_round_trip_with_verify(tmp_path, capsys, cfg):
     ref = _reference(cfg, seed=5)
     src = tmp_path / "m.pt"
     torch.save(ref.state_dict(), src)
     out = tmp_path / "out"
-    rc = main([str(src), str(out), "--preset", preset, *_sets(tiny), "--verify",
+    rc = main([str(src), str(out), "--preset", cfg.name, *_sets(cfg), "--verify",
                "--verify-samples", "3000"])
     text = capsys.readouterr().out
     assert rc == 0, text
-    for name in ("logits", "sinc", "front", "block5", "pre_gru", "gru", "embedding"):
+    blocks = [f"block{i}" for i in range(cfg.num_first_blocks + cfg.num_second_blocks)]
+    for name in ("logits", "sinc", "front", *blocks, "pre_gru", "gru", "embedding"):
         assert f"\n{name} " in text, text
     assert "FAIL" not in text
     _assert_logits_match(ref, out, _audio(cfg, 2500, n=3))
@@ -271,7 +275,7 @@ def test_not_a_state_dict(tmp_path, capsys):
 
 
 def test_refuses_non_empty_out_dir_unless_force(tmp_path, capsys):
-    cfg = get_config("caa_rawnet2", **TINY_SEED)
+    cfg = TINY_SEED
     src = tmp_path / "m.pt"
     torch.save(_reference(cfg).state_dict(), src)
     out = tmp_path / "out"
@@ -287,7 +291,7 @@ def test_refuses_non_empty_out_dir_unless_force(tmp_path, capsys):
 def test_verify_failure_writes_nothing(tmp_path, capsys, monkeypatch):
     import convert.tables as tables
 
-    cfg = get_config("caa_rawnet2", **TINY_SEED)
+    cfg = TINY_SEED
     src = tmp_path / "m.pt"
     torch.save(_reference(cfg).state_dict(), src)
     real = tables.torch_to_flax
@@ -342,7 +346,7 @@ def test_cli_subprocess_failure_is_one_line(tmp_path):
 
 
 def test_cli_subprocess_success(tmp_path):
-    cfg = get_config("tak2021", **TINY_OFFICIAL)
+    cfg = TINY_OFFICIAL
     src = tmp_path / "m.pth"
     torch.save(_reference(cfg).state_dict(), src)
     r = _run(src, tmp_path / "out", "--preset", "tak2021", *_sets(TINY_OFFICIAL))
@@ -355,7 +359,7 @@ def test_cli_subprocess_success(tmp_path):
 def test_seed_class_weights_follow_the_checkpoint(tmp_path, weights):
     from rawnet2_jax.checkpoint import load_config, restore_variables
 
-    cfg = get_config("caa_rawnet2", **TINY_SEED)
+    cfg = TINY_SEED
     sd = _reference(cfg).state_dict()
     if weights is None:
         del sd["class_weights"]
@@ -373,7 +377,7 @@ def test_seed_class_weights_follow_the_checkpoint(tmp_path, weights):
 
 
 def test_seed_sinc_tensor_doubts_are_warned(tmp_path, capsys):
-    cfg = get_config("caa_rawnet2", **TINY_SEED)
+    cfg = TINY_SEED
     sd = _reference(cfg).state_dict()
     k = cfg.sinc_kernel_size
     sd["sinc.n_axis"] = torch.tensor(np.arange(k // 2)[None] * np.pi / cfg.sample_rate,

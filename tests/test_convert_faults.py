@@ -17,11 +17,11 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from rawnet2_jax.checkpoint import restore_variables  # noqa: E402
-from rawnet2_jax.config import get_config  # noqa: E402
+from tests.conftest import refuse_as_read_only  # noqa: E402
 from tests.test_convert_cli import TINY_SEED, _Evil, _fails, _reference, _sets  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-CFG = get_config("caa_rawnet2", **TINY_SEED)
+CFG = TINY_SEED
 ARGS = ["--preset", "caa_rawnet2", *_sets(TINY_SEED)]
 
 
@@ -102,10 +102,7 @@ def test_read_only_output_is_one_line(tmp_path, capsys, tiny_sd, monkeypatch):
     src = tmp_path / "m.pt"
     torch.save(tiny_sd, src)
 
-    def read_only(*a, **k):  # CI runs as root, where chmod does not stop writes
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path))
-
-    monkeypatch.setattr(fsutil.tempfile, "mkdtemp", read_only)
+    monkeypatch.setattr(fsutil.tempfile, "mkdtemp", refuse_as_read_only(tmp_path))
     _fails(capsys, [src, tmp_path / "out", *ARGS], "read-only file system", out=tmp_path / "out")
 
 

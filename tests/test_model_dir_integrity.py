@@ -17,6 +17,7 @@ import pytest
 from rawnet2_jax import checkpoint as ck
 from rawnet2_jax import fsutil
 from rawnet2_jax.errors import CheckpointError
+from tests.conftest import refuse_as_read_only
 from tests.test_checkpoint import TINY, _audio
 
 
@@ -259,23 +260,13 @@ def test_tensorstore_style_disk_full_message(tmp_path, tiny_vars, monkeypatch):
 
 
 def test_read_only_directory_is_one_line(tmp_path, tiny_vars, monkeypatch):
-    def ro(*a, **k):
-        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path))
-
-    monkeypatch.setattr(fsutil.tempfile, "mkdtemp", ro)  # CI runs as root: chmod would not stop it
+    monkeypatch.setattr(fsutil.tempfile, "mkdtemp", refuse_as_read_only(tmp_path))
     with pytest.raises(CheckpointError) as e:
         ck.save_model(tmp_path / "model", tiny_vars, TINY)
     assert "read-only file system" in _one_line(e)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
-def test_read_only_directory_for_real(tmp_path, tiny_vars):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    ro.chmod(0o555)
-    try:
-        with pytest.raises(CheckpointError) as e:
-            ck.save_model(ro / "model", tiny_vars, TINY)
-        assert "permission denied" in _one_line(e)
-    finally:
-        ro.chmod(0o755)
+def test_read_only_directory_for_real(read_only_dir, tiny_vars):
+    with pytest.raises(CheckpointError) as e:
+        ck.save_model(read_only_dir / "model", tiny_vars, TINY)
+    assert "permission denied" in _one_line(e)

@@ -123,10 +123,13 @@ def _make_example(i: int, *, paths: list[str], keys: K.KeyTable):
 
 
 class Asvspoof2021Mixin:
-    """``_info`` / ``_shard_iterators_per_split`` of both builders (``TRACK`` set by each)."""
+    """Version, ``_info`` and ``_shard_iterators_per_split`` of both builders (each sets ``TRACK``
+    and its ``MANUAL_DOWNLOAD_INSTRUCTIONS``)."""
 
     TRACK: K.Track
     SHARD_SIZE = C.DEFAULT_SHARD_SIZE
+    VERSION = "1.0.0"  # TFDS reads it as tfds.core.Version (a string keeps tfds out of this import)
+    RELEASE_NOTES = {"1.0.0": "Initial release: array_record, every key column a feature."}
 
     def _info(self):
         t = self.TRACK

@@ -24,8 +24,6 @@ class Asvspoof2021Df(A.Asvspoof2021Mixin, tfds.core.ShardBasedBuilder):
     """ASVspoof 2021 DF eval (keys + 16 kHz int16 PCM)."""
 
     TRACK = K.DF
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: array_record, every key column a feature."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Extract ASVspoof2021_DF_eval_part00..03.tar.gz (https://zenodo.org/record/4835108) and
     DF-keys-full.tar.gz (https://www.asvspoof.org/asvspoof2021/DF-keys-full.tar.gz) into one folder

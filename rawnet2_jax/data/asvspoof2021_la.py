@@ -22,8 +22,6 @@ class Asvspoof2021La(A.Asvspoof2021Mixin, tfds.core.ShardBasedBuilder):
     """ASVspoof 2021 LA eval (keys + 16 kHz int16 PCM)."""
 
     TRACK = K.LA
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: array_record, every key column a feature."}
     MANUAL_DOWNLOAD_INSTRUCTIONS = """
     Extract ASVspoof2021_LA_eval.tar.gz (https://zenodo.org/record/4837263) and LA-keys-full.tar.gz
     (https://www.asvspoof.org/asvspoof2021/LA-keys-full.tar.gz) into one folder and pass it as manual_dir:
