@@ -192,7 +192,7 @@ def _cached_decode(x: np.ndarray, codec: _SndfileCodec, cache_dir: str) -> np.nd
         return data if codec.cache == "stream" else _sndfile_decode(data, codec, x.shape[0], "int16").tobytes()
 
     spec = _spec(codec)
-    for _ in range(2):  # a second go after an entry that does not decode (written by someone else?)
+    for _ in range(2):  # writes are atomic, yet a damaged disk entry must not break training: redo it
         data = codec_cache.cached_bytes(cache_dir, spec, x, make)
         if codec.cache == "pcm16" and len(data) % 2 == 0 and len(data) >= 2 * x.shape[0]:
             return np.frombuffer(data, np.int16).astype(np.float32) * np.float32(1 / 32768)
