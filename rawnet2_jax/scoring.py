@@ -322,66 +322,35 @@ def score_files(
         raise UserError(f"batch size must be positive, got {batch_size}")
     if hop_seconds is not None and not hop_seconds > 0:
         raise UserError(f"window hop must be positive seconds, got {hop_seconds}")
-    cfg = model.config
-    num_samples = int(cfg.num_samples)
-    pad_mode = str(getattr(cfg, "pad_mode", "zero"))
-    sample_rate = int(getattr(cfg, "sample_rate", 16000))
-    hop = None if hop_seconds is None else max(1, int(round(hop_seconds * sample_rate)))
-
-    from rawnet2_jax.audio import degenerate_reason
-
-    min_samples = int(getattr(cfg, "min_num_samples", 1))
-    on_silent = "ignore" if (allow_silent or allow_degenerate) else "error"
-    head = None if windows else num_samples
-
+    cut = _Cut.of(model.config, windows, hop_seconds, allow_silent, allow_degenerate)
     entries = expand_inputs(paths)
     if on_start is not None:
         on_start([p for p, _ in entries])
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(entries), desc="scoring", unit="file", disable=None if progress else True, dynamic_ncols=True)
-    results: list[FileScore] = []
-    finished: set[int] = set()
-    emitted = 0
+    in_order = _InOrder(on_result)
 
     def done(fs: FileScore) -> None:
-        nonlocal emitted
         bar.update(1)
         if fs.error is not None and on_error is not None:
             on_error(fs)
-        finished.add(id(fs))
-        while emitted < len(results) and id(results[emitted]) in finished:
-            if on_result is not None:
-                on_result(results[emitted])
-            emitted += 1
+        in_order.finished(fs)
 
     def load(entry):
         path, err = entry
         if err is not None:
             return path, None, None, None, err
-        return (path, *_load(path, sample_rate, max_seconds, on_silent, head, allow_truncated=allow_degenerate))
+        return (path, *_load(path, cut.sample_rate, max_seconds, cut.on_silent, cut.head,
+                             allow_truncated=allow_degenerate))
 
     batcher = _RowBatcher(model, batch_size, done)
     try:
         for path, x, duration, note, err in _prefetched(entries, load, load_workers, depth=2 * max(1, load_workers) + 2):
-            fs = FileScore(path)
-            results.append(fs)
-            if err is None:
-                fs.duration_s = duration
-                why = note or degenerate_reason(x, min_samples, sample_rate)
-                forced = allow_degenerate or (allow_silent and not np.any(x))
-                if why is not None and not forced:
-                    err = (f"{path}: audio is {why}; its score carries no information "
-                           "(to score it anyway: rawnet2-jax score --allow-degenerate)")
-                elif why is not None:
-                    fs.warning = f"degenerate audio: {why}"
-            if err is None:
-                try:
-                    rows = segments(x, num_samples, pad_mode, windows=windows, hop=hop)
-                except Exception as e:
-                    err = f"{path}: {first_line(e)}"
-            if err is not None:
-                fs.error = err
+            fs = in_order.add(FileScore(path, duration_s=duration))
+            rows = None if err is not None else cut.rows(fs, x, note)
+            if rows is None:
+                fs.error = fs.error or err
                 done(fs)
                 continue
             fs.num_windows = int(rows.shape[0])
@@ -389,4 +358,76 @@ def score_files(
         batcher.finish()
     finally:
         bar.close()
-    return results
+    return in_order.results
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cut:
+    """How :func:`score_files` turns a decoded file into model rows (or refuses it)."""
+
+    num_samples: int
+    pad_mode: str
+    sample_rate: int
+    min_samples: int
+    windows: bool
+    hop: int | None  # samples between window starts (None: the window length)
+    allow_silent: bool
+    allow_degenerate: bool
+
+    @classmethod
+    def of(cls, cfg: Any, windows: bool, hop_seconds: float | None, allow_silent: bool,
+           allow_degenerate: bool) -> _Cut:
+        sample_rate = int(getattr(cfg, "sample_rate", 16000))
+        hop = None if hop_seconds is None else max(1, int(round(hop_seconds * sample_rate)))
+        return cls(int(cfg.num_samples), str(getattr(cfg, "pad_mode", "zero")), sample_rate,
+                   int(getattr(cfg, "min_num_samples", 1)), windows, hop, allow_silent, allow_degenerate)
+
+    @property
+    def on_silent(self) -> str:
+        return "ignore" if (self.allow_silent or self.allow_degenerate) else "error"
+
+    @property
+    def head(self) -> int | None:
+        """Samples to decode: the first window only, unless windows cover the whole file."""
+        return None if self.windows else self.num_samples
+
+    def rows(self, fs: FileScore, x: np.ndarray, note: str | None) -> np.ndarray | None:
+        """``(n, num_samples)`` rows of ``x``, or None with ``fs.error`` set; a forced degenerate
+        file gets ``fs.warning``."""
+        from rawnet2_jax.audio import degenerate_reason
+
+        why = note or degenerate_reason(x, self.min_samples, self.sample_rate)
+        forced = self.allow_degenerate or (self.allow_silent and not np.any(x))
+        if why is not None and not forced:
+            fs.error = (f"{fs.path}: audio is {why}; its score carries no information "
+                        "(to score it anyway: rawnet2-jax score --allow-degenerate)")
+            return None
+        if why is not None:
+            fs.warning = f"degenerate audio: {why}"
+        try:
+            return segments(x, self.num_samples, self.pad_mode, windows=self.windows, hop=self.hop)
+        except Exception as e:
+            fs.error = f"{fs.path}: {first_line(e)}"
+            return None
+
+
+class _InOrder:
+    """The results in input order; ``on_result`` gets each one as soon as it and every earlier
+    one are final (files finish out of order: a short file overtakes a long one in the batcher)."""
+
+    def __init__(self, on_result: Callable[[FileScore], None] | None):
+        self.on_result = on_result
+        self.results: list[FileScore] = []
+        self._final: set[int] = set()
+        self._emitted = 0
+
+    def add(self, fs: FileScore) -> FileScore:
+        self.results.append(fs)
+        return fs
+
+    def finished(self, fs: FileScore) -> None:
+        self._final.add(id(fs))
+        while self._emitted < len(self.results) and id(self.results[self._emitted]) in self._final:
+            if self.on_result is not None:
+                self.on_result(self.results[self._emitted])
+            self._emitted += 1
