@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 import soundfile as sf
 
-from rawnet2_jax.errors import AudioError
+from rawnet2_jax.errors import AudioError, first_line
 
 PadMode = Literal["zero", "repeat"]
 OnSilent = Literal["error", "warn", "ignore"]
@@ -76,7 +76,7 @@ def _header(path: str) -> sf._SoundFileInfo:
     try:
         return sf.info(path)
     except Exception as e:  # libsndfile: unknown format, truncated header, ...
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise AudioError(f"{path}: cannot read audio ({msg}); is it a WAV/FLAC/OGG/MP3 file?") from e
 
 
@@ -207,7 +207,7 @@ def read_audio(
     try:
         data, _ = sf.read(path, frames=n, dtype="float32", always_2d=True)
     except Exception as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise AudioError(f"{path}: cannot decode audio ({msg}); the file may be corrupt") from e
     if cap is not None and data.shape[0] > cap:
         raise AudioError(
@@ -313,7 +313,7 @@ def load_pcm16(
         try:
             data, _ = sf.read(path, dtype="int16")
         except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            msg = first_line(e)
             raise AudioError(f"{path}: cannot decode audio ({msg}); the file may be corrupt") from e
         if data.size == 0:
             raise AudioError(f"{path}: audio has zero samples")

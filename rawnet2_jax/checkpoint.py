@@ -32,7 +32,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from rawnet2_jax.config import ModelConfig
-from rawnet2_jax.errors import CheckpointError
+from rawnet2_jax.errors import CheckpointError, first_line
 from rawnet2_jax.fsutil import (
     make_temp_dir,
     missing_reason,
@@ -436,7 +436,7 @@ def load_config(directory: str | os.PathLike) -> ModelConfig:
     try:
         return ModelConfig.from_dict(d)
     except (TypeError, ValueError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        msg = first_line(e)
         raise CheckpointError(f"{path} is not a valid model config: {msg}") from None
 
 

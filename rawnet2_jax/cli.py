@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from rawnet2_jax.errors import UserError
+    from rawnet2_jax.errors import UserError, first_line
 
     try:
         if args.command == "score":
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_benchmark(args)
         return cmd_evaluate(args)
     except UserError as e:
-        _err(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+        _err(first_line(e))
         return 1
     except OSError as e:  # e.g. --output in a folder that does not exist
         _err(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))

@@ -21,7 +21,7 @@ import types
 import typing
 from typing import Any, Iterable
 
-from rawnet2_jax.errors import ConfigError
+from rawnet2_jax.errors import ConfigError, first_line
 
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
@@ -48,7 +48,7 @@ def apply_overrides(config: Any, items: Iterable[str]) -> Any:
     try:
         return _rebuild(config, changes)
     except (TypeError, ValueError) as e:
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = first_line(e)
         raise ConfigError(f"override {' '.join(items)}: {msg}") from None
 
 

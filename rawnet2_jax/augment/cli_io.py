@@ -182,7 +182,7 @@ def augment_file(path: str | os.PathLike, out_dir: str | os.PathLike, *, algo: i
 
 
 def main(argv: list[str] | None = None, prog: str = "rawnet2-jax augment") -> int:
-    from rawnet2_jax.errors import UserError
+    from rawnet2_jax.errors import UserError, first_line
 
     args = build_parser(prog).parse_args(argv)
     try:
@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None, prog: str = "rawnet2-jax augment") -> in
         res = augment_file(args.input, args.out, algo=args.rawboost, count=args.count, seed=args.seed, cfg=cfg,
                            plot_count=args.plot_count, max_seconds=args.max_seconds)
     except UserError as e:
-        print(f"error: {str(e).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"error: {first_line(e)}", file=sys.stderr)
         return 1
     except OSError as e:  # e.g. an output folder that cannot be created
         print(f"error: {e.filename or ''}: {e.strerror or e}".replace("error: : ", "error: "), file=sys.stderr)
