@@ -47,6 +47,8 @@ def evaluate_split(
     source: Any = None,
     extra_summary: dict | None = None,
     resume: bool = False,
+    processes: Any = None,
+    plots: bool = True,
 ) -> EvaluationOutputs:
     """Score a dataset split and write every evaluation artefact into ``out_dir``.
 
@@ -55,7 +57,9 @@ def evaluate_split(
     ``score_histogram.png``, ``summary.json`` (the metrics JSON plus run information).
     ``source`` replaces the TFDS split (tests, custom data). The scores are written as
     they come by :func:`rawnet2_jax.split_eval.score_split`; ``resume=True`` continues an
-    existing score file instead of starting it anew.
+    existing score file instead of starting it anew. ``processes``: several processes score
+    their shards together (see ``score_split``); ``plots=False`` skips the PNGs (their paths
+    are returned all the same), e.g. on the processes whose files nobody keeps.
     """
     from rawnet2_jax.data import data_source
     from rawnet2_jax.metrics import evaluate_scores, read_asv_scores, read_cm_scores
@@ -71,7 +75,7 @@ def evaluate_split(
 
     score_file = score_split(
         model, source, batch_size=batch_size, out_dir=out, resume=resume, score_file=f"scores_{dataset}_{split}.txt",
-        score_format="asvspoof2019", progress=progress, desc=f"{dataset}/{split}",
+        score_format="asvspoof2019", progress=progress, desc=f"{dataset}/{split}", processes=processes,
     ).score_file
     cm = read_cm_scores(score_file)  # what a user re-evaluating the file would get
     report = evaluate_scores(cm, asv, tdcf_version=tdcf_version)
@@ -93,7 +97,10 @@ def evaluate_split(
     per_attack_txt = out / "per_attack.txt"
     per_attack_txt.write_text(report.format_table() + "\n")
     per_attack_csv = _write_per_attack_csv(report, out / "per_attack.csv")
-    det_png, hist_png, det_attack = _plot(cm, report, out, f"{dataset} {split}")
+    if plots:
+        det_png, hist_png, det_attack = _plot(cm, report, out, f"{dataset} {split}")
+    else:
+        det_png, hist_png, det_attack = out / "det.png", out / "score_histogram.png", None
     return EvaluationOutputs(report, score_file, summary_json, per_attack_txt, per_attack_csv, det_png, hist_png, det_attack)
 
 

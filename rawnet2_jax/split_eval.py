@@ -16,6 +16,13 @@ Formats: ``"asvspoof2021"``, the organisers' two columns ``trial score``, and
 
 Progress: a tqdm bar when stderr is a terminal, otherwise one line every ``log_every``
 files or ``log_seconds`` seconds (whichever comes first), so logs of batch jobs show it too.
+
+Several processes (``processes=``, a :class:`rawnet2_jax.processes.Processes`): each one
+reads and scores only its rows of every global batch (``eval_batches``' per-host shard, so
+the model gets ``batch_size / process_count`` rows a call, the same number of calls on every
+process), then the lines of each batch are exchanged and every process appends the whole
+batch, in source order, to the score file in its own ``out_dir``: the files are equal and
+hold each utterance once. Resuming continues after the primary's kept lines.
 """
 
 from __future__ import annotations
@@ -163,6 +170,7 @@ def score_split(
     log_seconds: float = 60.0,
     log: Callable[[str], None] | None = None,
     run_id: str | None = None,
+    processes: Any = None,
 ) -> ScoredSplit:
     """Score every record of ``source`` into ``out_dir/score_file`` (see the module docstring).
 
@@ -182,6 +190,9 @@ def score_split(
         run_id: what produced the scores (e.g. the checkpoint path), kept next to the score
             file (``<score_file>.run``); resuming a file written under another ``run_id`` is an
             error instead of silently mixing two models' scores.
+        processes: a :class:`rawnet2_jax.processes.Processes` when several processes score
+            the split together (see the module docstring); ``model`` then maps this
+            process's rows to their logits (a collective model is called in lockstep).
     """
     from rawnet2_jax.data.pipeline import eval_batches
     from rawnet2_jax.scoring import log_odds
@@ -197,19 +208,27 @@ def score_split(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / score_file
-    start = _kept_lines(path, source) if resume and path.is_file() else 0
-    _check_run_id(path, run_id, resumed=start > 0)
+    primary = processes is None or processes.primary
+    exchange = processes.exchange(f"score/{desc}") if processes is not None else None
+    start = _kept_lines(path, source) if primary and resume and path.is_file() else 0
+    if exchange is not None:
+        start = exchange.primary_int(start)
+    if primary:
+        _check_run_id(path, run_id, resumed=start > 0)
     t0 = time.monotonic()
     if start == len(source):
+        if exchange is not None:
+            exchange.close()
         return ScoredSplit(path, start, start, 0.0)
     view = _Offset(source, start)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    bar = _Progress(len(source), start, desc, progress, log_every, log_seconds, log)
-    batches = eval_batches(view, config, batch_size, process_index=0, process_count=1, local_device_count=1)
+    bar = _Progress(len(source), start, desc, progress and primary, log_every, log_seconds, log)
+    pi, pc, ldc = (0, 1, 1) if processes is None else (processes.index, processes.count, processes.local_devices)
+    batches = eval_batches(view, config, batch_size, process_index=pi, process_count=pc, local_device_count=ldc)
     done = start
     try:
         with open(path, "a" if start else "w", encoding="utf-8") as f:
-            for batch in batches:
+            for k, batch in enumerate(batches):
                 mask = np.asarray(batch["mask"], dtype=bool)
                 lo = log_odds(logits_fn(np.asarray(batch["audio"], dtype=np.float32)))[mask]
                 if not np.all(np.isfinite(lo)):
@@ -217,11 +236,15 @@ def score_split(
                                     "the checkpoint is broken")
                 utts = [_text(u) for u in np.asarray(batch["utt_id"])[mask]]
                 labels = np.asarray(batch["label"])[mask]
-                f.writelines(_format_line(score_format, u, int(y), view.attacks.get(u, "-"), float(s))
-                             for u, y, s in zip(utts, labels, lo))
+                text = "".join(_format_line(score_format, u, int(y), view.attacks.get(u, "-"), float(s))
+                               for u, y, s in zip(utts, labels, lo))
+                if exchange is not None:  # process p holds rows [p * B / P, (p + 1) * B / P) of the batch
+                    text = "".join(exchange.all_texts(k, text))
+                f.write(text)
                 f.flush()  # what is written survives a kill; the next run resumes after it
-                done += len(utts)
-                bar.update(len(utts))
+                n = text.count("\n")
+                done += n
+                bar.update(n)
     except (ValueError, KeyError) as e:  # a record the pipeline cannot use
         raise DataError(f"{desc}: unusable record ({type(e).__name__}: {str(e)[:200]}); rebuild the dataset") from None
     finally:
@@ -229,4 +252,6 @@ def score_split(
         close = getattr(batches, "close", None)
         if close is not None:
             close()
+    if exchange is not None:
+        exchange.close()
     return ScoredSplit(path, done, start, time.monotonic() - t0)

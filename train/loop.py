@@ -58,6 +58,7 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec as P
 
 from rawnet2_jax.errors import DataError, TrainingError, UserError
 from train import sharding as shd
@@ -259,7 +260,7 @@ def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quie
                  f"step {step}, {host.batches_in_epoch} batches into the epoch")
         truncate_metrics(workdir / METRICS_FILE, step, epoch)
     spe = _steps_per_epoch(cfg, sources["train"])
-    # Every process computes the scores; only the primary's files are the run's.
+    # Every process gets the whole score files; only the primary's are the run's.
     scores_dir = workdir / SCORES_DIR if shd.is_primary() else Path(tempfile.mkdtemp(prefix="rawnet2-scores-"))
     run = _Run(cfg, workdir, log, mesh, sources, dict(asv_scores or {}), mngr, train_step, eval_step,
                state, host.replace(stopped_reason=None), step, epoch, spe, progress, stop,
@@ -508,9 +509,9 @@ def _end_epoch(run: _Run, t0: float, train_seconds: float) -> None:
 
 
 class _StateModel:
-    """What ``rawnet2_jax.scoring`` needs of a model (``config``, ``logits``), from a train
-    state: batches are split over the mesh (replicated on several processes, where every
-    process scores the whole split)."""
+    """What ``rawnet2_jax.split_eval.score_split`` needs of a model (``config``, ``logits``),
+    from a train state: batches are split over the mesh. On several processes each one
+    passes its rows of the global batch (its shard of the split) and gets their logits."""
 
     def __init__(self, run: _Run, state: TrainState):
         self.config = run.cfg.model
@@ -520,10 +521,19 @@ class _StateModel:
         mesh = self._run.mesh
         x = np.asarray(audio, np.float32)
         if jax.process_count() == 1:
-            gx = jax.device_put(x, shd.batch_sharding(mesh))
-        else:
-            gx = jax.make_array_from_process_local_data(shd.replicated(mesh), x, x.shape)
-        return shd.gather_to_host(self._run.eval_step(self._state, {"audio": gx})["logits"])
+            return np.asarray(self._run.eval_step(self._state, {"audio": jax.device_put(x, shd.batch_sharding(mesh))})["logits"])
+        gx = shd.shard_batch({"audio": x}, mesh)
+        logits = self._run.eval_step(self._state, gx)["logits"]
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.global_array_to_host_local_array(logits, mesh, P(shd.DATA_AXIS)))
+
+
+def _processes():
+    """This run's processes for :func:`score_split` (None in a one-process run)."""
+    from rawnet2_jax.processes import Processes
+
+    return Processes.current(timeout_s=shd.distributed_timeout()) if jax.process_count() > 1 else None
 
 
 def weighted_ce_from_scores(scores: np.ndarray, labels: np.ndarray, weights) -> float:
@@ -546,7 +556,7 @@ def evaluate_source(run: _Run, state: TrainState, split: str, asv_path: str | No
     scored = score_split(
         _StateModel(run, state), run.sources[split], batch_size=run.cfg.eval_batch_size,
         out_dir=run.scores_dir, score_file=f"{split}_scores.txt", score_format="asvspoof2019",
-        resume=False, progress=run.progress, desc=split, log=run.log.info,
+        resume=False, progress=run.progress, desc=split, log=run.log.info, processes=_processes(),
     )
     labels, scores = _read_score_file(scored.score_file)
     out: dict[str, Any] = {"scores": scores, "labels": labels}
@@ -566,8 +576,7 @@ def evaluate_source(run: _Run, state: TrainState, split: str, asv_path: str | No
 def _agreed(dev: dict[str, Any]) -> dict[str, Any]:
     """The primary's dev loss / EER / min t-DCF on every process.
 
-    Every process scores the same batches and gathers the same logits, so the numbers are
-    equal already; taking the primary's makes the plateau, early-stopping and best-model
+    Every process reads the same gathered score file, so the numbers are equal already; taking the primary's makes the plateau, early-stopping and best-model
     decisions identical by construction (a disagreement would deadlock the next save).
     """
     if jax.process_count() == 1:
@@ -601,7 +610,7 @@ def _final_eval(run: _Run) -> dict[str, Any] | None:
     outputs = evaluate_split(
         _StateModel(run, best), dataset=run.cfg.dataset, split="eval", data_dir="",
         out_dir=run.scores_dir, asv_scores=run.asv_scores.get("eval"), source=run.sources["eval"],
-        batch_size=run.cfg.eval_batch_size, progress=run.progress,
+        batch_size=run.cfg.eval_batch_size, progress=run.progress, processes=_processes(), plots=shd.is_primary(),
         extra_summary={"best_step": best_step, "best_epoch": run.host.early_stop.best_epoch},
     )
     report = outputs.report

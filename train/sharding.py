@@ -213,11 +213,3 @@ def shard_batch(batch: dict[str, Any], mesh: Mesh) -> dict[str, jax.Array]:
         out[k] = jax.make_array_from_process_local_data(sh, local, global_shape)
     return out
 
-
-def gather_to_host(x: jax.Array) -> np.ndarray:
-    """A (possibly sharded, possibly multi-host) array as a full numpy array on every host."""
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-    return np.asarray(x)

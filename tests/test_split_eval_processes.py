@@ -1,0 +1,133 @@
+"""score_split over several processes, in one process: two threads play two processes whose
+text exchange is a shared dict (the real one, the jax.distributed key-value store, is
+exercised by tests/test_multihost.py)."""
+
+import threading
+import types
+
+import numpy as np
+
+from rawnet2_jax.split_eval import score_split
+from train.testing import synthetic_records
+
+CONFIG = types.SimpleNamespace(num_samples=400, pad_mode="zero")
+
+
+class _Hub:
+    def __init__(self):
+        self.values: dict = {}
+        self.cond = threading.Condition()
+
+    def put(self, key, value):
+        with self.cond:
+            self.values[key] = value
+            self.cond.notify_all()
+
+    def get(self, key):
+        with self.cond:
+            assert self.cond.wait_for(lambda: key in self.values, timeout=30), f"no {key}"
+            return self.values[key]
+
+
+class _Exchange:
+    def __init__(self, procs, name):
+        self.procs, self.name = procs, name
+
+    def all_texts(self, step, text):
+        hub = self.procs.hub
+        hub.put((self.name, step, self.procs.index), text)
+        return [hub.get((self.name, step, p)) for p in range(self.procs.count)]
+
+    def primary_int(self, value):
+        if self.procs.primary:
+            self.procs.hub.put((self.name, "primary"), value)
+        return self.procs.hub.get((self.name, "primary"))
+
+    def close(self):
+        pass
+
+
+class _Processes:
+    """Duck-types rawnet2_jax.processes.Processes."""
+
+    def __init__(self, index, count, hub):
+        self.index, self.count, self.local_devices, self.hub = index, count, 1, hub
+        self._n = 0
+
+    @property
+    def primary(self):
+        return self.index == 0
+
+    def exchange(self, name):
+        self._n += 1
+        return _Exchange(self, (name, self._n))
+
+
+class _Reads(list):
+    """Records that note which indices were read."""
+
+    def __init__(self, records):
+        super().__init__(records)
+        self.read: set[int] = set()
+
+    def __getitem__(self, i):
+        self.read.add(int(i))
+        return list.__getitem__(self, i)
+
+
+def _model(rows_seen):
+    def logits(x):
+        rows_seen.append(len(x))
+        m = x.astype(np.float64).mean(axis=1)
+        return np.stack([np.zeros_like(m), 1e3 * m], axis=1)
+
+    return logits
+
+
+def _score(out, count, start_lines=0):
+    records = synthetic_records(13, seed=5, length=400)
+    hub, results, sources, rows = _Hub(), {}, {}, {}
+
+    def one(p):
+        sources[p], rows[p] = _Reads(records), []
+        d = out / f"p{p}"
+        if start_lines and p == 0:  # an earlier, stopped run of the primary
+            (d / "s.txt").parent.mkdir(parents=True, exist_ok=True)
+            one_proc = (out / "ref" / "s.txt").read_text().splitlines(keepends=True)
+            (d / "s.txt").write_text("".join(one_proc[:start_lines]))
+        results[p] = score_split(_model(rows[p]), sources[p], batch_size=4, out_dir=d, score_file="s.txt",
+                                 config=CONFIG, progress=False, score_format="asvspoof2019",
+                                 processes=_Processes(p, count, hub) if count > 1 else None)
+
+    threads = [threading.Thread(target=one, args=(p,)) for p in range(count)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(results) == count
+    return results, sources, rows
+
+
+def test_each_process_scores_its_shard_and_gets_the_whole_file(tmp_path):
+    ref, _, _ = _score(tmp_path / "one", 1)
+    ref_text = ref[0].score_file.read_text()
+    assert len(ref_text.splitlines()) == 13
+    (tmp_path / "two" / "ref").mkdir(parents=True)
+    (tmp_path / "two" / "ref" / "s.txt").write_text(ref_text)
+    res, sources, rows = _score(tmp_path / "two", 2)
+    for p in (0, 1):
+        assert res[p].score_file.read_text() == ref_text, p  # same lines, same order, same scores
+        assert rows[p] == [2, 2, 2, 2], rows[p]  # its half of each global batch of 4, 4 batches
+    # Global batch k holds records 4k..4k+3; process p reads rows 4k+2p, 4k+2p+1 (no padding rows read).
+    assert sources[0].read == {0, 1, 4, 5, 8, 9, 12}
+    assert sources[1].read == {2, 3, 6, 7, 10, 11}
+
+
+def test_resume_continues_after_the_primarys_lines(tmp_path):
+    ref, _, _ = _score(tmp_path / "one", 1)
+    (tmp_path / "two" / "ref").mkdir(parents=True)
+    (tmp_path / "two" / "ref" / "s.txt").write_text(ref[0].score_file.read_text())
+    res, sources, _ = _score(tmp_path / "two", 2, start_lines=5)
+    assert res[0].num_resumed == res[1].num_resumed == 5
+    assert res[0].score_file.read_text() == ref[0].score_file.read_text()
+    assert min(sources[1].read) >= 5  # the others start where the primary's file stopped
