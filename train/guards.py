@@ -8,7 +8,10 @@
   stops with :class:`Stopped`. A second SIGINT interrupts at once. In a multi-process run
   the handlers are left alone (``signals=()``): JAX's preemption notifier owns SIGTERM
   there and the loop asks ``multihost_utils.reached_preemption_sync_point`` every step, so
-  that every process saves the same step (:meth:`StopRequest.note` records it).
+  that every process saves the same step (:meth:`StopRequest.note` records it). SIGINT
+  is then passed on (``forward=True``): the first Ctrl-C sends this process a SIGTERM,
+  for JAX's notifier, and is remembered in :attr:`StopRequest.forwarded`; a second one
+  interrupts at once.
 """
 
 from __future__ import annotations
@@ -71,9 +74,13 @@ class StopRequest:
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    def __init__(self, signals: tuple[int, ...] | None = None):
+    def __init__(self, signals: tuple[int, ...] | None = None, forward: bool = False):
         self.signals = self.SIGNALS if signals is None else tuple(signals)
+        if forward:
+            self.signals += (signal.SIGINT,)
+        self.forward = forward
         self.signum: int | None = None
+        self.forwarded: int | None = None  # a SIGINT passed on as SIGTERM, not yet agreed on
         self._previous: dict[int, object] = {}
 
     @property
@@ -81,8 +88,12 @@ class StopRequest:
         return self.signum is not None
 
     def _handle(self, signum, frame) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
+        if (self.signum is not None or self.forwarded is not None) and signum == signal.SIGINT:
             raise KeyboardInterrupt  # second Ctrl-C: stop now, without saving
+        if self.forward:  # the stop waits for the step all processes agree on
+            self.forwarded = signum
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
         self.signum = signum
 
     def __enter__(self) -> "StopRequest":

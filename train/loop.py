@@ -214,11 +214,14 @@ def train(
     if progress is None:
         progress = sys.stderr.isatty() and not quiet
     primary = shd.is_primary()
-    # Several processes: JAX's preemption notifier owns SIGTERM (see _check_preemption).
+    # Several processes: JAX's preemption notifier owns SIGTERM (see _check_preemption);
+    # SIGINT (Ctrl-C) is passed on to it as a SIGTERM, so that all save the same step too.
     signals = None if jax.process_count() == 1 else ()
-    with WorkdirLock(workdir, enabled=primary), StopRequest(signals) as stop:
-        run = _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quiet, stop)
+    forward = signals == () and shd.preemption_service_on()
+    with WorkdirLock(workdir, enabled=primary), StopRequest(signals, forward=forward) as stop:
+        run = None
         try:
+            run = _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quiet, stop)
             interrupted = _train_epochs(run, stop_after_steps)
             result = _result(run, interrupted)
             if not interrupted:
@@ -226,15 +229,18 @@ def train(
                     result.eval = _final_eval(run)
                 _write_outputs(run)
         except jax.errors.JaxRuntimeError as e:
-            if jax.process_count() == 1:
+            # The collectives (gloo, the coordination service) fail this way when a peer is
+            # gone; anything else (out of memory, a bad program) stays what it is.
+            if jax.process_count() == 1 or not shd.looks_like_lost_peer(e):
                 raise
             raise _peer_lost(run, e) from None
         finally:
-            if not shd.peer_lost():  # closing waits for peers that are gone
-                run.mngr.close()
-            run.log.close()
-            if not primary:
-                shutil.rmtree(run.scores_dir, ignore_errors=True)
+            if run is not None:
+                if not shd.peer_lost():  # closing waits for peers that are gone
+                    run.mngr.close()
+                run.log.close()
+                if not primary:
+                    shutil.rmtree(run.scores_dir, ignore_errors=True)
     return result
 
 
@@ -370,15 +376,11 @@ def _check_preemption(run: _Run) -> None:
     step past every one's current step; each one calls this once per step (a local check,
     no device sync) and all of them see True at that same step.
     """
-    if jax.process_count() == 1 or run.stop.requested:
+    if jax.process_count() == 1 or run.stop.requested or not shd.preemption_service_on():
         return
-    from jax._src import distributed
     from jax.experimental import multihost_utils
-
-    if distributed.global_state.preemption_sync_manager is None:  # jax_enable_preemption_service off
-        return
     if multihost_utils.reached_preemption_sync_point(run.step):
-        run.stop.note(signal.SIGTERM)
+        run.stop.note(run.stop.forwarded or signal.SIGTERM)
 
 
 def _first(it, n: int):
@@ -425,14 +427,19 @@ def _save(run: _Run) -> None:
     _fault_point("after_checkpoint", run.step)
 
 
-def _peer_lost(run: _Run, e: Exception) -> TrainingError:
+def _peer_lost(run: _Run | None, e: Exception) -> TrainingError:
     """A collective failed because another process is gone: one line, then a quick exit
-    (``sharding.note_peer_lost`` makes the process skip JAX's shutdown barrier)."""
+    (``sharding.note_peer_lost`` makes the process skip JAX's shutdown barrier). ``run`` is
+    None when it happened while the run was being set up."""
     shd.note_peer_lost()
-    last = run.mngr.latest_step()
-    where = f"checkpoint {last}" if last is not None else "the start (no checkpoint yet)"
+    if run is None:
+        when, where = "while the run was set up", "the latest checkpoint"
+    else:
+        last = run.mngr.latest_step()
+        when = f"at step {run.step}"
+        where = f"checkpoint {last}" if last is not None else "the start (no checkpoint yet)"
     return TrainingError(
-        f"process {jax.process_index()}: another process stopped answering at step {run.step} "
+        f"process {jax.process_index()}: another process stopped answering {when} "
         f"({shd.first_line(e)}); check the other processes' logs and hosts (crash, kill, preemption, "
         f"network), then re-run the same command on every process to resume from {where}"
     )

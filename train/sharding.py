@@ -104,6 +104,28 @@ def first_line(e: BaseException) -> str:
     return text[:200] or type(e).__name__
 
 
+# What gloo, the coordination service and the key-value store say when a peer is gone
+# (seen here: "Gloo all-reduce failed: ... Connection reset by peer", "GetKeyValue() timed
+# out", DEADLINE_EXCEEDED, UNAVAILABLE, a failed barrier, missed heartbeats).
+_LOST_PEER = re.compile(
+    r"connection (reset|refused|closed)|broken pipe|socket closed|end of file|deadline_exceeded|unavailable"
+    r"|timed out|heartbeat|barrier|gloo|coordination service|task \d+ .*(failed|disconnected|not alive)",
+    re.IGNORECASE,
+)
+
+
+def looks_like_lost_peer(e: BaseException) -> bool:
+    """Whether a ``JaxRuntimeError`` of a collective says that another process is gone."""
+    return bool(_LOST_PEER.search(str(e)))
+
+
+def preemption_service_on() -> bool:
+    """JAX's preemption notifier is running (it is unless jax_enable_preemption_service is off)."""
+    from jax._src import distributed
+
+    return distributed.global_state.preemption_sync_manager is not None
+
+
 def peer_lost() -> bool:
     return _peer_lost
 
