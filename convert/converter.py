@@ -32,7 +32,6 @@ from rawnet2_jax.treecheck import raise_problems, shape_problems, summarize
 
 __all__ = [
     "ConversionResult",
-    "apply_overrides",
     "check_state_dict",
     "choose_config",
     "convert_checkpoint",
@@ -57,19 +56,6 @@ def check_state_dict(shapes: Mapping[str, tuple], config: ModelConfig, source: s
         state_dict_problems(shapes, config),
         f"{source} does not match preset {config.name!r} ({config.layout} layout): ",
     )
-
-
-def apply_overrides(config: ModelConfig, overrides: Sequence[str] | Mapping[str, Any]) -> ModelConfig:
-    """``config`` with ``["field=value", ...]`` (read by ``ConfigMixin.with_overrides``) or a
-    mapping of typed values applied; one-line errors."""
-    if not isinstance(overrides, Mapping):
-        return config.with_overrides(overrides)
-    if not overrides:
-        return config
-    try:
-        return config.replace(**overrides)
-    except (TypeError, ValueError) as e:
-        raise CheckpointError(f"invalid config override: {first_line(e, sentence=True)}") from None
 
 
 def choose_config(
@@ -113,13 +99,11 @@ def choose_config(
 
 
 def sync_class_weights(
-    config: ModelConfig, state_dict: Mapping[str, Any], overrides: Sequence[str] | Mapping[str, Any] = ()
+    config: ModelConfig, state_dict: Mapping[str, Any], overrides: Sequence[str] = ()
 ) -> tuple[ModelConfig, list[str]]:
     """Make ``stored_class_weights`` describe the checkpoint's own ``class_weights`` tensor
     (seed layout): its values when present, None when absent. An explicit ``--set`` wins."""
-    named = set(overrides) if isinstance(overrides, Mapping) else {
-        o.split("=", 1)[0].strip() for o in overrides
-    }
+    named = {o.split("=", 1)[0].strip() for o in overrides}
     if config.layout != "seed" or "stored_class_weights" in named:
         return config, []
     cw = state_dict.get("class_weights")
@@ -178,7 +162,7 @@ def convert_checkpoint(
     out_dir: str | os.PathLike | None,
     *,
     preset: str | None = None,
-    overrides: Sequence[str] | Mapping[str, Any] = (),
+    overrides: Sequence[str] = (),
     force: bool = False,
     do_verify: bool = False,
     verify_audio: str | os.PathLike | None = None,
@@ -241,7 +225,7 @@ def _read_state_dict(src: Path, log: Log) -> tuple[dict[str, Any], list[str]]:
 
 
 def _config_and_tensors(
-    sd: Mapping[str, Any], src: Path, preset: str | None, overrides: Sequence[str] | Mapping[str, Any],
+    sd: Mapping[str, Any], src: Path, preset: str | None, overrides: Sequence[str],
     allow_nonfinite: bool, log: Log,
 ) -> tuple[ModelConfig, dict[str, np.ndarray], list[str]]:
     """The config the state dict fits (checked, one message for every problem), its tensors as
@@ -250,7 +234,7 @@ def _config_and_tensors(
     config, cnotes = choose_config(shapes, preset, str(src))
     for n in cnotes:
         log(f"note: {n}")
-    config = apply_overrides(config, overrides)
+    config = config.with_overrides(overrides)  # FIELD=VALUE, read as the fields' types (ConfigError)
     config, wnotes = sync_class_weights(config, sd, overrides)
     for n in wnotes:
         log(f"note: {n}")

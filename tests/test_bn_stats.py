@@ -108,7 +108,7 @@ def test_ranking_recovers_hidden_setting(tmp_path):
     lines = []
     result = convert_checkpoint(
         src, None, preset="caa_rawnet2",
-        overrides={k: v for k, v in SMALL.items()},
+        overrides=[f"{k}={v}" for k, v in SMALL.items()],
         bn_stats_audio=wavs, bn_stats_samples=T, bn_stats_batch=TRAIN_BATCH,
         log=lines.append,
     )
