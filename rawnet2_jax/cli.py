@@ -249,24 +249,50 @@ def cmd_evaluate(args) -> int:
     if args.split is None:
         _err(f"--split is required for {args.dataset} (dev or eval)")
         return 1
+    procs = _processes()
+    primary = procs is None or procs.primary
     model = _load_model(args.checkpoint)
+    import tempfile
+
+    # The other processes write their (equal) copies into a scratch folder.
+    out_dir = args.out if primary else tempfile.mkdtemp(prefix="rawnet2-evaluate-")
     outputs = evaluate_split(
         model,
         dataset=args.dataset,
         split=args.split,
         data_dir=args.data_dir,
-        out_dir=args.out,
+        out_dir=out_dir,
         asv_scores=args.asv_scores,
         tdcf_version=args.t_dcf,
         batch_size=args.batch_size,
         progress=not args.no_progress,
         extra_summary={"checkpoint": os.path.abspath(args.checkpoint)},
+        processes=procs,
+        plots=primary,
     )
+    if not primary:
+        import shutil
+
+        shutil.rmtree(out_dir, ignore_errors=True)
+        return 0
     for w in outputs.report.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(outputs.report.format_table())
     print(f"\nwrote {outputs.score_file}, {outputs.summary_json.name}, per_attack.txt/.csv and PNGs in {args.out}")
     return 0
+
+
+def _processes():
+    """With ``RAWNET2_DISTRIBUTED=1`` (set up as for training, README "Several processes or
+    hosts"): start ``jax.distributed``; each process then scores its shard of the split
+    with its local devices and process 0 writes the files. None in a one-process run."""
+    if os.environ.get("RAWNET2_DISTRIBUTED", "") in ("", "0", "false", "False"):
+        return None
+    from rawnet2_jax.processes import Processes
+    from train.sharding import distributed_timeout, maybe_initialize_distributed  # the one set-up
+
+    maybe_initialize_distributed()
+    return Processes.current(timeout_s=distributed_timeout())
 
 
 def _run_id(checkpoint: str) -> str:

@@ -73,6 +73,7 @@ _SCRIPT = textwrap.dedent(
             json.dump({{"best_dev_eer": res.best_dev_eer, "best_step": res.best_step, "eval_eer": res.eval["eer"],
                        "steps": res.steps_done, "devices": jax.device_count(),
                        "processes": jax.process_count()}}, f)
+    print(f"exit {{rc}} at {{time.time():.3f}}", file=sys.stderr, flush=True)
     sys.exit(rc)
     """
 )
@@ -97,14 +98,14 @@ def _start(workdir: Path, out: Path, env: dict, plan: dict | None = None) -> sub
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _pair(workdir: Path, out: Path, cache: Path, plan: dict | None = None) -> list[subprocess.Popen]:
+def _pair_envs(cache: Path) -> list[dict]:
     port = _free_port()
-    return [
-        _start(workdir, out, _env(cache, RAWNET2_DISTRIBUTED="1", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}",
-                                  JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i),
-                                  RAWNET2_DISTRIBUTED_TIMEOUT=str(TIMEOUT_S)), plan)
-        for i in range(2)
-    ]
+    return [_env(cache, RAWNET2_DISTRIBUTED="1", JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2",
+                 JAX_PROCESS_ID=str(i), RAWNET2_DISTRIBUTED_TIMEOUT=str(TIMEOUT_S)) for i in range(2)]
+
+
+def _pair(workdir: Path, out: Path, cache: Path, plan: dict | None = None) -> list[subprocess.Popen]:
+    return [_start(workdir, out, env, plan) for env in _pair_envs(cache)]
 
 
 def _finish(procs: list[subprocess.Popen], timeout: float = 600) -> list[dict]:
@@ -135,6 +136,10 @@ def _sent_at(err: str) -> float:
     return float(line.split(" at ")[1])
 
 
+def _exit_at(err: str) -> float:
+    return float(next(ln for ln in err.splitlines() if ln.startswith("exit ")).split(" at ")[1])
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory):
     root = tmp_path_factory.mktemp("multihost")
@@ -152,7 +157,7 @@ def chain(tmp_path_factory):
     t3 = time.time()
     ref = _finish([single])[0]
     print(f"\nmultihost chain: SIGTERM run {t1 - t0:.0f} s, kill run {t2 - t1:.0f} s, resume {t3 - t2:.0f} s; "
-          f"the 1-process reference (started with the first) ended after {ref['ended'] - t0:.0f} s")
+          f"the 1-process reference (started with the first) ended after {_exit_at(ref['err']) - t0:.0f} s")
     return dict(root=root, wd=wd, term=term, kill=kill, resume=resume, ref=ref)
 
 
@@ -239,3 +244,40 @@ def test_sharded_scores_equal_the_one_process_files(chain):
         a, b = (np.asarray([float(r[-1]) for r in rows]) for rows in (got, want))
         worst = float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-3)))
         assert worst < 1e-5, f"{name}: score max relative difference {worst:.3g}"
+
+
+@pytest.mark.slow
+def test_evaluate_cli_on_two_processes(tmp_path):
+    """`rawnet2-jax evaluate` with RAWNET2_DISTRIBUTED=1 on two processes: each scores its
+    shard of a built TFDS split, process 0 writes one file with every utterance once."""
+    from rawnet2_jax import checkpoint as ck
+    from rawnet2_jax.audio import fit_length, pcm16_to_float
+    from rawnet2_jax.data import asvspoof2019_la
+    from rawnet2_jax.metrics import read_cm_scores
+    from rawnet2_jax.model import init_variables
+    from tests.data_fixtures import write_la_tree
+    from train.testing import tiny_model
+
+    recs = write_la_tree(tmp_path / "corpus", n={"train": 3, "dev": 3, "eval": 9})["eval"]
+    asvspoof2019_la.build(tmp_path / "corpus", tmp_path / "data")
+    cfg = tiny_model("caa_rawnet2", num_samples=2200)
+    model_dir = tmp_path / "model"
+    ck.save_model(model_dir, init_variables(cfg, 0, num_samples=cfg.num_samples), cfg)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "rawnet2_jax.cli", "evaluate", "--checkpoint", str(model_dir), "--split", "eval",
+            "--data-dir", str(tmp_path / "data"), "--out", str(out), "--batch-size", "4", "--no-progress"]
+    procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for env in _pair_envs(tmp_path / "xla-cache")]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (o, e) in zip(procs, outs):
+        assert p.returncode == 0, e[-3000:]
+        assert _clean(e), e[-3000:]
+    assert "EER:" in outs[0][0] and outs[1][0] == "", outs  # the table once, from process 0
+    cm = read_cm_scores(out / "scores_asvspoof2019_la_eval.txt")
+    assert cm.utt_ids == [r["utt_id"] for r in recs]  # 9 utterances over 3 global batches of 4, once each
+    m = ck.load_pretrained(model_dir)
+    x = np.stack([fit_length(pcm16_to_float(r["pcm"]), m.config.num_samples, m.config.pad_mode) for r in recs])
+    np.testing.assert_allclose(cm.scores, m.scores(x), rtol=1e-4, atol=1e-5)
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["scores_asvspoof2019_la_eval.txt", "summary.json", "per_attack.txt", "per_attack.csv", "det.png",
+         "det_per_attack.png", "score_histogram.png"])
