@@ -307,8 +307,19 @@ def _run_id(checkpoint: str) -> str:
     return path
 
 
+def _one_process_only(command: str) -> None:
+    """Commands that do not split their work: several processes would write one --out together."""
+    if os.environ.get("RAWNET2_DISTRIBUTED", "") not in ("", "0", "false", "False"):
+        from rawnet2_jax.errors import UserError
+
+        raise UserError(f"{command} runs in one process; unset RAWNET2_DISTRIBUTED and start it once "
+                        "(`rawnet2-jax evaluate` on ASVspoof 2019 LA / In-the-Wild splits over processes)")
+
+
 def cmd_evaluate_2021(args) -> int:
     from rawnet2_jax.evaluate2021 import evaluate_asvspoof2021
+
+    _one_process_only(f"evaluate --dataset {args.dataset}")
 
     if args.split not in (None, "eval"):
         _err(f"{args.dataset} has one split, eval (choose the table subset with --subset)")
@@ -333,6 +344,7 @@ def cmd_evaluate_2021(args) -> int:
 def cmd_benchmark(args) -> int:
     from rawnet2_jax.benchmark import format_markdown, run_benchmark
 
+    _one_process_only("benchmark")
     results = run_benchmark(
         _load_model(args.checkpoint), args.data_dir, args.out, batch_size=args.batch_size,
         resume=not args.restart, progress=not args.no_progress, asv_scores_2019=args.asv_scores_2019,

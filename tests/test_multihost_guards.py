@@ -58,3 +58,18 @@ def test_ctrl_c_is_passed_on_as_sigterm_and_waits_for_the_agreed_step():
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+@pytest.mark.parametrize("argv", [
+    ["benchmark", "--checkpoint", "m", "--data-dir", "d", "--out", "o"],
+    ["evaluate", "--checkpoint", "m", "--dataset", "asvspoof2021_la", "--data-dir", "d", "--out", "o"],
+])
+def test_commands_that_do_not_split_refuse_several_processes(argv, monkeypatch, capsys, tmp_path):
+    from rawnet2_jax import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("RAWNET2_DISTRIBUTED", "1")
+    assert cli.main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and "runs in one process" in err[0], err
+    assert not (tmp_path / "o").exists()
