@@ -15,9 +15,10 @@ Each process scores only its shard of the dev and eval splits; the score files m
 the one-process files line by line (same utterances in the same order, scores to 1e-5).
 
 Kept fast: a tiny model, 16 / 12 / 12 utterances, XLA at optimization level 0 (a third of
-the compile time; both sides alike), one persistent compilation cache (only process 0 of a
-multi-process run writes it, so the resumed runs compile on process 1 again), TensorBoard
-left out (tensorboardX imports torch: seconds per start).
+the compile time; both sides alike), one persistent compilation cache that every process
+writes (JAX lets only process 0 write it; its keys differ by process, so process 1 would
+compile again in every resumed run), TensorBoard left out (tensorboardX imports torch:
+seconds per start).
 """
 
 import json
@@ -45,6 +46,16 @@ _SCRIPT = textwrap.dedent(
     from train import sharding
     sharding.maybe_initialize_distributed()
     import jax
+    from jax._src import compiler, distributed
+    _write = compiler._cache_write
+    def write_from_every_process(*a, **k):  # JAX writes the cache from process 0 only; its keys
+        pid = distributed.global_state.process_id  # differ by process, so the writes cannot clash
+        distributed.global_state.process_id = 0
+        try:
+            return _write(*a, **k)
+        finally:
+            distributed.global_state.process_id = pid
+    compiler._cache_write = write_from_every_process
     import train.loop as loop
     from train.__main__ import run
     from train.testing import synthetic_sources, tiny_train_config
