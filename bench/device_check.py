@@ -68,7 +68,11 @@ def sizes(smoke: bool) -> dict[str, Any]:
 
 
 def model_config(preset: str, smoke: bool):
-    return common.bench_config(preset, quick=smoke, num_samples=4000 if smoke else None)
+    if smoke:  # the preset's every choice at the smallest depth and width: compiles dominate a smoke run
+        from train.testing import tiny_model
+
+        return tiny_model(preset, num_samples=4000)
+    return common.bench_config(preset)
 
 
 class Budget:
