@@ -15,11 +15,14 @@ updates it).
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
+from rawnet2_jax.remat import recomputed
 
 Array = jax.Array
 
@@ -35,6 +38,9 @@ class BatchNorm(nn.Module):
     eps: float = 1e-5
     dtype: Any = None  # output dtype; None = input dtype
     param_dtype: Any = jnp.float32
+    # Train only: the backward pass keeps the input and recomputes the statistics and x - mean
+    # (rawnet2_jax.remat), instead of keeping x - mean as well.
+    remat: bool = False
 
     def setup(self):
         c = self.features
@@ -53,26 +59,48 @@ class BatchNorm(nn.Module):
         a = self.scale.astype(jnp.float32) * jax.lax.rsqrt(self.ra_var.value + self.eps)
         return a, self.bias.astype(jnp.float32) - self.ra_mean.value * a
 
+    def normalize_batch(self, x: Array) -> tuple[Array, tuple[Array, Array]]:
+        """Train mode without the running-statistics update: (y, (batch mean, biased var))."""
+        norm = functools.partial(_train_norm, eps=self.eps)
+        norm = recomputed(norm) if self.remat else norm  # remat: keep x, not x - mean
+        y, stats = norm((self.scale, self.bias), x)
+        return y.astype(self.dtype or x.dtype), stats
+
+    def update(self, mean: Array, var: Array, n: int) -> None:
+        """torch's running-statistics update from a batch of ``n`` frames per channel."""
+        if self.is_initializing():
+            return
+        m = self.momentum
+        unbiased = var * (n / max(n - 1, 1))
+        self.ra_mean.value = (1 - m) * self.ra_mean.value + m * mean
+        self.ra_var.value = (1 - m) * self.ra_var.value + m * unbiased
+
     def __call__(self, x: Array, train: bool) -> Array:
         c = self.features
         if x.shape[-1] != c:
             raise ValueError(f"BatchNorm expects {c} channels, got shape {x.shape}")
-        x32 = x.astype(jnp.float32)
-        axes = tuple(range(x.ndim - 1))
         if train:
-            n = x32.size // c
-            mean = jnp.mean(x32, axis=axes)
-            # Two-pass variance: as accurate as torch's Welford in float32.
-            var = jnp.mean(jnp.square(x32 - mean), axis=axes)
-            if not self.is_initializing():
-                m = self.momentum
-                unbiased = var * (n / max(n - 1, 1))
-                self.ra_mean.value = (1 - m) * self.ra_mean.value + m * mean
-                self.ra_var.value = (1 - m) * self.ra_var.value + m * unbiased
-        else:
-            mean, var = self.ra_mean.value, self.ra_var.value
-        # (x - mean) * (w / sqrt(var + eps)) + b: subtract first (no cancellation when the mean
-        # is large against the spread), then one multiply-add.
-        a = self.scale.astype(jnp.float32) * jax.lax.rsqrt(var + self.eps)
-        y = (x32 - mean) * a + self.bias.astype(jnp.float32)
+            y, (mean, var) = self.normalize_batch(x)
+            self.update(mean, var, x.size // c)
+            return y
+        y = _normalize(x.astype(jnp.float32), self.ra_mean.value, self.ra_var.value,
+                       self.scale, self.bias, self.eps)
         return y.astype(self.dtype or x.dtype)
+
+
+def _train_norm(params: tuple[Array, Array], x: Array, eps: float) -> tuple[Array, tuple[Array, Array]]:
+    """Batch statistics and the normalised batch: (y float32, (mean, biased var))."""
+    x32 = x.astype(jnp.float32)
+    axes = tuple(range(x.ndim - 1))
+    mean = jnp.mean(x32, axis=axes)
+    # Two-pass variance: as accurate as torch's Welford in float32.
+    var = jnp.mean(jnp.square(x32 - mean), axis=axes)
+    return _normalize(x32, mean, var, *params, eps), (mean, var)
+
+
+def _normalize(x32: Array, mean: Array, var: Array, scale: Array, bias: Array, eps: float) -> Array:
+    # (x - mean) * (w / sqrt(var + eps)) + b: subtract first (no cancellation when the mean
+    # is large against the spread), then one multiply-add.
+    a = scale.astype(jnp.float32) * jax.lax.rsqrt(var + eps)
+    return (x32 - mean) * a + bias.astype(jnp.float32)
+

@@ -76,8 +76,10 @@ class RawNet2(nn.Module):
                 f"model {cfg.name!r} needs ({len(cfg.block_channels)} max-pools): pad or tile it"
             )
 
+        remat = train and cfg.remat == "blocks"
+
         def bn(c: int, name: str) -> BatchNorm:
-            return BatchNorm(c, cfg.bn_momentum, cfg.bn_eps, dtype=dt, name=name)
+            return BatchNorm(c, cfg.bn_momentum, cfg.bn_eps, dtype=dt, remat=remat, name=name)
 
         inter: dict[str, Array] = {}
 
@@ -96,16 +98,14 @@ class RawNet2(nn.Module):
             x = x * cfg.input_scale
         # Rematerialised (train only: there is no backward pass in eval): the backward pass keeps
         # only the waveform and each block's input and recomputes the rest, one stage at a time.
-        remat = train and cfg.remat == "blocks"
         front = nn.remat(RawNet2._front, static_argnums=(2, 3)) if remat else RawNet2._front
         h, sinc_out = front(self, x, train, fold)  # (B, T0, C0) twice
         if sinc_out is not None:
             inter["sinc"] = sinc_out
         inter["front"] = h
 
-        block = nn.remat(ResidualBlock, static_argnums=(2,)) if remat else ResidualBlock
         for i, (_, c_out) in enumerate(cfg.block_channels):
-            h = block(
+            h = ResidualBlock(
                 c_out,
                 has_bn1=cfg.first_block_bn1 or i > 0,
                 bn1_bypassed=cfg.bn1_bypassed,
@@ -118,6 +118,7 @@ class RawNet2(nn.Module):
                 bn_eps=cfg.bn_eps,
                 dtype=dt,
                 fold_bn=fold,
+                remat=remat,
                 name=f"block{i}",
             )(h, train)  # (B, T / 3^(i+1), C_out)
             inter[f"block{i}"] = h
@@ -143,7 +144,8 @@ class RawNet2(nn.Module):
         the sinc filters), both (B, T0, C0). Submodules ``sinc`` and ``front_bn`` of ``self``."""
         cfg = self.config
         sinc = SincConv(cfg, dtype=self.dtype, name="sinc")
-        front_bn = BatchNorm(cfg.sinc_filters, cfg.bn_momentum, cfg.bn_eps, dtype=self.dtype, name="front_bn")
+        front_bn = BatchNorm(cfg.sinc_filters, cfg.bn_momentum, cfg.bn_eps, dtype=self.dtype,
+                             remat=train and cfg.remat == "blocks", name="front_bn")
         if fold and not cfg.sinc_abs and cfg.sinc_pool == 1:
             h, sinc_out = sinc(x, *front_bn.folded()), None  # normalised
         else:

@@ -59,29 +59,42 @@ def test_remat_gives_the_same_loss_gradients_and_bn_updates(both):
     (loss1, stats1), grads1 = both["blocks"]
     d, rel = _rel(loss1, loss0)
     assert rel < 1e-6, f"loss: max abs diff {d:.2e}, rel {rel:.2e}"
+    # The recomputed halves are fused differently from the plain backward pass, so gradients
+    # differ by float32 rounding (largest seen: 9.5e-6 relative, a conv2 bias).
+    scale = max(float(np.max(np.abs(g))) for g in jax.tree_util.tree_leaves(grads0))
     for name, got, want in (("gradient", grads1, grads0), ("batch_stats", stats1, stats0)):
         flat_got = jax.tree_util.tree_leaves_with_path(got)
         flat_want = dict(jax.tree_util.tree_leaves_with_path(want))
         assert len(flat_got) == len(flat_want) > 0
         for path, g in flat_got:
+            key = jax.tree_util.keystr(path)
             d, rel = _rel(g, flat_want[path])
-            assert rel < 1e-6, f"{name} {jax.tree_util.keystr(path)}: max abs diff {d:.2e}, rel {rel:.2e}"
+            if name == "gradient" and "conv1']['bias" in key:
+                # conv1 feeds a train-mode BatchNorm, which subtracts the batch mean: this bias's
+                # gradient is zero, and both values are rounding noise. Judged on the model's scale.
+                assert d < 1e-6 * scale, f"{name} {key}: max abs diff {d:.2e}, model scale {scale:.2e}"
+                continue
+            assert rel < 3e-5, f"{name} {key}: max abs diff {d:.2e}, rel {rel:.2e}"
 
 
-def test_remat_checkpoints_the_front_end_and_every_block():
-    # What the option does (its memory effect depends on the backend: bench/bench_memory.py):
-    # one checkpointed call per stage in train mode, none in eval mode.
+def test_remat_recomputes_the_front_end_and_each_half_block():
+    # What the option does (its memory effect: bench/bench_memory.py): in train mode the front
+    # end is checkpointed, each residual block runs as two recomputed halves
+    # (rawnet2_jax.remat, a custom VJP) and pre_gru_bn keeps its input only; nothing in eval.
     variables = init_variables(SMALL, 0)
     x = jnp.zeros((2, SMALL.num_samples), jnp.float32)
 
-    def checkpoints(cfg, train):
+    def counts(cfg, train):
         fn = lambda v: RawNet2(cfg).apply(v, x, train=train, mutable=["batch_stats"] if train else False)  # noqa: E731
-        return sum(e.primitive.name in ("remat2", "checkpoint") for e in jax.make_jaxpr(fn)(variables).jaxpr.eqns)
+        names = [e.primitive.name for e in jax.make_jaxpr(fn)(variables).jaxpr.eqns]
+        return (sum(n in ("remat2", "checkpoint") for n in names),
+                sum(n.startswith("custom_vjp_call") for n in names))
 
-    stages = 1 + len(SMALL.block_channels)
-    assert checkpoints(SMALL.replace(remat="blocks"), True) == stages
-    assert checkpoints(SMALL.replace(remat="blocks"), False) == 0
-    assert checkpoints(SMALL, True) == 0
+    halves = 2 * len(SMALL.block_channels)
+    pools = len(SMALL.block_channels)  # max_pool_1d is a custom VJP too (rawnet2_jax.pool)
+    assert counts(SMALL.replace(remat="blocks"), True) == (1, halves + 1)  # pools inside halves
+    assert counts(SMALL.replace(remat="blocks"), False) == counts(SMALL, False) == (0, pools)
+    assert counts(SMALL, True) == (0, pools)
 
 
 def test_remat_field_is_optional_and_checked():
