@@ -67,13 +67,13 @@ SincConvImpl = Literal["auto", "direct", "fft"]
 # A CPU A/B (a bench prototype, since removed): FFT is ~6x faster on the 1025-tap baseline sinc layer,
 # XLA's direct conv is faster on the 129-tap presets.
 SINC_FFT_MIN_TAPS = 257
-# Rematerialisation in training (computation only, like SincConvImpl): "blocks" wraps the sinc
-# front end and every residual block in flax.linen.remat (jax.checkpoint, nothing saveable), so
-# the backward pass keeps only their inputs and recomputes the rest (about one extra forward).
-# Measured on XLA's CPU backend it saves nothing (XLA merges the recomputation back into the
-# forward pass: bench/README.md); on accelerators XLA keeps it apart until scheduling (to be
-# measured by bench/device_check.py). Configs saved before the
-# field existed load with "none".
+# Rematerialisation in training (computation only, like SincConvImpl): "blocks" runs every residual
+# block as two halves whose backward pass recomputes them from their inputs (rawnet2_jax.remat: a
+# custom VJP tied to the incoming gradient, which XLA's CPU backend cannot merge back into the
+# forward pass as it does with jax.checkpoint), BatchNorms keep only their inputs, and the sinc
+# front end is wrapped in flax.linen.remat. The seed step at batch 32: XLA's estimate 9.6 GiB
+# instead of 19.5 (bench/bench_memory.py), for about one extra forward pass of compute. Configs
+# saved before the field existed load with "none".
 Remat = Literal["none", "blocks"]
 # Fields that change how the model is computed, never its variables or (beyond float32
 # rounding) its outputs: a checkpoint made with one value loads with any other.

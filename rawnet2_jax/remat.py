@@ -1,17 +1,22 @@
-"""Rematerialisation that XLA's CPU backend keeps: ``remat_call(module, *args)``.
+"""Rematerialisation that XLA's CPU backend keeps (``ModelConfig.remat = "blocks"``).
 
-``flax.linen.remat`` (``jax.checkpoint``) marks the recomputation with an optimisation barrier,
-but XLA's CPU pipeline expands the barrier early and common-subexpression elimination then
-merges the recomputed forward pass back into the original one: every intermediate is kept
-and nothing is saved (bench/README.md). Here the backward pass recomputes the module from its
-saved input plus ``0 * g[0]`` -- arithmetically void (exactly ``x`` for any finite incoming
-gradient), but an input no forward value has, so XLA can neither hoist the recomputation into
-the forward pass nor merge the two. The forward pass keeps only the module's input and
-variables; the backward pass recomputes the module and differentiates it with ``jax.vjp``.
+``jax.checkpoint`` (``flax.linen.remat``) marks its recomputation with an optimisation
+barrier, but XLA's CPU pipeline expands the barrier early, and common-subexpression
+elimination then merges the recomputed forward pass back into the original one: every
+intermediate is kept and nothing is saved (bench/README.md). Here, instead, a custom VJP:
 
-Results are those of the plain module up to float32 rounding of the recomputation (the same
-ops on the same values: in practice bit-identical); BatchNorm statistics are updated once, by
-the forward pass.
+* ``recomputed(f)(params, x)``: the forward pass keeps only ``(params, x)``; the backward pass
+  recomputes ``f`` from ``x + 0 * g[0]`` -- arithmetically void (exactly ``x`` for a finite
+  incoming gradient ``g``), but a value no forward op has, so XLA can neither hoist the
+  recomputation into the forward pass nor merge the two -- and differentiates it with
+  ``jax.vjp``. The input gradient it returns is tied the same way to the parameter gradients,
+  so XLA cannot postpone their reductions (holding full-size cotangents) until the optimizer
+  update, which its scheduler otherwise does.
+* ``remat_call(module, x, *static)``: the same for one call of a bound Flax module.
+
+The same ops run on the same values, so gradients equal plain autodiff's up to float32
+rounding of a different fusion (tests/test_remat.py). Only a non-finite ``g[0]`` changes
+anything: it makes the whole recomputation non-finite, where a gradient is broken anyway.
 """
 
 from __future__ import annotations
