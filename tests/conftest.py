@@ -4,6 +4,8 @@
 * ``speech_like(num_samples, batch=None, seed=0)``: deterministic speech (``rawnet2_jax.data.synth``).
 * ``assert_close(a, b, rtol, atol, name)``: allclose with max abs/rel differences in the message.
 * ``refuse_as_read_only(path)`` / fixture ``read_only_dir``: a write the file system refuses.
+* Session fixture ``shared_compilation_cache`` (autouse): the subprocesses the tests start
+  (``python -m train``, kill -9 runs, CLIs) share one persistent JAX compilation cache.
 """
 
 from __future__ import annotations
@@ -20,6 +22,28 @@ from rawnet2_jax.data.synth import speech_like  # noqa: F401  (re-exported for t
 def import_torch():
     """torch, or skip the calling test with the reason."""
     return pytest.importorskip("torch", reason="PyTorch not installed (pip install '.[torch]')")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_compilation_cache(tmp_path_factory):
+    """Point the subprocesses of this session at one persistent JAX compilation cache: many
+    tests start ``python -m train`` or a CLI on the same tiny model, and without it every one
+    of them compiles the same programs again (most of a subprocess's time on 2 cores). This
+    process has read its JAX settings already and is not affected; a cache the caller set up
+    is kept, and the bench scripts drop it where they time compiles."""
+    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        yield
+        return
+    env = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2"}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    yield
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
 
 
 @pytest.fixture
