@@ -29,21 +29,14 @@ def shared_compilation_cache(tmp_path_factory):
     """Point the subprocesses of this session at one persistent JAX compilation cache: many
     tests start ``python -m train`` or a CLI on the same tiny model, and without it every one
     of them compiles the same programs again (most of a subprocess's time on 2 cores). This
-    process has read its JAX settings already and is not affected; a cache the caller set up
-    is kept, and the bench scripts drop it where they time compiles."""
+    process read its JAX settings when the test modules imported jax, before this runs; a
+    cache the caller set up is kept, and the bench scripts drop it where they time compiles."""
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         yield
         return
-    env = {"JAX_COMPILATION_CACHE_DIR": str(tmp_path_factory.mktemp("jax_cache")),
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.2"}
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
     yield
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 
 @pytest.fixture
