@@ -12,11 +12,18 @@ from __future__ import annotations
 
 import errno
 import os
+import signal
 
 import numpy as np
 import pytest
 
 from rawnet2_jax.data.synth import speech_like  # noqa: F401  (re-exported for the tests)
+
+# A suite started in the background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT
+# ignored, and so would every process it starts: the Ctrl-C tests need SIGINT as a terminal
+# delivers it. A handled signal is reset to its default in child processes.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def import_torch():
