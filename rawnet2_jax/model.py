@@ -96,10 +96,11 @@ class RawNet2(nn.Module):
         x = x.astype(jnp.float32)
         if cfg.input_scale != 1.0:
             x = x * cfg.input_scale
-        # Rematerialised (train only: there is no backward pass in eval): the backward pass keeps
-        # only the waveform and each block's input and recomputes the rest, one stage at a time.
-        front = nn.remat(RawNet2._front, static_argnums=(2, 3)) if remat else RawNet2._front
-        h, sinc_out = front(self, x, train, fold)  # (B, T0, C0) twice
+        # Rematerialised (train only: there is no backward pass in eval): the front end through
+        # jax.checkpoint (which XLA's CPU backend merges back, saving nothing there), the blocks
+        # in recomputed halves and the BatchNorms keeping their inputs (rawnet2_jax.remat).
+        front = nn.remat(RawNet2._front, static_argnums=(2, 3, 4)) if remat else RawNet2._front
+        h, sinc_out = front(self, x, train, fold, remat)  # (B, T0, C0) twice
         if sinc_out is not None:
             inter["sinc"] = sinc_out
         inter["front"] = h
@@ -139,13 +140,13 @@ class RawNet2(nn.Module):
             logits = jax.nn.log_softmax(logits, axis=-1)
         return logits, inter
 
-    def _front(self, x: Array, train: bool, fold: bool) -> tuple[Array, Array | None]:
+    def _front(self, x: Array, train: bool, fold: bool, remat: bool) -> tuple[Array, Array | None]:
         """waveform (B, T) -> (front output, sinc output or None when front_bn is folded into
         the sinc filters), both (B, T0, C0). Submodules ``sinc`` and ``front_bn`` of ``self``."""
         cfg = self.config
         sinc = SincConv(cfg, dtype=self.dtype, name="sinc")
         front_bn = BatchNorm(cfg.sinc_filters, cfg.bn_momentum, cfg.bn_eps, dtype=self.dtype,
-                             remat=train and cfg.remat == "blocks", name="front_bn")
+                             remat=remat, name="front_bn")
         if fold and not cfg.sinc_abs and cfg.sinc_pool == 1:
             h, sinc_out = sinc(x, *front_bn.folded()), None  # normalised
         else:
