@@ -72,9 +72,11 @@ SINC_FFT_MIN_TAPS = 257
 # custom VJP tied to the incoming gradient, which XLA's CPU backend cannot merge back into the
 # forward pass as it does with jax.checkpoint), BatchNorms keep only their inputs, and the sinc
 # front end is wrapped in flax.linen.remat. The seed step at batch 32: XLA's estimate 9.6 GiB
-# instead of 19.5 (bench/bench_memory.py), for about one extra forward pass of compute. Configs
-# saved before the field existed load with "none".
-Remat = Literal["none", "blocks"]
+# instead of 19.5 (bench/bench_memory.py), for about one extra forward pass of compute. "auto"
+# (the default) lets training pick: "none" when XLA's estimate of the step fits in the device's
+# memory, else "blocks" (train/fit.py); anywhere else "auto" computes as "none". Configs saved
+# before the field existed load with the default.
+Remat = Literal["auto", "none", "blocks"]
 # Fields that change how the model is computed, never its variables or (beyond float32
 # rounding) its outputs: a checkpoint made with one value loads with any other.
 COMPUTATION_FIELDS = ("sinc_conv_impl", "remat")
@@ -208,7 +210,7 @@ class ModelConfig(ConfigMixin):
     sinc_pool: int = 1  # max-pool size after the sinc conv; 1 = none (ambiguous for the seed)
     front_activation: Activation = "leaky_relu"  # after front BN        (ambiguous for the seed)
     sinc_conv_impl: SincConvImpl = "auto"  # computation only, see SincConvImpl
-    remat: Remat = "none"  # computation only, see Remat (memory of the train step)
+    remat: Remat = "auto"  # computation only, see Remat (memory of the train step)
 
     # Residual blocks: channels (C1 x n1, then C2 x n2).
     first_block_channels: int = 128
@@ -263,8 +265,8 @@ class ModelConfig(ConfigMixin):
             raise ValueError("sinc_edges='asvspoof2021' only exists with sinc_scale='mel'")
         if self.sinc_conv_impl not in ("auto", "direct", "fft"):
             raise ValueError(f"sinc_conv_impl must be 'auto', 'direct' or 'fft', got {self.sinc_conv_impl!r}")
-        if self.remat not in ("none", "blocks"):
-            raise ValueError(f"remat must be 'none' or 'blocks', got {self.remat!r}")
+        if self.remat not in ("auto", "none", "blocks"):
+            raise ValueError(f"remat must be 'auto', 'none' or 'blocks', got {self.remat!r}")
 
     @property
     def block_channels(self) -> tuple[tuple[int, int], ...]:

@@ -101,7 +101,7 @@ def test_remat_field_is_optional_and_checked():
     old = SMALL.to_dict()
     del old["remat"]  # a config.json written before the field existed
     cfg = ModelConfig.from_dict(old)
-    assert cfg.remat == "none" and cfg == SMALL
+    assert cfg.remat == "auto" and cfg == SMALL  # the default: training decides (train/fit.py)
     assert SMALL.replace(remat="blocks").architecture() == SMALL.architecture()
     assert "remat" not in SMALL.architecture() and "sinc_conv_impl" not in SMALL.architecture()
     with pytest.raises(ValueError, match="remat must be"):

@@ -70,6 +70,7 @@ from train.checkpointing import (  # noqa: F401  (make_checkpoint_manager: publi
     save_checkpoint,
 )
 from train.configs import TrainConfig
+from train.fit import batch_spec, choose_remat
 from train.guards import StopRequest, Stopped, WorkdirLock
 from train.optim import early_stop_update, get_learning_rate, plateau_step, set_learning_rate, should_stop
 from train.prefetch import DevicePrefetcher
@@ -118,19 +119,37 @@ def load_sources(cfg: TrainConfig, data_dir: str | os.PathLike | None, splits=("
 _COMPILED: dict[Any, Any] = {}
 
 
-def _compiled(cfg: TrainConfig, mesh, state: TrainState):
+def _compiled(cfg: TrainConfig, mesh, state: TrainState, log: RunLogger | None = None):
     """Model, donated train step with explicit shardings, eval step and init, built once per
-    (what the compiled code depends on, mesh, state structure) in a process."""
+    (what the compiled code depends on, global batch, mesh, state structure) in a process."""
     key_cfg = TrainConfig(
         name="", model=cfg.model, class_weights=cfg.class_weights, compute_dtype=cfg.compute_dtype,
         matmul_precision=cfg.matmul_precision, rawboost=cfg.rawboost, rawboost_config=cfg.rawboost_config,
     )
-    key = (key_cfg.to_json(), tuple(d.id for d in mesh.devices.flat), jax.tree.structure(state))
+    key = (key_cfg.to_json(), cfg.batch_size, tuple(d.id for d in mesh.devices.flat), jax.tree.structure(state))
     if key not in _COMPILED:
-        model = build_model(key_cfg)
-        train_step = make_train_step(model, key_cfg, donate=True, shardings=step_shardings(state, mesh))
-        _COMPILED[key] = (model, train_step, make_eval_step(model, key_cfg))
-    return _COMPILED[key]
+        _COMPILED[key] = _build_steps(key_cfg, cfg.batch_size, mesh, state)
+    model, train_step, eval_step, choice = _COMPILED[key]
+    if choice is not None and log is not None:
+        log.info(choice.message())
+    return model, train_step, eval_step
+
+
+def _build_steps(cfg: TrainConfig, global_batch: int, mesh, state: TrainState):
+    """(model, train step, eval step, RematChoice or None); ``remat="auto"`` is decided here."""
+    shardings = step_shardings(state, mesh)
+    choice = None
+    if cfg.model.remat == "auto":
+        without = dataclasses.replace(cfg, model=cfg.model.replace(remat="none"))
+        step = make_train_step(build_model(without), without, donate=True, shardings=shardings)
+        spec = batch_spec(global_batch, cfg.model.num_samples, shd.batch_sharding(mesh))
+        choice = choose_remat(step, state, spec, mesh.devices.flat[0])
+        if choice.remat == "none":
+            model = build_model(cfg)  # "auto" computes as "none"
+            return model, step, make_eval_step(model, cfg), choice
+        cfg = dataclasses.replace(cfg, model=cfg.model.replace(remat=choice.remat))
+    model = build_model(cfg)
+    return model, make_train_step(model, cfg, donate=True, shardings=shardings), make_eval_step(model, cfg), choice
 
 
 def _init_variables(cfg: TrainConfig) -> dict[str, Any]:
@@ -254,7 +273,7 @@ def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quie
     variables = _init_variables(cfg) if init_variables is None else dict(init_variables)
     state = create_train_state(jax.tree.map(jnp.asarray, variables), cfg)
     state = state.with_arrays(shd.replicate(state.arrays(), mesh))
-    model, train_step, eval_step = _compiled(cfg, mesh, state)
+    model, train_step, eval_step = _compiled(cfg, mesh, state, log)
 
     mngr = make_checkpoint_manager(workdir / CHECKPOINT_DIR)
     mngr, state, host, step = restore_newest_valid(mngr, state, warn=log.warn)
