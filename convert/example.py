@@ -33,8 +33,6 @@ def make_reference_checkpoint(
     """Save a reference-module checkpoint of ``preset``; returns its path."""
     import torch
 
-    import numpy as np
-
     from convert.reference import reference_model
     from rawnet2_jax.data.synth import speech_like
 

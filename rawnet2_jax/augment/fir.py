@@ -24,7 +24,6 @@ the trim being a linear phase on the filter's spectrum.
 
 from __future__ import annotations
 
-import math
 
 import jax
 import jax.numpy as jnp

@@ -1,0 +1,65 @@
+"""ARCHITECTURE.md's promise "tests mirror the modules", checked: every module of rawnet2_jax/,
+train/ and convert/ has tests/test_<name>.py or a line in the test map naming test files that
+exist and mention it."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _test_map() -> dict[str, list[str]]:
+    text = (ROOT / "ARCHITECTURE.md").read_text()
+    block = text.split("<!-- test-map -->", 1)[1].split("<!-- /test-map -->", 1)[0]
+    rows = {}
+    for line in block.strip().splitlines():
+        module, files = line.removeprefix("- ").split(":", 1)
+        rows[module.strip()] = files.split()
+    return rows
+
+
+def _modules() -> list[Path]:
+    mods = []
+    for pkg in ("rawnet2_jax", "train", "convert"):
+        mods += [p for p in (ROOT / pkg).rglob("*.py") if p.name not in ("__init__.py", "__main__.py")]
+    return sorted(mods)
+
+
+def test_every_module_has_its_tests():
+    rows = _test_map()
+    untested = []
+    for mod in _modules():
+        rel = mod.relative_to(ROOT).as_posix()
+        if (ROOT / "tests" / f"test_{mod.stem}.py").exists():
+            assert rel not in rows, f"{rel} has tests/test_{mod.stem}.py: drop its test-map line"
+        elif rel not in rows:
+            untested.append(rel)
+    assert not untested, f"modules with no tests/test_<name>.py and no test-map line: {untested}"
+
+
+def _public_names(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {n.name for n in tree.body if isinstance(n, (ast.FunctionDef, ast.ClassDef)) and not n.name.startswith("_")}
+
+
+def test_the_map_names_real_test_files_that_use_the_module():
+    wrong = []
+    for rel, files in _test_map().items():
+        assert (ROOT / rel).exists(), f"test map names {rel}, which does not exist"
+        assert files, f"{rel}: no test files"
+        stem, dotted = Path(rel).stem, rel.removesuffix(".py").replace("/", ".")
+        for name in files:
+            path = ROOT / "tests" / name
+            if not path.exists():
+                wrong.append(f"{rel}: {name} does not exist")
+                continue
+            src = path.read_text()
+            # uses the module: names it (or its CLI flag, --codec-cache), or calls / builds
+            # something it defines
+            names = {stem, stem.replace("_", "-")} | _public_names(ROOT / rel)
+            if dotted not in src and not any(re.search(rf"\b{n}\b", src) for n in names):
+                wrong.append(f"{rel}: {name} uses nothing of it")
+    assert not wrong, "; ".join(wrong)
