@@ -408,65 +408,87 @@ def rank_candidates(
     """
     points = dict(AMBIGUOUS_POINTS if points is None else points)
     fields = [f for opts in points.values() for o in opts for f in o]
-    base = config
-    cache: dict[tuple, CandidateScore] = {}
-    notes = [f"{k}: {v}" for k, v in UNRANKABLE.items()]
-
-    def key_of(cfg: ModelConfig) -> tuple:
-        return tuple(sorted({(f, getattr(cfg, f)) for f in fields}))
-
-    def evaluate(cfg: ModelConfig) -> CandidateScore:
-        k = key_of(cfg)
-        if k not in cache:
-            changes = {f: getattr(cfg, f) for f in fields if getattr(cfg, f) != getattr(base, f)}
-            c = score_candidate(variables, cfg, x, mode, changes, batch_size)
-            cache[k] = c
-            if log is not None:
-                status = (f"discrepancy {c.discrepancy:.4g}" if c.error is None
-                          else f"skipped ({c.error})")
-                log(f"  [{len(cache):2d}] {c.label:<58} {status}  ({c.seconds:.1f} s)")
-        return cache[k]
-
-    current = base
+    evaluate = _CandidateCache(variables, config, x, mode, batch_size, fields, log)
+    current = config
     evaluate(current)
     for _round in range(max_rounds):
         changed = False
         for options in points.values():
-            trials = []
-            for opt in options:
-                try:
-                    cand = current.replace(**opt)
-                except ValueError:  # an option the config does not allow in this combination
-                    continue
-                trials.append((evaluate(cand), cand))
-            if not trials:
-                continue
-            c_best, cfg_best = min(trials, key=lambda t: t[0].discrepancy)
-            if key_of(cfg_best) != key_of(current) and c_best.beats(evaluate(current), min_gain):
-                current = cfg_best
-                changed = True
-            # Parsimony: back to the preset's option of this point when it is not clearly worse
-            # (a change taken early, while other points were still wrong, may no longer help).
-            try:
-                home = current.replace(**{f: getattr(base, f) for f in options[0]})
-            except ValueError:
-                continue
-            if key_of(home) != key_of(current) and not evaluate(current).beats(evaluate(home), min_gain):
-                current = home
-                changed = True
+            current, moved = _improve_point(evaluate, current, config, options, min_gain)
+            changed = changed or moved
         if not changed:
             break
+    ranked, n_tied = _rank(evaluate.scores(), min_gain)
+    notes = [f"{k}: {v}" for k, v in UNRANKABLE.items()]
+    return BnReport(config, ranked, int(x.shape[0]), int(x.shape[1]), mode, notes, n_tied, min_gain)
 
-    ok = [c for c in cache.values() if c.error is None]
-    failed = [c for c in cache.values() if c.error is not None]
+
+class _CandidateCache:
+    """``evaluate(cfg)``: the candidate's score, computed once per setting of the searched fields."""
+
+    def __init__(self, variables, base: ModelConfig, x, mode, batch_size, fields, log):
+        self.variables, self.base, self.x, self.mode, self.batch_size = variables, base, x, mode, batch_size
+        self.fields, self.log = fields, log
+        self.cache: dict[tuple, CandidateScore] = {}
+
+    def key(self, cfg: ModelConfig) -> tuple:
+        return tuple(sorted({(f, getattr(cfg, f)) for f in self.fields}))
+
+    def __call__(self, cfg: ModelConfig) -> CandidateScore:
+        k = self.key(cfg)
+        if k not in self.cache:
+            changes = {f: getattr(cfg, f) for f in self.fields if getattr(cfg, f) != getattr(self.base, f)}
+            c = score_candidate(self.variables, cfg, self.x, self.mode, changes, self.batch_size)
+            self.cache[k] = c
+            if self.log is not None:
+                status = f"discrepancy {c.discrepancy:.4g}" if c.error is None else f"skipped ({c.error})"
+                self.log(f"  [{len(self.cache):2d}] {c.label:<58} {status}  ({c.seconds:.1f} s)")
+        return self.cache[k]
+
+    def scores(self) -> list[CandidateScore]:
+        return list(self.cache.values())
+
+
+def _improve_point(evaluate: _CandidateCache, current: ModelConfig, base: ModelConfig,
+                   options: list[dict[str, Any]], min_gain: float) -> tuple[ModelConfig, bool]:
+    """One ambiguous point: take its clearly best option, or go back to the preset's option
+    when the current one is not clearly better. Returns (config, whether it changed)."""
+    changed = False
+    trials = []
+    for opt in options:
+        try:
+            cand = current.replace(**opt)
+        except ValueError:  # an option the config does not allow in this combination
+            continue
+        trials.append((evaluate(cand), cand))
+    if not trials:
+        return current, False
+    c_best, cfg_best = min(trials, key=lambda t: t[0].discrepancy)
+    if evaluate.key(cfg_best) != evaluate.key(current) and c_best.beats(evaluate(current), min_gain):
+        current, changed = cfg_best, True
+    # Parsimony: back to the preset's option of this point when it is not clearly worse
+    # (a change taken early, while other points were still wrong, may no longer help).
+    try:
+        home = current.replace(**{f: getattr(base, f) for f in options[0]})
+    except ValueError:
+        return current, changed
+    if evaluate.key(home) != evaluate.key(current) and not evaluate(current).beats(evaluate(home), min_gain):
+        current, changed = home, True
+    return current, changed
+
+
+def _rank(scores: list[CandidateScore], min_gain: float) -> tuple[list[CandidateScore], int]:
+    """Best first: those the lowest does not clearly beat (tied; fewest changes first), then the
+    rest by discrepancy, then the candidates that could not run. Also returns the tied count."""
+    ok = [c for c in scores if c.error is None]
+    failed = [c for c in scores if c.error is not None]
     if not ok:
         raise ValueError("no candidate could run on the given audio; use longer files")
     lowest = min(ok, key=lambda c: c.discrepancy)
     tied = [c for c in ok if not lowest.beats(c, min_gain)]
     rest = [c for c in ok if lowest.beats(c, min_gain)]
-    ranked = (sorted(tied, key=lambda c: (len(c.changes), c.discrepancy))
-              + sorted(rest, key=lambda c: c.discrepancy) + failed)
-    return BnReport(base, ranked, int(x.shape[0]), int(x.shape[1]), mode, notes, len(tied), min_gain)
+    ranked = sorted(tied, key=lambda c: (len(c.changes), c.discrepancy)) + sorted(rest, key=lambda c: c.discrepancy)
+    return ranked + failed, len(tied)
 
 
 # ----------------------------------------------------------------------------- report

@@ -36,7 +36,7 @@ real corpora:
 """
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     ap = OneLineParser(
         prog="python -m rawnet2_jax.data",
         description="Datasets for RawNet2: synthetic demo corpus and TFDS builders (no TensorFlow needed).",
@@ -76,28 +76,31 @@ def main(argv: list[str] | None = None) -> int:
                    help="directory holding LA/ (or release_in_the_wild/, or ASVspoof2021_*_eval/ + keys/)")
     b.add_argument("--data-dir", required=True, help="TFDS data dir to write to (read later with the same path)")
     b.add_argument("--overwrite", action="store_true", help="rebuild even if the dataset exists")
+    return ap
 
-    args = ap.parse_args(argv)
+
+def _demo(args: argparse.Namespace) -> None:
+    from rawnet2_jax.data.demo import DemoConfig, make_demo_corpus
+
+    cfg = DemoConfig(num_train=args.num_train, num_dev=args.num_dev, num_eval=args.num_eval, seconds=args.seconds,
+                     bonafide_fraction=args.bonafide_fraction, seed=args.seed, eval_channel=args.eval_channel)
+    print(f"wrote {make_demo_corpus(args.out_dir, cfg)}")
+
+
+def _build(args: argparse.Namespace) -> None:
+    builder = build_dataset(args.name, args.manual_dir, args.data_dir, overwrite=args.overwrite)
+    for name, split in builder.info.splits.items():
+        print(f"{args.name}/{name}: {split.num_examples} utterances, {split.num_shards} shards")
+    print(f"data_dir: {args.data_dir}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     try:
         if args.cmd == "demo":
-            from rawnet2_jax.data.demo import DemoConfig, make_demo_corpus
-
-            cfg = DemoConfig(
-                num_train=args.num_train,
-                num_dev=args.num_dev,
-                num_eval=args.num_eval,
-                seconds=args.seconds,
-                bonafide_fraction=args.bonafide_fraction,
-                seed=args.seed,
-                eval_channel=args.eval_channel,
-            )
-            la = make_demo_corpus(args.out_dir, cfg)
-            print(f"wrote {la}")
+            _demo(args)
         else:
-            builder = build_dataset(args.name, args.manual_dir, args.data_dir, overwrite=args.overwrite)
-            for name, split in builder.info.splits.items():
-                print(f"{args.name}/{name}: {split.num_examples} utterances, {split.num_shards} shards")
-            print(f"data_dir: {args.data_dir}")
+            _build(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -160,50 +160,26 @@ def evaluate_scores(
     """
     if tdcf_version not in TDCF_VERSIONS:
         raise MetricsError(f"unknown t-DCF version {tdcf_version!r}; use one of {TDCF_VERSIONS}")
-    bona = cm.bonafide_scores()
-    spoof = cm.spoof_scores()
-    if bona.size == 0:
-        raise MetricsError("the CM scores have no bona fide trials; EER needs both classes")
-    if spoof.size == 0:
-        raise MetricsError("the CM scores have no spoof trials; EER needs both classes")
+    bona, spoof = _both_classes(cm)
     warnings = _tie_warnings(bona, spoof)
     eer, eer_thr = compute_eer(bona, spoof)
-
-    asv_pooled = None
+    trials = _AsvTrials.of(asv) if asv is not None else None
     tdcf = None
-    tar = non = asv_spoof = None
-    asv_sources: set[str] = set()
-    if asv is not None:
-        tar, non, asv_spoof = asv.of_key("target"), asv.of_key("nontarget"), asv.of_key("spoof")
-        for name, arr in (("target", tar), ("nontarget", non), ("spoof", asv_spoof)):
-            if arr.size == 0:
-                raise MetricsError(
-                    f"the ASV scores have no {name} trials; the tandem t-DCF needs target, "
-                    "nontarget and spoof ASV scores"
-                )
-        asv_pooled = asv_error_rates(tar, non, asv_spoof)
-        tdcf = _safe_min_tdcf(bona, spoof, asv_pooled, tdcf_version, cost_model, "pooled", warnings)
-        asv_sources = {s for s, k in zip(asv.sources, asv.keys) if k == "spoof"}
-
+    if trials is not None:
+        tdcf = _safe_min_tdcf(bona, spoof, trials.pooled, tdcf_version, cost_model, "pooled", warnings)
+        attacks = cm.spoof_attacks()
+        if attacks and trials.sources and not (set(attacks) & trials.sources):
+            warnings.append(
+                f"none of the CM attacks ({', '.join(attacks)}) is in the ASV score file "
+                f"(which has {', '.join(sorted(trials.sources))}); is it the ASV file of the same split?"
+            )
     per_attack: dict[str, AttackResult] = {}
-    attacks = cm.spoof_attacks()
-    if asv is not None and attacks and asv_sources and not (set(attacks) & asv_sources):
-        warnings.append(
-            f"none of the CM attacks ({', '.join(attacks)}) is in the ASV score file "
-            f"(which has {', '.join(sorted(asv_sources))}); is it the ASV file of the same split?"
-        )
-    for attack in attacks:
+    for attack in cm.spoof_attacks():
         s = cm.spoof_scores(attack)
-        a_eer, a_thr = compute_eer(bona, s)
-        result = AttackResult(attack, int(s.size), a_eer, a_thr)
-        if asv is not None:
-            own = asv.of_key("spoof", source=attack)
-            if own.size:
-                rates = asv_error_rates(tar, non, own, threshold=asv_pooled.threshold)
-            else:
-                rates = asv_pooled
-            result.asv = rates
-            result.min_tdcf = _safe_min_tdcf(bona, s, rates, tdcf_version, cost_model, attack, warnings)
+        result = AttackResult(attack, int(s.size), *compute_eer(bona, s))
+        if trials is not None:
+            result.asv = trials.rates_of(attack)
+            result.min_tdcf = _safe_min_tdcf(bona, s, result.asv, tdcf_version, cost_model, attack, warnings)
         per_attack[attack] = result
 
     return EvalReport(
@@ -213,8 +189,47 @@ def evaluate_scores(
         eer_threshold=eer_thr,
         min_tdcf=tdcf,
         tdcf_version=tdcf_version if asv is not None else None,
-        asv=asv_pooled,
+        asv=trials.pooled if trials is not None else None,
         per_attack=per_attack,
         warnings=warnings,
     )
+
+
+def _both_classes(cm: CMScores) -> tuple[np.ndarray, np.ndarray]:
+    bona, spoof = cm.bonafide_scores(), cm.spoof_scores()
+    if bona.size == 0:
+        raise MetricsError("the CM scores have no bona fide trials; EER needs both classes")
+    if spoof.size == 0:
+        raise MetricsError("the CM scores have no spoof trials; EER needs both classes")
+    return bona, spoof
+
+
+@dataclasses.dataclass(frozen=True)
+class _AsvTrials:
+    """The ASV scores a tandem t-DCF needs, and the pooled ASV error rates."""
+
+    asv: ASVScores
+    target: np.ndarray
+    nontarget: np.ndarray
+    pooled: AsvErrorRates  # of all the spoof trials
+    sources: frozenset  # attack ids of the ASV spoof trials
+
+    @classmethod
+    def of(cls, asv: ASVScores) -> "_AsvTrials":
+        tar, non, spoof = asv.of_key("target"), asv.of_key("nontarget"), asv.of_key("spoof")
+        for name, arr in (("target", tar), ("nontarget", non), ("spoof", spoof)):
+            if arr.size == 0:
+                raise MetricsError(
+                    f"the ASV scores have no {name} trials; the tandem t-DCF needs target, "
+                    "nontarget and spoof ASV scores"
+                )
+        sources = frozenset(s for s, k in zip(asv.sources, asv.keys) if k == "spoof")
+        return cls(asv, tar, non, asv_error_rates(tar, non, spoof), sources)
+
+    def rates_of(self, attack: str):
+        """The attack's own ASV spoof miss rate when the file has its trials, else the pooled rates."""
+        own = self.asv.of_key("spoof", source=attack)
+        if not own.size:
+            return self.pooled
+        return asv_error_rates(self.target, self.nontarget, own, threshold=self.pooled.threshold)
 
