@@ -1,9 +1,11 @@
 """``rawnet2-jax benchmark``: one model on every built evaluation set, one summary.
 
 Datasets, in this order: ASVspoof 2019 LA eval, ASVspoof 2021 LA eval, ASVspoof 2021 DF eval,
-In-the-Wild. Each built one is scored with :func:`rawnet2_jax.split_eval.score_split`
-into ``out_dir/<dataset>/`` (resumable: a benchmark stopped part-way continues where it
-was), then summarised: pooled EER, min t-DCF where defined (2021 LA: from the copied keys,
+In-the-Wild. Each built one is evaluated by the functions behind ``rawnet2-jax evaluate``
+(:func:`rawnet2_jax.evaluate.evaluate_split`,
+:func:`rawnet2_jax.evaluate2021.evaluate_asvspoof2021`; both score through
+:func:`rawnet2_jax.split_eval.score_split`) into ``out_dir/<dataset>/`` (resumable: a
+benchmark stopped part-way continues where it was), then summarised: pooled EER, min t-DCF where defined (2021 LA: from the copied keys,
 the 2021 formulation; 2019 LA: the 2019 formulation, only when the organisers' eval ASV
 scores are given) and the worst condition (2019: attack; 2021: the single factor value with
 the highest EER). Datasets that are not built are listed as skipped with the build command.
@@ -44,32 +46,34 @@ def build_command(dataset: str, data_dir) -> str:
     return f"python -m rawnet2_jax.data build {dataset} --manual-dir DIR --data-dir {data_dir}"
 
 
-def _cm4(model, dataset, data_dir, out: Path, batch_size, resume, progress, run_id, asv_scores=None) -> DatasetResult:
-    from rawnet2_jax.data import data_source
-    from rawnet2_jax.metrics import evaluate_scores, read_asv_scores, read_cm_scores
-    from rawnet2_jax.split_eval import score_split
+def _cm4(model, dataset, data_dir, out: Path, opts: dict, asv_scores=None) -> DatasetResult | None:
+    """2019 LA / In-the-Wild eval through :func:`rawnet2_jax.evaluate.evaluate_split` (what
+    ``rawnet2-jax evaluate`` and training's final evaluation run): the official four-column
+    score file, per-attack tables, DET / histogram PNGs and ``summary.json``."""
+    from rawnet2_jax.evaluate import evaluate_split
 
-    asv = read_asv_scores(asv_scores) if asv_scores else None
-    scored = score_split(model, data_source(dataset, "eval", data_dir), batch_size=batch_size, out_dir=out,
-                         resume=resume, score_file=f"scores_{dataset}_eval.txt", score_format="asvspoof2019",
-                         progress=progress, desc=dataset, run_id=run_id)
-    report = evaluate_scores(read_cm_scores(scored.score_file), asv, tdcf_version="2019")
+    o = evaluate_split(model, dataset=dataset, split="eval", data_dir=data_dir, out_dir=out, asv_scores=asv_scores,
+                       tdcf_version="2019", **opts)
+    if o is None:  # a process other than the primary: it scored its shard
+        return None
+    report = o.report
     worst = max(report.per_attack.values(), key=lambda r: r.eer, default=None)
-    (out / "summary.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
     return DatasetResult(
         dataset, "done", eer=100 * report.eer, min_tdcf=report.min_tdcf,
-        tdcf="2019" if report.min_tdcf is not None else ("no ASV scores given" if asv is None else "undefined"),
+        tdcf="2019" if report.min_tdcf is not None else ("no ASV scores given" if asv_scores is None else "undefined"),
         worst_condition=None if worst is None else f"attack={worst.attack}",
         worst_eer=None if worst is None else 100 * worst.eer, num_trials=report.n_bonafide + report.n_spoof,
         out_dir=os.fspath(out),
     )
 
 
-def _asv2021(model, dataset, data_dir, out: Path, batch_size, resume, progress, run_id) -> DatasetResult:
+def _asv2021(model, dataset, data_dir, out: Path, opts: dict) -> DatasetResult | None:
     from rawnet2_jax.evaluate2021 import evaluate_asvspoof2021
 
-    o = evaluate_asvspoof2021(model, dataset=dataset, data_dir=data_dir, out_dir=out, subset="eval",
-                              batch_size=batch_size, resume=resume, progress=progress, run_id=run_id)
+    opts = {k: v for k, v in opts.items() if k != "plots"}
+    o = evaluate_asvspoof2021(model, dataset=dataset, data_dir=data_dir, out_dir=out, subset="eval", **opts)
+    if o is None:
+        return None
     t = o.tables
     worst = t.worst_condition()
     return DatasetResult(
@@ -78,6 +82,18 @@ def _asv2021(model, dataset, data_dir, out: Path, batch_size, resume, progress, 
         worst_condition=None if worst is None else worst[0], worst_eer=None if worst is None else 100 * worst[1],
         num_trials=int(t.n_bonafide[-1, -1] + t.n_spoof[-1, -1]), out_dir=os.fspath(out),
     )
+
+
+def _built(datasets: tuple[str, ...], data_dir, processes) -> list[bool]:
+    """Which datasets are built, as the primary sees them (every process scores the same ones;
+    one that lacks a dataset the primary has fails with its own one-line error)."""
+    built = [is_built(name, data_dir) for name in datasets]
+    if processes is None:
+        return built
+    ex = processes.exchange("benchmark/built")
+    mask = ex.primary_int(sum(1 << i for i, b in enumerate(built) if b))
+    ex.close()
+    return [bool(mask >> i & 1) for i in range(len(datasets))]
 
 
 def run_benchmark(
@@ -92,26 +108,35 @@ def run_benchmark(
     datasets: tuple[str, ...] = BENCHMARK_DATASETS,
     extra: dict | None = None,
     run_id: str | None = None,
-) -> list[DatasetResult]:
+    processes: Any = None,
+) -> list[DatasetResult] | None:
     """Evaluate ``model`` on every built dataset of ``datasets`` and write the summary files.
 
     ``run_id`` (the checkpoint path from the CLI) keeps a resumed benchmark from continuing
-    score files of another model."""
+    score files of another model. ``processes``: several processes score every dataset
+    together, each its shard (:func:`rawnet2_jax.split_eval.score_split`); only the
+    primary computes the metrics and writes the summary (the others return None, their
+    ``out_dir`` holds just score files)."""
     from rawnet2_jax import plots
 
+    primary = processes is None or processes.primary
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    opts = dict(batch_size=batch_size, resume=resume, progress=progress, run_id=run_id, processes=processes,
+                score_only=not primary, plots=primary)
     results = []
-    for name in datasets:
-        if not is_built(name, data_dir):
+    for name, built in zip(datasets, _built(datasets, data_dir, processes)):
+        if not built:
             results.append(DatasetResult(name, "skipped", note=build_command(name, data_dir)))
             continue
         sub = out / name
         if name.startswith("asvspoof2021"):
-            results.append(_asv2021(model, name, data_dir, sub, batch_size, resume, progress, run_id))
+            results.append(_asv2021(model, name, data_dir, sub, opts))
         else:
             asv = asv_scores_2019 if name == "asvspoof2019_la" else None
-            results.append(_cm4(model, name, data_dir, sub, batch_size, resume, progress, run_id, asv))
+            results.append(_cm4(model, name, data_dir, sub, opts, asv))
+    if not primary:
+        return None
     (out / "benchmark.md").write_text(format_markdown(results) + "\n")
     payload = {**(extra or {}), "eer_unit": "percent", "results": [r.to_dict() for r in results]}
     (out / "benchmark.json").write_text(json.dumps(payload, indent=2) + "\n")

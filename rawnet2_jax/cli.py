@@ -7,8 +7,11 @@ arguments, call the library, print. User errors are one ``error:`` line on stder
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import shutil
 import sys
+import tempfile
 
 from rawnet2_jax.cliutil import nonneg_float, positive_float, positive_int
 
@@ -71,6 +74,10 @@ with the same command (--restart to start over). Then the eval package's tables 
 --subset (eval/progress/hidden): tables_SUBSET.txt/.csv/.json, eer_by_condition_SUBSET.png,
 summary_SUBSET.json. The keys come from the data dir (copied at build time).
 
+Several processes or hosts (RAWNET2_DISTRIBUTED=1 and the JAX_* variables on every
+process, as for training): each scores only its rows of every batch, process 0 writes --out
+and prints the tables; --batch-size must divide by the number of processes (x devices).
+
 example:
   rawnet2-jax evaluate --checkpoint models/caa_rawnet2 --split eval --data-dir ~/tfds \\
       --asv-scores LA/ASVspoof2019_LA_asv_scores/ASVspoof2019.LA.asv.eval.gi.trl.scores.txt \\
@@ -86,7 +93,8 @@ eval, ASVspoof 2021 LA eval, ASVspoof 2021 DF eval, In-the-Wild. Writes into --o
 folder per dataset (score file, tables) and benchmark.md / benchmark.json (pooled EER, min
 t-DCF where defined, worst condition) and benchmark.png (pooled EER per dataset). Datasets
 not built are listed as skipped with the command that builds them. A run stopped part-way
-continues where it was when started again (--restart scores anew).
+continues where it was when started again (--restart scores anew). Across processes
+(RAWNET2_DISTRIBUTED=1) like `evaluate`: each scores its shard, process 0 writes --out.
 
 example:
   rawnet2-jax benchmark --checkpoint models/caa_rawnet2 --data-dir ~/tfds --out results/benchmark
@@ -250,30 +258,23 @@ def cmd_evaluate(args) -> int:
         _err(f"--split is required for {args.dataset} (dev or eval)")
         return 1
     procs = _processes()
-    primary = procs is None or procs.primary
     model = _load_model(args.checkpoint)
-    import tempfile
-
-    # The other processes write their (equal) copies into a scratch folder.
-    out_dir = args.out if primary else tempfile.mkdtemp(prefix="rawnet2-evaluate-")
-    outputs = evaluate_split(
-        model,
-        dataset=args.dataset,
-        split=args.split,
-        data_dir=args.data_dir,
-        out_dir=out_dir,
-        asv_scores=args.asv_scores,
-        tdcf_version=args.t_dcf,
-        batch_size=args.batch_size,
-        progress=not args.no_progress,
-        extra_summary={"checkpoint": os.path.abspath(args.checkpoint)},
-        processes=procs,
-        plots=primary,
-    )
-    if not primary:
-        import shutil
-
-        shutil.rmtree(out_dir, ignore_errors=True)
+    with _out_dir(args.out, procs) as out_dir:
+        outputs = evaluate_split(
+            model,
+            dataset=args.dataset,
+            split=args.split,
+            data_dir=args.data_dir,
+            out_dir=out_dir,
+            asv_scores=args.asv_scores,
+            tdcf_version=args.t_dcf,
+            batch_size=args.batch_size,
+            progress=not args.no_progress,
+            extra_summary={"checkpoint": os.path.abspath(args.checkpoint)},
+            processes=procs,
+            score_only=not _primary(procs),
+        )
+    if outputs is None:
         return 0
     for w in outputs.report.warnings:
         print(f"warning: {w}", file=sys.stderr)
@@ -284,15 +285,32 @@ def cmd_evaluate(args) -> int:
 
 def _processes():
     """With ``RAWNET2_DISTRIBUTED=1`` (set up as for training, README "Several processes or
-    hosts"): start ``jax.distributed``; each process then scores its shard of the split
+    hosts"): start ``jax.distributed``; each process then scores its shard of every split
     with its local devices and process 0 writes the files. None in a one-process run."""
-    if os.environ.get("RAWNET2_DISTRIBUTED", "") in ("", "0", "false", "False"):
-        return None
-    from rawnet2_jax.processes import Processes
-    from train.sharding import distributed_timeout, maybe_initialize_distributed  # the one set-up
+    from rawnet2_jax import processes
 
-    maybe_initialize_distributed()
-    return Processes.current(timeout_s=distributed_timeout())
+    if not processes.distributed_requested():
+        return None
+    processes.maybe_initialize_distributed()
+    return processes.Processes.current()
+
+
+def _primary(procs) -> bool:
+    return procs is None or procs.primary
+
+
+@contextlib.contextmanager
+def _out_dir(out: str, procs):
+    """``--out`` on the primary; a scratch folder, removed afterwards, on the other processes
+    (their copies of the score files are needed while scoring, never kept)."""
+    if _primary(procs):
+        yield out
+        return
+    scratch = tempfile.mkdtemp(prefix=f"rawnet2-process{procs.index}-")
+    try:
+        yield scratch
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _run_id(checkpoint: str) -> str:
@@ -307,19 +325,8 @@ def _run_id(checkpoint: str) -> str:
     return path
 
 
-def _one_process_only(command: str) -> None:
-    """Commands that do not split their work: several processes would write one --out together."""
-    if os.environ.get("RAWNET2_DISTRIBUTED", "") not in ("", "0", "false", "False"):
-        from rawnet2_jax.errors import UserError
-
-        raise UserError(f"{command} runs in one process; unset RAWNET2_DISTRIBUTED and start it once "
-                        "(`rawnet2-jax evaluate` on ASVspoof 2019 LA / In-the-Wild splits over processes)")
-
-
 def cmd_evaluate_2021(args) -> int:
     from rawnet2_jax.evaluate2021 import evaluate_asvspoof2021
-
-    _one_process_only(f"evaluate --dataset {args.dataset}")
 
     if args.split not in (None, "eval"):
         _err(f"{args.dataset} has one split, eval (choose the table subset with --subset)")
@@ -327,11 +334,17 @@ def cmd_evaluate_2021(args) -> int:
     if args.asv_scores:
         _err(f"--asv-scores is for ASVspoof 2019; {args.dataset} takes its ASV scores from the keys it was built with")
         return 1
-    o = evaluate_asvspoof2021(
-        _load_model(args.checkpoint), dataset=args.dataset, data_dir=args.data_dir, out_dir=args.out,
-        subset=args.subset, batch_size=args.batch_size, resume=not args.restart, progress=not args.no_progress,
-        extra_summary={"checkpoint": os.path.abspath(args.checkpoint)}, run_id=_run_id(args.checkpoint),
-    )
+    procs = _processes()
+    model = _load_model(args.checkpoint)
+    with _out_dir(args.out, procs) as out_dir:
+        o = evaluate_asvspoof2021(
+            model, dataset=args.dataset, data_dir=args.data_dir, out_dir=out_dir,
+            subset=args.subset, batch_size=args.batch_size, resume=not args.restart, progress=not args.no_progress,
+            extra_summary={"checkpoint": os.path.abspath(args.checkpoint)}, run_id=_run_id(args.checkpoint),
+            processes=procs, score_only=not _primary(procs),
+        )
+    if o is None:
+        return 0
     for w in o.tables.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(o.tables.format_text())
@@ -344,12 +357,17 @@ def cmd_evaluate_2021(args) -> int:
 def cmd_benchmark(args) -> int:
     from rawnet2_jax.benchmark import format_markdown, run_benchmark
 
-    _one_process_only("benchmark")
-    results = run_benchmark(
-        _load_model(args.checkpoint), args.data_dir, args.out, batch_size=args.batch_size,
-        resume=not args.restart, progress=not args.no_progress, asv_scores_2019=args.asv_scores_2019,
-        extra={"checkpoint": os.path.abspath(args.checkpoint)}, run_id=_run_id(args.checkpoint),
-    )
+    procs = _processes()
+    model = _load_model(args.checkpoint)
+    with _out_dir(args.out, procs) as out_dir:
+        results = run_benchmark(
+            model, args.data_dir, out_dir, batch_size=args.batch_size,
+            resume=not args.restart, progress=not args.no_progress, asv_scores_2019=args.asv_scores_2019,
+            extra={"checkpoint": os.path.abspath(args.checkpoint)}, run_id=_run_id(args.checkpoint),
+            processes=procs,
+        )
+    if results is None:
+        return 0
     print(format_markdown(results))
     print(f"\nwrote benchmark.md, benchmark.json, benchmark.png in {args.out}")
     return 0
@@ -379,6 +397,9 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_benchmark(args)
         return cmd_evaluate(args)
     except UserError as e:
+        from rawnet2_jax.processes import report_failure
+
+        report_failure(first_line(e))  # several processes: the others stop with this line at once
         _err(first_line(e))
         return 1
     except OSError as e:  # e.g. --output in a folder that does not exist

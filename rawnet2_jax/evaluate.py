@@ -49,7 +49,9 @@ def evaluate_split(
     resume: bool = False,
     processes: Any = None,
     plots: bool = True,
-) -> EvaluationOutputs:
+    run_id: str | None = None,
+    score_only: bool = False,
+) -> EvaluationOutputs | None:
     """Score a dataset split and write every evaluation artefact into ``out_dir``.
 
     Files: ``scores_{dataset}_{split}.txt`` (official format, score = logit[1] - logit[0]),
@@ -59,7 +61,11 @@ def evaluate_split(
     they come by :func:`rawnet2_jax.split_eval.score_split`; ``resume=True`` continues an
     existing score file instead of starting it anew. ``processes``: several processes score
     their shards together (see ``score_split``); ``plots=False`` skips the PNGs (their paths
-    are returned all the same), e.g. on the processes whose files nobody keeps.
+    are returned all the same), e.g. on the processes whose files nobody keeps. ``run_id``:
+    see ``score_split`` (a resumed score file must come from the same model).
+    ``score_only``: only write the score file and return None: what a process other than
+    the primary does when nobody keeps its files (its copy lacks the lines the primary
+    resumed after, so no metrics are computed from it).
     """
     from rawnet2_jax.data import data_source
     from rawnet2_jax.metrics import evaluate_scores, read_asv_scores, read_cm_scores
@@ -75,8 +81,10 @@ def evaluate_split(
 
     score_file = score_split(
         model, source, batch_size=batch_size, out_dir=out, resume=resume, score_file=f"scores_{dataset}_{split}.txt",
-        score_format="asvspoof2019", progress=progress, desc=f"{dataset}/{split}", processes=processes,
+        score_format="asvspoof2019", progress=progress, desc=f"{dataset}/{split}", processes=processes, run_id=run_id,
     ).score_file
+    if score_only:
+        return None
     cm = read_cm_scores(score_file)  # what a user re-evaluating the file would get
     report = evaluate_scores(cm, asv, tdcf_version=tdcf_version)
     if asv_scores:

@@ -70,12 +70,17 @@ def evaluate_asvspoof2021(
     keys_dir: str | os.PathLike | None = None,
     extra_summary: dict | None = None,
     run_id: str | None = None,
-) -> Outputs2021:
+    processes: Any = None,
+    score_only: bool = False,
+) -> Outputs2021 | None:
     """Score ``dataset`` (all trials) and write its tables for ``subset`` (see the module docstring).
 
     ``source`` replaces the TFDS split and ``keys_dir`` the keys copied at build time (tests,
     custom data). A run stopped part-way continues from its score file with ``resume=True``;
     ``run_id`` (the CLI passes the checkpoint path) guards against continuing another model's.
+    ``processes``: several processes score their shards together (see ``score_split``);
+    ``score_only``: write only the score file and return None (the processes other than the
+    primary, whose copy lacks the lines the primary resumed after).
     """
     from rawnet2_jax.data.asvspoof2021_common import built_keys_dir
     from rawnet2_jax.metrics.asvspoof2021 import evaluate_2021
@@ -92,7 +97,9 @@ def evaluate_asvspoof2021(
     out = Path(out_dir)
     scored = score_split(model, source, batch_size=batch_size, out_dir=out, resume=resume,
                          score_file=f"scores_{dataset}.txt", score_format="asvspoof2021", progress=progress,
-                         desc=dataset, run_id=run_id)
+                         desc=dataset, run_id=run_id, processes=processes)
+    if score_only:
+        return None
     tables = evaluate_2021(scored.score_file, keys, track, subset)
     txt, csv_, js, png = write_tables(tables, out, subset, f"{dataset}, subset {subset}")
     worst = tables.worst_condition()

@@ -224,7 +224,11 @@ def score_split(
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     bar = _Progress(len(source), start, desc, progress and primary, log_every, log_seconds, log)
     pi, pc, ldc = (0, 1, 1) if processes is None else (processes.index, processes.count, processes.local_devices)
-    batches = eval_batches(view, config, batch_size, process_index=pi, process_count=pc, local_device_count=ldc)
+    try:
+        batches = eval_batches(view, config, batch_size, process_index=pi, process_count=pc, local_device_count=ldc)
+    except ValueError as e:  # a batch size that does not split over the processes / devices
+        bar.close()
+        raise UserError(f"{desc}: {e}") from None
     done = start
     try:
         with open(path, "a" if start else "w", encoding="utf-8") as f:

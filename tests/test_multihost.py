@@ -126,7 +126,7 @@ def _finish(procs: list[subprocess.Popen], timeout: float = 600) -> list[dict]:
     results = [dict() for _ in procs]
 
     def wait(p, r):
-        _, r["err"] = p.communicate()
+        r["out"], r["err"] = p.communicate()
         r["rc"], r["ended"] = p.returncode, time.time()
 
     threads = [threading.Thread(target=wait, args=(p, r), daemon=True) for p, r in zip(procs, results)]
@@ -262,38 +262,149 @@ def test_sharded_scores_equal_the_one_process_files(chain):
         print(f"\n{name}: {len(got)} lines, score max relative difference {worst:.3g}")
 
 
-@pytest.mark.slow
-def test_evaluate_cli_on_two_processes(tmp_path):
-    """`rawnet2-jax evaluate` with RAWNET2_DISTRIBUTED=1 on two processes: each scores its
-    shard of a built TFDS split, process 0 writes one file with every utterance once."""
+# --------------------------------------------------------------------------- the CLIs over processes
+
+# Runs `rawnet2-jax` commands one after the other in one process of a pair (one start,
+# one jax.distributed set-up, the model compiled once). plan: on process `process`, the
+# loaded model's call number `call` of the LAST command returns NaN logits (a UserError on
+# that process only) or kills the process (SIGKILL).
+_CLI_SCRIPT = textwrap.dedent(
+    """
+    import json, os, signal, sys, time
+    import numpy as np
+    from rawnet2_jax import cli
+    commands, plan = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+    load = cli._load_model
+    def faulty_load(directory):
+        model, calls = load(directory), [0]
+        real = model.logits
+        def logits(x):
+            calls[0] += 1
+            if calls[0] == plan["call"]:
+                print(f"fault {plan['fault']} at {time.time():.3f}", file=sys.stderr, flush=True)
+                if plan["fault"] == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                return np.full((len(x), 2), np.nan, np.float32)
+            return real(x)
+        model.logits = logits
+        return model
+    for i, argv in enumerate(commands):
+        if plan and i == len(commands) - 1 and int(os.environ["JAX_PROCESS_ID"]) == plan["process"]:
+            cli._load_model = faulty_load
+        rc = cli.main(argv)
+        print(f"command {i} exit {rc} at {time.time():.3f}", file=sys.stderr, flush=True)
+        if rc:
+            sys.exit(rc)
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def cli_data(tmp_path_factory):
+    """A tiny model and two built datasets: ASVspoof 2019 LA (eval: 9) and 2021 LA (14 trials)."""
     from rawnet2_jax import checkpoint as ck
-    from rawnet2_jax.audio import fit_length, pcm16_to_float
-    from rawnet2_jax.data import asvspoof2019_la
-    from rawnet2_jax.metrics import read_cm_scores
+    from rawnet2_jax.data import asvspoof2019_la, asvspoof2021_la
     from rawnet2_jax.model import init_variables
-    from tests.data_fixtures import write_la_tree
+    from tests.data_fixtures import la21_asv_lines, la21_key_lines, write_2021_audio, write_2021_keys, write_la_tree
     from train.testing import tiny_model
 
-    recs = write_la_tree(tmp_path / "corpus", n={"train": 3, "dev": 3, "eval": 9})["eval"]
-    asvspoof2019_la.build(tmp_path / "corpus", tmp_path / "data")
+    root = tmp_path_factory.mktemp("multihost_cli")
+    write_la_tree(root / "corpus", n={"train": 3, "dev": 3, "eval": 9})
+    lines = la21_key_lines(14, seed=4)
+    write_2021_keys(root / "corpus", "LA", lines, la21_asv_lines(120, seed=4))
+    write_2021_audio(root / "corpus", "LA", [ln.split()[1] for ln in lines], seed=4)
+    asvspoof2019_la.build(root / "corpus", root / "data")
+    asvspoof2021_la.build(root / "corpus", root / "data")
     cfg = tiny_model("caa_rawnet2", num_samples=2200)
-    model_dir = tmp_path / "model"
-    ck.save_model(model_dir, init_variables(cfg, 0, num_samples=cfg.num_samples), cfg)
-    out = tmp_path / "out"
-    argv = [sys.executable, "-m", "rawnet2_jax.cli", "evaluate", "--checkpoint", str(model_dir), "--split", "eval",
-            "--data-dir", str(tmp_path / "data"), "--out", str(out), "--batch-size", "4", "--no-progress"]
-    procs = [subprocess.Popen(argv, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for env in _pair_envs(tmp_path / "xla-cache")]
-    outs = [p.communicate(timeout=300) for p in procs]
-    for p, (o, e) in zip(procs, outs):
-        assert p.returncode == 0, e[-3000:]
-        assert _clean(e), e[-3000:]
-    assert "EER:" in outs[0][0] and outs[1][0] == "", outs  # the table once, from process 0
-    cm = read_cm_scores(out / "scores_asvspoof2019_la_eval.txt")
-    assert cm.utt_ids == [r["utt_id"] for r in recs]  # 9 utterances over 3 global batches of 4, once each
-    m = ck.load_pretrained(model_dir)
-    x = np.stack([fit_length(pcm16_to_float(r["pcm"]), m.config.num_samples, m.config.pad_mode) for r in recs])
-    np.testing.assert_allclose(cm.scores, m.scores(x), rtol=1e-4, atol=1e-5)
-    assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["scores_asvspoof2019_la_eval.txt", "summary.json", "per_attack.txt", "per_attack.csv", "det.png",
-         "det_per_attack.png", "score_histogram.png"])
+    ck.save_model(root / "model", init_variables(cfg, 0, num_samples=cfg.num_samples), cfg)
+    return root
+
+
+def _cli_commands(root: Path, tag: str) -> list[list[str]]:
+    common = ["--checkpoint", str(root / "model"), "--data-dir", str(root / "data"), "--batch-size", "4",
+              "--no-progress"]
+    return [["evaluate", "--split", "eval", "--out", str(root / tag / "la19"), *common],
+            ["evaluate", "--dataset", "asvspoof2021_la", "--out", str(root / tag / "la21"), *common],
+            ["benchmark", "--out", str(root / tag / "bench"), *common]]
+
+
+def _cli_pair(root: Path, commands: list, plan: dict | None = None, timeout_s: int = TIMEOUT_S) -> list[dict]:
+    envs = [dict(env, RAWNET2_DISTRIBUTED_TIMEOUT=str(timeout_s)) for env in _pair_envs(root / "xla-cache")]
+    procs = [subprocess.Popen([sys.executable, "-c", _CLI_SCRIPT, json.dumps(commands), json.dumps(plan or {})],
+                              cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for env in envs]
+    return _finish(procs, timeout=300)
+
+
+def _error_lines(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if ln.startswith("error:")]
+
+
+@pytest.mark.slow
+def test_evaluate_and_benchmark_on_two_processes_then_one_fails(cli_data, capsys):
+    """`evaluate` (2019 LA, 2021 LA) and `benchmark` with RAWNET2_DISTRIBUTED=1 on two
+    processes: each scores its shard, process 0 writes every file, equal to one process's.
+    Then a command fails on process 0 only (non-finite logits, a UserError): process 1 ends
+    at once with `error: process 0 failed: <its line>`, both exit 1, no traceback."""
+    from rawnet2_jax import cli
+
+    root = cli_data
+    commands = _cli_commands(root, "two")
+    fail = _cli_commands(root, "failed")[1]
+    t0 = time.time()
+    p0, p1 = _cli_pair(root, commands + [fail], {"process": 0, "call": 2, "fault": "nan"})
+    marks = [ln.split(" at ")[0] + f" {float(ln.split(' at ')[1]) - t0:.1f} s" for ln in p0["err"].splitlines()
+             if ln.startswith(("command ", "fault "))]
+    print(f"\ntwo processes: {', '.join(marks)}; process 1 ended after {p1['ended'] - t0:.1f} s")
+    t1 = time.time()
+    for argv in _cli_commands(root, "one"):  # the same commands on one process, here
+        assert cli.main(argv) == 0
+    capsys.readouterr()
+    print(f"one process, in the test's process: {time.time() - t1:.1f} s")
+
+    for r in (p0, p1):
+        assert r["rc"] == 1, r["err"][-3000:]
+        assert _clean(r["err"]), r["err"][-3000:]
+        assert [f"command {i} exit 0" in r["err"] for i in range(3)] == [True] * 3, r["err"][-3000:]
+    own, seen = _error_lines(p0["err"]), _error_lines(p1["err"])
+    assert len(own) == 1 and "non-finite logits" in own[0], p0["err"][-3000:]
+    assert seen == [f"error: process 0 failed: {own[0][len('error: '):]} (process 1 stopped with it)"], seen
+    waited = p1["ended"] - _sent_at_fault(p0["err"])
+    assert waited < 10, f"process 1 ended {waited:.1f} s after process 0 failed"
+    assert "EER:" in p0["out"] and p1["out"] == "", (p0["out"], p1["out"])  # tables once, from process 0
+
+    two, one = root / "two", root / "one"
+    for f in ("la19/scores_asvspoof2019_la_eval.txt", "la21/scores_asvspoof2021_la.txt",
+              "bench/asvspoof2019_la/scores_asvspoof2019_la_eval.txt",
+              "bench/asvspoof2021_la/scores_asvspoof2021_la.txt"):
+        got, want = ([ln.split() for ln in (d / f).read_text().splitlines()] for d in (two, one))
+        assert [g[:-1] for g in got] == [w[:-1] for w in want], f  # every utterance once, in split order
+        np.testing.assert_allclose([float(g[-1]) for g in got], [float(w[-1]) for w in want], rtol=1e-5, atol=1e-6,
+                                   err_msg=f)
+    for f in ("la19", "la21", "bench", "bench/asvspoof2019_la", "bench/asvspoof2021_la"):
+        assert sorted(p.name for p in (two / f).iterdir()) == sorted(p.name for p in (one / f).iterdir()), f
+    bench = [json.loads((d / "bench" / "benchmark.json").read_text())["results"] for d in (two, one)]
+    assert [r["num_trials"] for r in bench[0]] == [r["num_trials"] for r in bench[1]]
+    assert [r["status"] for r in bench[0]] == ["done", "done", "skipped", "skipped"] and bench[0][0]["num_trials"] == 9
+    for g, w in zip(*bench):
+        for key in ("eer", "min_tdcf", "worst_eer"):
+            assert (g[key] is None) == (w[key] is None) and (g[key] is None or abs(g[key] - w[key]) < 1e-6), (key, g, w)
+
+
+def _sent_at_fault(err: str) -> float:
+    return float(next(ln for ln in err.splitlines() if ln.startswith("fault ")).split(" at ")[1])
+
+
+@pytest.mark.slow
+def test_kill_9_during_evaluate_ends_the_other_with_one_line(cli_data):
+    timeout = 8
+    survivor, killed = _cli_pair(cli_data, _cli_commands(cli_data, "killed")[1:2],
+                                 {"process": 1, "call": 2, "fault": "kill"}, timeout_s=timeout)
+    assert killed["rc"] == -signal.SIGKILL, killed["err"][-3000:]
+    assert survivor["rc"] == 1, survivor["err"][-3000:]
+    assert _clean(survivor["err"]), survivor["err"][-3000:]
+    errors = _error_lines(survivor["err"])
+    assert len(errors) == 1 and errors[0].startswith("error: process 0: process 1 "), survivor["err"][-3000:]
+    assert "check that process's log" in errors[0], errors[0]
+    waited = survivor["ended"] - _sent_at_fault(killed["err"])
+    assert waited < timeout + 10, f"the survivor ended {waited:.1f} s after the kill (timeout {timeout} s)"

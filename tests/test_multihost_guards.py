@@ -1,5 +1,7 @@
 """The pieces of a multi-process stop that need no second process: which runtime errors count
-as a lost peer, and Ctrl-C passed on to JAX's preemption notifier as a SIGTERM."""
+as a lost peer, Ctrl-C passed on to JAX's preemption notifier as a SIGTERM, and the one line
+an exchange gives when a peer is silent or has published its failure (the real two-process
+runs are tests/test_multihost.py)."""
 
 import os
 import signal
@@ -7,6 +9,8 @@ import time
 
 import pytest
 
+from rawnet2_jax import processes
+from rawnet2_jax.errors import UserError
 from train.guards import StopRequest
 from train.sharding import looks_like_lost_peer
 
@@ -60,16 +64,64 @@ def test_ctrl_c_is_passed_on_as_sigterm_and_waits_for_the_agreed_step():
         signal.signal(signal.SIGTERM, before)
 
 
-@pytest.mark.parametrize("argv", [
-    ["benchmark", "--checkpoint", "m", "--data-dir", "d", "--out", "o"],
-    ["evaluate", "--checkpoint", "m", "--dataset", "asvspoof2021_la", "--data-dir", "d", "--out", "o"],
-])
-def test_commands_that_do_not_split_refuse_several_processes(argv, monkeypatch, capsys, tmp_path):
-    from rawnet2_jax import cli
+class _Store:
+    """The key-value client of a process whose peer never sends (or published a failure)."""
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("RAWNET2_DISTRIBUTED", "1")
-    assert cli.main(argv) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("error: ") and "runs in one process" in err[0], err
-    assert not (tmp_path / "o").exists()
+    def __init__(self, get_error="DEADLINE_EXCEEDED: GetKeyValue() timed out with key: k and duration: 5s",
+                 failure=None):
+        self.get_error, self.failure, self.values = get_error, failure, {}
+
+    def key_value_set(self, key, value, allow_overwrite=False):
+        self.values[key] = value
+
+    def blocking_key_value_get(self, key, timeout_ms):
+        raise RuntimeError(self.get_error)
+
+    def key_value_try_get(self, key):
+        if key == processes.FAILURE_KEY and self.failure:
+            return self.failure
+        raise RuntimeError(f"NOT_FOUND: {key}")
+
+
+@pytest.fixture()
+def process_0(monkeypatch):
+    """This test's process stands in for process 0 of two (no jax.distributed started)."""
+    def use(store):
+        monkeypatch.setattr(processes, "_client", lambda: store)
+        monkeypatch.setattr(processes, "_initialized", True)
+        monkeypatch.setattr(processes, "_me", lambda: 0)
+        monkeypatch.setattr(processes, "_peer_lost", False)  # restored afterwards
+        return processes.Processes(0, 2, 1, 5.0).exchange("test")
+
+    return use
+
+
+def test_a_silent_peer_during_an_exchange_is_one_line(process_0):
+    exchange = process_0(_Store())
+    with pytest.raises(processes.PeerLost) as info:
+        exchange.all_texts(3, "my lines\n")
+    line = str(info.value)
+    assert "\n" not in line and line.startswith("process 0: process 1 sent nothing at step 3 of rawnet2_jax/test/"), line
+    assert "for 5 s (RAWNET2_DISTRIBUTED_TIMEOUT; DEADLINE_EXCEEDED" in line and "check that process's log" in line
+    assert processes.peer_lost()  # the process leaves without JAX's shutdown barrier
+
+
+def test_a_peer_that_published_its_failure_is_named_with_its_line(process_0):
+    exchange = process_0(_Store(failure="1\tin_the_wild: unusable record (ValueError: bad); rebuild the dataset"))
+    with pytest.raises(UserError) as info:
+        exchange.all_texts(0, "")
+    assert str(info.value) == ("process 1 failed: in_the_wild: unusable record (ValueError: bad); rebuild the "
+                               "dataset (process 0 stopped with it)")
+
+
+def test_other_errors_of_an_exchange_stay_what_they_are(process_0):
+    exchange = process_0(_Store(get_error="INVALID_ARGUMENT: key must not be empty"))
+    with pytest.raises(RuntimeError, match="INVALID_ARGUMENT"):
+        exchange.all_texts(0, "")
+    assert not processes.peer_lost()
+
+
+def test_report_failure_is_a_no_op_in_one_process(monkeypatch):
+    monkeypatch.setattr(processes, "_initialized", False)
+    processes.report_failure("error text")
+    assert not processes._failed_here

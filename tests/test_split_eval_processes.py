@@ -131,3 +131,87 @@ def test_resume_continues_after_the_primarys_lines(tmp_path):
     assert res[0].num_resumed == res[1].num_resumed == 5
     assert res[0].score_file.read_text() == ref[0].score_file.read_text()
     assert min(sources[1].read) >= 5  # the others start where the primary's file stopped
+
+
+class _CountingSource:
+    """A built split that notes which record indices this thread's process read."""
+
+    def __init__(self, source, reads: set):
+        self.source, self.reads = source, reads
+
+    def __len__(self):
+        return len(self.source)
+
+    def __getitem__(self, i):
+        self.reads.add(int(i))
+        return self.source[int(i)]
+
+    def __getitems__(self, indices):
+        self.reads.update(int(i) for i in indices)
+        return [self.source[int(i)] for i in indices]
+
+
+def test_benchmark_on_two_processes_equals_one(tmp_path, monkeypatch):
+    """`rawnet2-jax benchmark` (and so `evaluate` on 2021 LA and In-the-Wild, the same functions)
+    over two processes: each reads only its rows of every global batch, the primary resumes
+    a stopped 2021 score file, and its summary equals the one-process run's."""
+    import json
+
+    import pytest
+
+    pytest.importorskip("tensorflow_datasets")
+    import rawnet2_jax.data as data_mod
+    from rawnet2_jax.benchmark import run_benchmark
+    from rawnet2_jax.data import asvspoof2021_la, in_the_wild
+    from tests.data_fixtures import la21_asv_lines, la21_key_lines, write_2021_audio, write_2021_keys, write_wild_tree
+    from tests.test_scoring import FakeModel
+
+    data = tmp_path / "data"
+    la = la21_key_lines(22, seed=3)
+    write_2021_keys(tmp_path / "c", "LA", la, la21_asv_lines(200, seed=3))
+    write_2021_audio(tmp_path / "c", "LA", [ln.split()[1] for ln in la], seed=3)
+    write_wild_tree(tmp_path / "c", count=7)
+    for mod in (asvspoof2021_la, in_the_wild):
+        mod.build(tmp_path / "c", data)
+    datasets = ("asvspoof2019_la", "asvspoof2021_la", "in_the_wild")  # 2019 LA is not built: skipped
+    one = run_benchmark(FakeModel(), data, tmp_path / "one", batch_size=4, progress=False, datasets=datasets)
+
+    la_file = "asvspoof2021_la/scores_asvspoof2021_la.txt"
+    stopped = (tmp_path / "one" / la_file).read_text().splitlines(keepends=True)[:10]
+    (tmp_path / "two" / "p0" / la_file).parent.mkdir(parents=True)
+    (tmp_path / "two" / "p0" / la_file).write_text("".join(stopped))  # the primary's earlier, stopped run
+    real_source, reads, rows = data_mod.data_source, {}, {}
+    monkeypatch.setattr(data_mod, "data_source", lambda name, split, d: _CountingSource(
+        real_source(name, split, d), reads.setdefault((threading.current_thread().name, name), set())))
+    hub, results, errors = _Hub(), {}, []
+
+    def process(p):
+        try:
+            model = FakeModel()
+            results[p] = run_benchmark(model, data, tmp_path / "two" / f"p{p}", batch_size=4, progress=False,
+                                       datasets=datasets, processes=_Processes(p, 2, hub))
+            rows[p] = {shape[0] for shape in model.shapes}
+        except BaseException as e:  # noqa: BLE001 - re-raised in the test's thread
+            errors.append(e)
+
+    threads = [threading.Thread(target=process, args=(p,), name=f"p{p}") for p in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors, errors
+    assert results[1] is None and rows == {0: {2}, 1: {2}}, (results[1], rows)  # half of each batch of 4
+    want = [{k: v for k, v in r.to_dict().items() if k != "out_dir"} for r in one]
+    got = [{k: v for k, v in r.to_dict().items() if k != "out_dir"} for r in results[0]]
+    assert got == want
+    for f in (la_file, "in_the_wild/scores_in_the_wild_eval.txt"):
+        assert (tmp_path / "two" / "p0" / f).read_bytes() == (tmp_path / "one" / f).read_bytes(), f
+    assert json.loads((tmp_path / "two" / "p0" / "benchmark.json").read_text())["results"][1]["eer"] == want[1]["eer"]
+    assert not list((tmp_path / "two" / "p1").glob("benchmark.*"))  # the summary comes from the primary only
+    # Process 1 read only its rows of each global batch: 2k+2, 2k+3 of batch k, counted from
+    # where the primary resumed (10 for 2021 LA); the primary's own reads also check its kept lines.
+    for name, start, total in (("asvspoof2021_la", 10, 22), ("in_the_wild", 0, 7)):
+        mine = reads[("p1", name)]
+        assert mine and all(i >= start and (i - start) % 4 in (2, 3) for i in mine), (name, sorted(mine))
+        scored_by_0 = {i for i in reads[("p0", name)] if i >= start and (i - start) % 4 in (0, 1)}
+        assert scored_by_0 | mine == set(range(start, total)), name

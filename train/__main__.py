@@ -165,6 +165,9 @@ def run(cfg, workdir, **train_kwargs) -> int:
         print(f"stopped: {e}", file=sys.stderr)
         return 128 + e.signum
     except UserError as e:
+        from train.sharding import report_failure
+
+        report_failure(str(e))  # several processes: the others stop with this line at once
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
