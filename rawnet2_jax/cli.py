@@ -306,11 +306,15 @@ def _out_dir(out: str, procs):
     if _primary(procs):
         yield out
         return
+    from rawnet2_jax.processes import cleanup_on_abrupt_exit
+
     scratch = tempfile.mkdtemp(prefix=f"rawnet2-process{procs.index}-")
+    remove = lambda: shutil.rmtree(scratch, ignore_errors=True)  # noqa: E731
     try:
-        yield scratch
+        with cleanup_on_abrupt_exit(remove):
+            yield scratch
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        remove()
 
 
 def _run_id(checkpoint: str) -> str:

@@ -59,6 +59,18 @@ _initialized = False
 _peer_lost = False  # a peer failure has been reported: exit without the shutdown barrier
 _failed_here = False  # this process published its own failure
 _watcher: "_Watcher | None" = None
+_cleanups: list = []  # run before the watcher ends the process (os._exit skips finally blocks)
+
+
+@contextlib.contextmanager
+def cleanup_on_abrupt_exit(fn):
+    """Run ``fn`` even when another process's failure or a silent peer ends this process
+    (the watcher exits at once, without unwinding the main thread)."""
+    _cleanups.append(fn)
+    try:
+        yield
+    finally:
+        _cleanups.remove(fn)
 
 
 class PeerLost(UserError):
@@ -301,6 +313,9 @@ class _Watcher(threading.Thread):
         note_peer_lost()
         print(f"error: {line}", file=sys.stderr, flush=True)
         sys.stdout.flush()
+        for fn in list(_cleanups):
+            with contextlib.suppress(Exception):
+                fn()
         os._exit(1)
 
 
