@@ -51,8 +51,8 @@ TIMEOUT_ENV = "RAWNET2_DISTRIBUTED_TIMEOUT"
 DEFAULT_TIMEOUT_S = 300
 FAILURE_KEY = "rawnet2_jax/failed"  # "<process index>\t<its error line>", first failure only
 _SEEN_DIR = "rawnet2_jax/failure_seen/"  # one key per process that has seen the failure
-_WATCH_S = 0.2  # how often the watcher looks for a failure
-_ACK_WAIT_S = 10.0  # longest the failing process waits for the others to see its line
+_WATCH_S = 0.2  # how often the watcher looks (a few processes; slower for many)
+_ACK_WAIT_S = 10.0  # how long the failing process waits (at most) for the others to see its line
 
 _exchanges = itertools.count()  # same sequence on every process: exchanges are made in lockstep
 _initialized = False
@@ -223,7 +223,8 @@ def _wait_until_seen() -> None:
     import jax
 
     client, others = _client(), jax.process_count() - 1
-    end = time.monotonic() + min(_ACK_WAIT_S, distributed_timeout())
+    timeout = distributed_timeout()
+    end = time.monotonic() + min(max(_ACK_WAIT_S, 3 * _tick(others + 1, timeout)), timeout)
     while time.monotonic() < end:
         try:
             if len(client.key_value_dir_get(_SEEN_DIR)) >= others:
@@ -250,6 +251,12 @@ def _failure_line(index: int, line: str) -> str:
     return f"error: process {index} failed: {line} (process {_me()} stopped with it)"
 
 
+def _tick(count: int, timeout_s: float) -> float:
+    """Seconds between the watcher's looks. Each costs 3 calls to the coordinator per
+    process: slower for many processes (0.2 s up to 10, 2 s for 100), well inside the timeout."""
+    return min(max(_WATCH_S, count / 50), timeout_s / 10)
+
+
 _ALIVE_DIR = "rawnet2_jax/alive/"  # per process: a counter its watcher bumps every tick
 _DONE_DIR = "rawnet2_jax/done/"  # per process: set at a normal exit (its counter stops then)
 
@@ -261,24 +268,25 @@ def _lost_line(index: int, seconds: float, what: str = "") -> str:
 
 
 class _Watcher(threading.Thread):
-    """Every ``_WATCH_S``: another process's published failure ends this process with its
+    """Every tick: another process's published failure ends this process with its
     line; a peer whose heartbeat counter stood still for the timeout ends it with one line."""
 
     def __init__(self, count: int, timeout_s: float):
         super().__init__(name="rawnet2-process-watcher", daemon=True)
         self.count, self.timeout_s = count, timeout_s
+        self.tick = _tick(count, timeout_s)
         self._stop_event = threading.Event()
         self._seen: dict[int, tuple[str, float]] = {}  # peer -> (counter, when it last changed)
 
     def stop(self) -> None:
         self._stop_event.set()
         if self.is_alive() and threading.current_thread() is not self:
-            self.join(4 * _WATCH_S)
+            self.join(2 * self.tick + 0.5)
 
     def run(self) -> None:
         client, me = _client(), _me()
         start = last_ok = time.monotonic()
-        while not self._stop_event.wait(_WATCH_S):
+        while not self._stop_event.wait(self.tick):
             now = time.monotonic()
             try:
                 client.key_value_increment(f"{_ALIVE_DIR}{me}", 1)
