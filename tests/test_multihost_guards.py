@@ -125,3 +125,52 @@ def test_report_failure_is_a_no_op_in_one_process(monkeypatch):
     monkeypatch.setattr(processes, "_initialized", False)
     processes.report_failure("error text")
     assert not processes._failed_here
+
+
+class _LiveStore:
+    """Key-value store of three processes as process 0's watcher sees it: process 1's counter
+    moves while ``beating``, process 2 stopped counting because it ended normally ("done")."""
+
+    def __init__(self):
+        self.counters = {1: 0, 2: 7}
+        self.beating = True
+        self.values = {"rawnet2_jax/done/2": "1"}
+
+    def key_value_increment(self, key, n):
+        return 0
+
+    def key_value_dir_get(self, prefix):
+        if prefix == processes._ALIVE_DIR:
+            if self.beating:
+                self.counters[1] += 1
+            return [(f"{prefix}{p}", str(c)) for p, c in self.counters.items()]
+        return [(k, v) for k, v in self.values.items() if k.startswith(prefix)]
+
+    def key_value_try_get(self, key):
+        raise RuntimeError("NOT_FOUND")
+
+    def key_value_set(self, key, value, allow_overwrite=False):
+        self.values[key] = value
+
+
+def test_the_watcher_names_a_silent_peer_and_spares_one_that_ended(monkeypatch, capsys):
+    store, exits = _LiveStore(), []
+
+    def fake_exit(code):  # ends the watcher's loop instead of the test's process
+        exits.append(code)
+        watcher.stop()
+
+    monkeypatch.setattr(processes, "_client", lambda: store)
+    monkeypatch.setattr(processes, "_initialized", True)
+    monkeypatch.setattr(processes, "_me", lambda: 0)
+    monkeypatch.setattr(processes, "_peer_lost", False)
+    monkeypatch.setattr(processes.os, "_exit", fake_exit)
+    watcher = processes._Watcher(3, 0.6)  # a 0.6 s timeout: looks every 0.06 s
+    watcher.start()
+    time.sleep(1.5)  # process 2 silent but done, process 1 beating: nobody is blamed
+    assert exits == [] and watcher.is_alive()
+    store.beating = False
+    watcher.join(3)
+    assert exits == [1] and processes.peer_lost()
+    line = capsys.readouterr().err.strip()
+    assert line.startswith("error: process 0: process 1 stopped answering for 0.6 s (RAWNET2_DISTRIBUTED_TIMEOUT)"), line
