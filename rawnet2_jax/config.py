@@ -60,12 +60,16 @@ FmsPosition = Literal["after_pool", "before_pool", "before_add"]
 PadMode = Literal["zero", "repeat"]
 Layout = Literal["seed", "official"]
 # How the sinc convolution is computed (same result up to float32 rounding): "direct" is XLA's conv,
-# "fft" is an FFT correlation (O(T log T) per filter instead of O(T K)), "auto" picks "fft" for
-# kernels of at least SINC_FFT_MIN_TAPS taps. Not part of the architecture: checkpoints do not
-# depend on it, and configs saved before it existed load with "auto".
-SincConvImpl = Literal["auto", "direct", "fft"]
+# "fft" is an FFT correlation (O(T log T) per filter instead of O(T K)), "matmul" is a GEMM on
+# frames of the waveform against a Toeplitz filter matrix, chunk by chunk with abs and max-pool in
+# the same loop (rawnet2_jax.sinc.matmul_correlate_pool). "auto" picks "fft" for kernels of at least
+# SINC_FFT_MIN_TAPS taps, else "matmul" when a max-pool follows the conv, else "direct". Not part
+# of the architecture: checkpoints do not depend on it, and configs saved before it existed load
+# with "auto".
+SincConvImpl = Literal["auto", "direct", "fft", "matmul"]
 # A CPU A/B (a bench prototype, since removed): FFT is ~6x faster on the 1025-tap baseline sinc layer,
-# XLA's direct conv is faster on the 129-tap presets.
+# XLA's direct conv is faster on the 129-tap presets. The chunked matmul with its pool: 1.4-2x less
+# CPU than the direct conv + abs + pool for tak2021 (128 x 129 taps, batch 1 and 8, bench/README.md).
 SINC_FFT_MIN_TAPS = 257
 # Rematerialisation in training (computation only, like SincConvImpl): "blocks" runs every residual
 # block as two halves whose backward pass recomputes them from their inputs (rawnet2_jax.remat: a
@@ -263,8 +267,9 @@ class ModelConfig(ConfigMixin):
             raise ValueError("sinc_learnable needs sinc_formula='sincnet' (official filters are fixed)")
         if self.sinc_edges == "asvspoof2021" and self.sinc_scale != "mel":
             raise ValueError("sinc_edges='asvspoof2021' only exists with sinc_scale='mel'")
-        if self.sinc_conv_impl not in ("auto", "direct", "fft"):
-            raise ValueError(f"sinc_conv_impl must be 'auto', 'direct' or 'fft', got {self.sinc_conv_impl!r}")
+        if self.sinc_conv_impl not in ("auto", "direct", "fft", "matmul"):
+            raise ValueError("sinc_conv_impl must be 'auto', 'direct', 'fft' or 'matmul', "
+                             f"got {self.sinc_conv_impl!r}")
         if self.remat not in ("auto", "none", "blocks"):
             raise ValueError(f"remat must be 'auto', 'none' or 'blocks', got {self.remat!r}")
 
@@ -283,11 +288,18 @@ class ModelConfig(ConfigMixin):
         return tuple(chans)
 
     @property
+    def sinc_impl(self) -> str:
+        """``sinc_conv_impl`` resolved: "direct", "fft" or "matmul"."""
+        if self.sinc_conv_impl != "auto":
+            return self.sinc_conv_impl
+        if self.sinc_kernel_size >= SINC_FFT_MIN_TAPS:
+            return "fft"
+        return "matmul" if self.sinc_pool > 1 else "direct"
+
+    @property
     def sinc_uses_fft(self) -> bool:
         """Whether the sinc conv runs as an FFT correlation (``sinc_conv_impl`` resolved)."""
-        if self.sinc_conv_impl == "auto":
-            return self.sinc_kernel_size >= SINC_FFT_MIN_TAPS
-        return self.sinc_conv_impl == "fft"
+        return self.sinc_impl == "fft"
 
     def architecture(self) -> dict[str, Any]:
         """The fields that define the network and its variables: everything but the name and

@@ -183,7 +183,7 @@ def fft_correlate(x: Array, filters: Array, pad: int, dtype: Any) -> Array:
 
     Why: a conv with one input channel is a poor GEMM shape, and its cost grows with K; the
     FFT costs O(T log T) per filter whatever K is, ~6x less than XLA's direct conv for the
-    1025-tap ASVspoof 2021 baseline on CPU (for 129 taps the direct conv wins, see
+    1025-tap ASVspoof 2021 baseline on CPU (for 129 taps the direct conv or the chunked matmul win, see
     ``ModelConfig.sinc_conv_impl``). Differentiable in x and in the filters.
 
     The FFT length n >= T + 2 pad, so the circular correlation never wraps for the T' outputs
@@ -206,6 +206,76 @@ def fft_correlate(x: Array, filters: Array, pad: int, dtype: Any) -> Array:
 
 
 # --------------------------------------------------------------------------------------------
+# Chunked Toeplitz matmul, pooled in the same loop
+# --------------------------------------------------------------------------------------------
+
+MATMUL_MIN_FRAMES = 12  # outputs per GEMM row: a multiple of the pool, at least this many
+MATMUL_ROWS = 256  # GEMM rows per chunk: one chunk's conv output (~2 MB for 128 filters) stays in cache
+
+
+def _toeplitz(filters: Array, frames: int) -> Array:
+    """(C, K) filters -> (frames + K - 1, frames * C) matrix W with W[j, p * C + c] = f[c, j - p]
+    (0 outside the kernel): a row of ``frames + K - 1`` samples times W is the correlation at
+    ``frames`` consecutive positions."""
+    c, k = filters.shape
+    j = np.arange(frames + k - 1)[:, None]
+    tap = j - np.arange(frames)[None, :]  # (J, P)
+    inside = (tap >= 0) & (tap < k)
+    w = jnp.where(inside[:, :, None], filters.T[np.clip(tap, 0, k - 1)], 0.0)  # (J, P, C)
+    return w.reshape(frames + k - 1, frames * c)
+
+
+def _sample_rows(x: Array, frames: int, width: int, rows: int) -> Array:
+    """waveform (B, L) -> (num_rows, width) rows, row s = x[b, s P : s P + width], P = frames,
+    for s < rows per utterance (zeros past the end), utterances one after another."""
+    b, length = x.shape
+    m = -(-width // frames)  # blocks of P samples that cover one row
+    need = (rows + m - 1) * frames
+    x = jnp.pad(x, ((0, 0), (0, max(0, need - length))))[:, :need]
+    blocks = x.reshape(b, rows + m - 1, frames)
+    # row s = blocks s .. s + m - 1 side by side, cut to its width: m slices, no gather
+    r = jnp.concatenate([blocks[:, i : i + rows] for i in range(m)], axis=-1)[:, :, :width]
+    return r.reshape(b * rows, width)
+
+
+def matmul_correlate_pool(x: Array, filters: Array, pad: int, rectify: bool, pool: int,
+                          dtype: Any) -> Array:
+    """waveform x (B, T), filters (C, K), zero padding ``pad`` each side -> (B, T' // pool, C):
+    the cross-correlation ``lax.conv_general_dilated`` computes (T' = T + 2 pad - K + 1), then
+    ``abs`` if ``rectify``, then ``max_pool_1d(., pool)``.
+
+    Why: a conv with one input channel is a poor GEMM shape for XLA's conv, and its full-rate
+    output (B, T', C) is 3x the pooled one; written to memory and read back for abs and pool,
+    it is what the stage's time goes to. Here rows of P + K - 1 samples (P = a multiple of the
+    pool) times a Toeplitz matrix (``_toeplitz``) give P outputs per row as one GEMM, and a loop
+    over chunks of ``MATMUL_ROWS`` rows applies abs and the pool to each chunk while it is in
+    cache: 1.4-2x less CPU than the direct conv, abs and pool for tak2021 (bench/README.md).
+    (K - 1) / (P + K - 1) of the multiply-adds are with zeros (8 % for 129 taps).
+    Differentiable in x and the filters; the pool's gradient is ``max_pool_1d``'s (torch's).
+    Same products as the direct conv, summed in another order: float32 rounding differs.
+    """
+    b, t = x.shape
+    c, k = filters.shape
+    t_pool = (t + 2 * pad - k + 1) // pool  # frames kept after the pool (floor mode)
+    frames = pool * -(-MATMUL_MIN_FRAMES // pool)
+    rows = -(-t_pool * pool // frames)  # GEMM rows per utterance
+    xr = _sample_rows(jnp.pad(x, ((0, 0), (pad, pad))), frames, frames + k - 1, rows)
+    n_chunks = -(-xr.shape[0] // MATMUL_ROWS)
+    xr = jnp.pad(xr, ((0, n_chunks * MATMUL_ROWS - xr.shape[0]), (0, 0)))
+    w = _toeplitz(filters, frames).astype(dtype)
+
+    def chunk(xc: Array) -> Array:  # (MATMUL_ROWS, P + K - 1) -> (MATMUL_ROWS, P // pool, C)
+        y = jnp.dot(xc.astype(dtype), w).reshape(MATMUL_ROWS, frames, c)
+        if rectify:
+            y = jnp.abs(y)
+        return max_pool_1d(y, pool)
+
+    y = jax.lax.map(chunk, xr.reshape(n_chunks, MATMUL_ROWS, -1))
+    y = y.reshape(n_chunks * MATMUL_ROWS, frames // pool, c)[: b * rows]
+    return y.reshape(b, rows * (frames // pool), c)[:, :t_pool]
+
+
+# --------------------------------------------------------------------------------------------
 # The module
 # --------------------------------------------------------------------------------------------
 
@@ -213,8 +283,8 @@ def fft_correlate(x: Array, filters: Array, pad: int, dtype: Any) -> Array:
 class SincConv(nn.Module):
     """waveform (B, T) -> sinc features (B, T', C), channels-last.
 
-    conv (valid or same padding; XLA's direct conv or an FFT correlation, per
-    ``config.sinc_conv_impl``) -> optional abs -> optional max-pool. Channels-last because
+    conv (valid or same padding; XLA's direct conv, an FFT correlation or a chunked Toeplitz
+    matmul, per ``config.sinc_conv_impl``) -> optional abs -> optional max-pool. Channels-last because
     the whole model is (B, T, C) (XLA's preferred conv layout on CPU and GPU; a CPU probe found
     it ~1.5x faster than channels-first).
     """
@@ -260,7 +330,10 @@ class SincConv(nn.Module):
             kernel = kernel * out_scale
         k = cfg.sinc_kernel_size
         pad = k // 2 if cfg.sinc_padding == "same" else 0
-        if cfg.sinc_uses_fft:
+        if cfg.sinc_impl == "matmul":  # abs and pool inside (no out_shift: it needs neither)
+            y = matmul_correlate_pool(x, kernel[:, 0, :].T, pad, cfg.sinc_abs, cfg.sinc_pool, dtype)
+            return y if out_shift is None else y + out_shift.astype(dtype)
+        if cfg.sinc_impl == "fft":
             y = fft_correlate(x, kernel[:, 0, :].T, pad, dtype)  # (B, T', C)
         else:
             y = jax.lax.conv_general_dilated(

@@ -212,9 +212,47 @@ def test_sinc_conv_fft_matches_direct(kernel_size, padding):
         assert diff <= 1e-5 * scale, f"{what}: max diff {diff:.3g} > 1e-5 * max |direct| {scale:.3g}"
 
 
+@pytest.mark.parametrize("padding,use_abs,pool", [("same", True, 3)])
+def test_sinc_conv_matmul_matches_direct(padding, use_abs, pool, monkeypatch):
+    # Small chunks (MATMUL_ROWS), so that a short input runs over several and pads the last;
+    # learnable sincnet filters, so that the gradient also reaches low_hz_ / band_hz_ through
+    # the Toeplitz matrix.
+    import rawnet2_jax.sinc as sinc
+
+    monkeypatch.setattr(sinc, "MATMUL_ROWS", 8)
+    cfg = get_config("caa_rawnet2", sinc_filters=6, sinc_padding=padding, sinc_abs=use_abs, sinc_pool=pool,
+                     sinc_learnable=True, sinc_min_low_hz=50.0, sinc_min_band_hz=50.0)
+    x = jnp.asarray(speech_like(129 + 700, batch=2, seed=7))
+    direct, mm = SincConv(cfg.replace(sinc_conv_impl="direct")), SincConv(cfg.replace(sinc_conv_impl="matmul"))
+    variables = direct.init(jax.random.PRNGKey(0), x)
+    t_out = (x.shape[1] - (128 if padding == "valid" else 0)) // pool
+    w = jax.random.normal(jax.random.PRNGKey(1), (2, t_out, cfg.sinc_filters))
+
+    def outputs(mod):
+        def loss(params, xx):
+            return jnp.sum(mod.apply({**variables, "params": params}, xx) * w)
+
+        gp, gx = jax.grad(loss, argnums=(0, 1))(variables["params"], x)
+        return mod.apply(variables, x), gx, gp["low_hz_"], gp["band_hz_"]
+
+    with jax.default_matmul_precision("highest"):
+        outs = {name: jax.jit(lambda m=mod: outputs(m))() for name, mod in (("direct", direct), ("matmul", mm))}
+    assert outs["matmul"][0].shape == (2, t_out, cfg.sinc_filters)
+    assert 2 * t_out * pool // 12 > 3 * 8  # several chunks
+    for what, got, want in zip(("output", "d/dx", "d/dlow_hz_", "d/dband_hz_"), outs["matmul"], outs["direct"]):
+        got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+        scale = np.abs(want).max()
+        assert scale > 0, what
+        diff = np.abs(got - want).max()
+        assert diff <= 1e-5 * scale, f"{what}: max diff {diff:.3g} > 1e-5 * max |direct| {scale:.3g}"
+
+
 def test_sinc_conv_impl_auto_and_bf16():
     assert get_config("asvspoof2021_baseline").sinc_uses_fft
     assert not get_config("tak2021").sinc_uses_fft
+    assert get_config("tak2021").sinc_impl == "matmul"  # a pool follows: the chunked matmul
+    assert get_config("caa_rawnet2").sinc_impl == "direct"  # no pool: XLA's conv
+    assert get_config("asvspoof2021_baseline", sinc_conv_impl="matmul").sinc_impl == "matmul"
     assert not get_config("asvspoof2021_baseline", sinc_conv_impl="direct").sinc_uses_fft
     assert get_config("tak2021", sinc_conv_impl="fft").sinc_uses_fft
     with pytest.raises(ValueError, match="sinc_conv_impl"):
@@ -222,9 +260,11 @@ def test_sinc_conv_impl_auto_and_bf16():
     # bf16 compute: same dtype and layout as the direct path, equal to bf16 rounding
     cfg = get_config("tak2021", sinc_filters=6, sinc_kernel_size=257, sinc_abs=False, sinc_pool=1)
     x = jnp.asarray(speech_like(900, batch=2, seed=2))
-    ys = [SincConv(cfg.replace(sinc_conv_impl=i), dtype=jnp.bfloat16).apply({}, x) for i in ("direct", "fft")]
-    assert [y.dtype for y in ys] == [jnp.bfloat16, jnp.bfloat16]
-    d, f = (np.asarray(y, np.float64) for y in ys)
-    assert d.shape == f.shape == (2, 900 - 256, 6)
-    diff = np.abs(d - f).max()
-    assert diff <= 2e-2 * np.abs(d).max(), f"bf16: max diff {diff:.3g}, max |direct| {np.abs(d).max():.3g}"
+    impls = ("direct", "fft", "matmul")
+    ys = [SincConv(cfg.replace(sinc_conv_impl=i), dtype=jnp.bfloat16).apply({}, x) for i in impls]
+    assert [y.dtype for y in ys] == [jnp.bfloat16] * 3
+    d, *others = (np.asarray(y, np.float64) for y in ys)
+    for name, f in zip(impls[1:], others):
+        assert d.shape == f.shape == (2, 900 - 256, 6)
+        diff = np.abs(d - f).max()
+        assert diff <= 2e-2 * np.abs(d).max(), f"bf16 {name}: max diff {diff:.3g}, max |direct| {np.abs(d).max():.3g}"
