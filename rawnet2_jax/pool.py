@@ -8,7 +8,7 @@ reshape to (B, T', size, C) and a max over the window axis.
 Why not ``max_pool``: its gradient is XLA's select-and-scatter, a scatter that XLA does not
 fuse. Here the backward pass is elementwise: each window's gradient goes to the FIRST frame
 that holds its maximum (what torch's ``max_pool1d`` and XLA's select-and-scatter pick),
-found by comparing the input with the pooled value. On 2 CPU threads this made the pool's
+whose index the forward pass keeps (int8). On 2 CPU threads this made the pool's
 value-and-gradient at the seed's block-0 shape (batch 8, 64000 x 128) about 1.4x cheaper in
 CPU time and its process 30 % smaller (see bench/README.md). The gradient is bit-identical to
 ``max_pool``'s, ties included (``jnp.max``'s own gradient would split a tie between the tied
@@ -39,24 +39,24 @@ def max_pool_1d(x: Array, size: int) -> Array:
     return jnp.max(_windows(x, size), axis=2)
 
 
-def _fwd(x: Array, size: int) -> tuple[Array, tuple[Array, Array]]:
-    y = max_pool_1d(x, size)
-    return y, (x, y)
+def _fwd(x: Array, size: int) -> tuple[Array, tuple[Array, tuple[int, ...]]]:
+    if size == 1:
+        return x, (jnp.zeros((), jnp.int8), x.shape)
+    w = _windows(x, size)
+    # The winner of every window, chosen once here: jnp.argmax takes the first maximum, as
+    # torch does. (Comparing x with y again in the backward pass fails where XLA recomputes x
+    # there with another rounding, e.g. a BatchNorm fused with an FMA in one kernel and not in
+    # the other: a 1e-7 difference then drops or moves whole windows' gradients.) int8: a
+    # quarter of the memory of keeping x.
+    return jnp.max(w, axis=2), (jnp.argmax(w, axis=2).astype(jnp.int8), x.shape)
 
 
-def _bwd(size: int, res: tuple[Array, Array], g: Array) -> tuple[Array]:
-    x, y = res
+def _bwd(size: int, res: tuple[Array, tuple[int, ...]], g: Array) -> tuple[Array]:
+    winner, (b, t, c) = res
     if size == 1:
         return (g,)
-    w = _windows(x, size)  # (B, T', size, C)
-    seen = jnp.zeros(y.shape, bool)  # a maximum was found earlier in the window
-    parts = []
-    for j in range(size):  # size is small (3): unrolled, all elementwise
-        hit = w[:, :, j] == y
-        parts.append(jnp.where(hit & ~seen, g, jnp.zeros((), g.dtype)))
-        seen = seen | hit
-    gw = jnp.stack(parts, axis=2)  # (B, T', size, C)
-    b, t, c = x.shape
+    frame = jnp.arange(size, dtype=jnp.int8)[None, None, :, None]
+    gw = jnp.where(winner[:, :, None, :] == frame, g[:, :, None, :], jnp.zeros((), g.dtype))  # (B, T', size, C)
     gx = gw.reshape(b, -1, c)
     if gx.shape[1] < t:  # frames dropped by the floor get no gradient
         gx = jnp.pad(gx, ((0, 0), (0, t - gx.shape[1]), (0, 0)))
