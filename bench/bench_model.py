@@ -46,8 +46,13 @@ import common  # noqa: E402
 PRESETS = ("caa_rawnet2", "tak2021", "asvspoof2021_baseline")
 DEFAULT_VARIANTS = ("jax@default", "jax@thp",
                     "torch@default", "torch@malloc", "torch@thp", "torch@malloc+thp",
-                    "torchc@default", "torchc@thp")
-IMPLS = ("jax", "torch", "torchc")
+                    "torchc@default", "torchc@thp",
+                    "official@default", "official@malloc", "official@thp", "officialc@thp")
+# torch / torchc: convert/reference.py; official / officialc: the eurecom model.py itself
+# (tak2021 only; its path in OFFICIAL_ENV), eager / torch.compile'd
+TORCH_IMPLS = ("torch", "torchc", "official", "officialc")
+IMPLS = ("jax", *TORCH_IMPLS)
+OFFICIAL_ENV = "RAWNET2_OFFICIAL_MODEL_PY"
 # XLA_FLAGS the compile probe tries (train step compile time vs step time)
 COMPILE_FLAGS = {
     "default": "",
@@ -188,73 +193,85 @@ def _cost(compiled) -> dict:
     return out
 
 
+def _compile_timed(fn, *args) -> tuple[object, dict]:
+    """``fn.lower(*args).compile()``, timed in two parts, with XLA's cost and memory analysis."""
+    t0 = time.perf_counter()
+    lowered = fn.lower(*args)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    return compiled, {"lower_s": t1 - t0, "compile_s": t2 - t1, **_cost(compiled)}
+
+
+def _record(a, res: dict, b: int, row: dict, what: str, first: str) -> None:
+    """Batch ``b``'s row into the result (written at once: a later batch may be killed)."""
+    row["rss_peak_mb"] = common.peak_rss_mb()
+    res["batches"][str(b)] = row
+    _partial(a, res)
+    print(f"{a.impl} {what} b{b}: {row['median_s'] * 1e3:.1f} ms ({first})", flush=True)
+
+
 def worker_jax(a) -> dict:
     import jax
     import jax.numpy as jnp
-    import numpy as np
 
     from convert.tables import torch_to_flax
 
     cfg = common.bench_config(a.preset, a.quick, a.num_samples)
     d, sd = _load(a)
     variables = jax.tree.map(jnp.asarray, torch_to_flax(sd, cfg))
-    x_all, y_all = d["x"], d["y"]
     jnp.zeros(1).block_until_ready()  # backend start-up is not compile time
     res: dict = {"impl": a.impl, "mode": a.mode, "checks": {}, "batches": {},
                  "rss_setup_mb": common.peak_rss_mb()}
-
     if a.mode == "forward":
-        from rawnet2_jax.model import RawNet2
+        _jax_forward(a, res, cfg, variables, d)
+    else:
+        _jax_train(a, res, cfg, variables, d)
+    return res
 
-        model = RawNet2(cfg)
-        params = variables
-        jitted = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
-        for b in a.batches:
-            x = jnp.asarray(x_all[:b])
-            t0 = time.perf_counter()
-            lowered = jitted.lower(params, x)
-            t1 = time.perf_counter()
-            compiled = lowered.compile()
-            t2 = time.perf_counter()
-            row = {"lower_s": t1 - t0, "compile_s": t2 - t1, **_cost(compiled)}
-            if b == a.fwd_check_batch and not _check(res["checks"], f"logits_b{b}",
-                                                     np.asarray(compiled(params, x)), d["ref_logits"],
-                                                     a.tolerance):
-                res["error"] = f"logits differ from torch (batch {b}); not timed"
-                return res
-            row.update(common.time_fn(lambda: compiled(params, x).block_until_ready(),
-                                      a.warmup, a.min_reps, a.max_seconds))
-            row["rss_peak_mb"] = common.peak_rss_mb()
-            res["batches"][str(b)] = row
-            _partial(a, res)
-            print(f"{a.impl} forward b{b}: {row['median_s'] * 1e3:.1f} ms (compile {row['compile_s']:.2f} s)",
-                  flush=True)
-        return res
 
-    # ---- train step
+def _jax_forward(a, res: dict, cfg, variables, d) -> None:
+    """The jitted eval forward (logits only) at every batch; logits checked at the smallest."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from rawnet2_jax.model import RawNet2
+
+    model = RawNet2(cfg)
+    jitted = jax.jit(lambda v, x: model.apply(v, x, train=False)[0])
+    for b in a.batches:
+        x = jnp.asarray(d["x"][:b])
+        compiled, row = _compile_timed(jitted, variables, x)
+        if b == a.fwd_check_batch and not _check(res["checks"], f"logits_b{b}",
+                                                 np.asarray(compiled(variables, x)), d["ref_logits"],
+                                                 a.tolerance):
+            res["error"] = f"logits differ from torch (batch {b}); not timed"
+            return
+        row.update(common.time_fn(lambda: compiled(variables, x).block_until_ready(),
+                                  a.warmup, a.min_reps, a.max_seconds))
+        _record(a, res, b, row, "forward", f"compile {row['compile_s']:.2f} s")
+
+
+def _jax_train(a, res: dict, cfg, variables, d) -> None:
+    """The jitted train step of train/step.py at every batch; loss and gradient norm checked
+    at the smallest."""
+    import jax
+    import jax.numpy as jnp
+
     from train.state import create_train_state
     from train.step import build_model, make_train_step
 
     tcfg = common.train_config(cfg)
-    model = build_model(tcfg)
     state0 = create_train_state(variables, tcfg)
-    core = make_train_step(model, tcfg).core
+    core = make_train_step(build_model(tcfg), tcfg).core
     for b in a.batches:
-        batch = {"audio": jnp.asarray(x_all[:b]), "label": jnp.asarray(y_all[:b])}
-        t0 = time.perf_counter()
-        lowered = core.lower(state0, batch, None)
-        t1 = time.perf_counter()
-        compiled = lowered.compile()
-        t2 = time.perf_counter()
-        row = {"lower_s": t1 - t0, "compile_s": t2 - t1, **_cost(compiled)}
+        batch = {"audio": jnp.asarray(d["x"][:b]), "label": jnp.asarray(d["y"][:b])}
+        compiled, row = _compile_timed(core, state0, batch, None)
         state, metrics = compiled(state0, batch, None)
-        if b == a.train_check_batch:
-            ok = _check(res["checks"], f"loss_b{b}", float(metrics["loss"]), float(d["ref_loss"]), a.tolerance)
-            ok &= _check(res["checks"], f"grad_norm_b{b}", float(metrics["grad_norm"]),
-                         float(d["ref_grad_norm"]), a.tolerance)
-            if not ok:
-                res["error"] = f"train step differs from torch (batch {b}); not timed"
-                return res
+        if b == a.train_check_batch and not _check_train(res, b, float(metrics["loss"]),
+                                                         float(metrics["grad_norm"]), d, a.tolerance):
+            return
         box = [state]
 
         def step():
@@ -262,11 +279,16 @@ def worker_jax(a) -> dict:
             jax.block_until_ready(box[0])
 
         row.update(common.time_fn(step, a.warmup, a.min_reps, a.max_seconds))
-        row["rss_peak_mb"] = common.peak_rss_mb()
-        res["batches"][str(b)] = row
-        _partial(a, res)
-        print(f"jax train b{b}: {row['median_s'] * 1e3:.1f} ms (compile {row['compile_s']:.2f} s)", flush=True)
-    return res
+        _record(a, res, b, row, "train", f"compile {row['compile_s']:.2f} s")
+
+
+def _check_train(res: dict, b: int, loss: float, grad_norm: float, d, tol: float) -> bool:
+    """The first step's loss and raw gradient norm against torch eager's; an error if not."""
+    ok = _check(res["checks"], f"loss_b{b}", loss, float(d["ref_loss"]), tol)
+    ok &= _check(res["checks"], f"grad_norm_b{b}", grad_norm, float(d["ref_grad_norm"]), tol)
+    if not ok:
+        res["error"] = f"train step differs from torch eager (batch {b}); not timed"
+    return ok
 
 
 def worker_compile(a) -> dict:
@@ -301,112 +323,153 @@ def worker_compile(a) -> dict:
             "cache": bool(os.environ.get("JAX_COMPILATION_CACHE_DIR"))}
 
 
-def worker_torch(a) -> dict:
+def official_d_args(cfg) -> dict:
+    """The official ``RawNet(d_args, device)`` arguments of an official-layout config (tak2021
+    and its --quick size: 2 + 4 blocks, the official code's fixed depth)."""
+    c0, c1, c2 = cfg.sinc_filters, cfg.first_block_channels, cfg.second_block_channels
+    return {"in_channels": 1, "first_conv": cfg.sinc_kernel_size, "filts": [c0, [c0, c1], [c1, c2], [c2, c2]],
+            "blocks": [cfg.num_first_blocks, cfg.num_second_blocks], "nb_fc_node": cfg.embedding_dim,
+            "gru_node": cfg.gru_hidden, "nb_gru_layer": cfg.gru_layers, "nb_classes": cfg.num_classes}
+
+
+def official_unsupported(preset: str, quick: bool) -> str | None:
+    """Why the official variants cannot run on ``preset`` (None when they can)."""
+    cfg = common.bench_config(preset, quick)
+    if cfg.layout != "official" or cfg.sinc_edges != "eurecom":
+        return "the official eurecom model.py builds the tak2021 layout only"
+    if not os.environ.get(OFFICIAL_ENV):
+        return f"{OFFICIAL_ENV} is not set (the path of eurecom-asp/rawnet2-antispoofing's model.py)"
+    return None
+
+
+def _torch_module(a, cfg, sd):
+    """(module, logits(x)) with the benchmark's weights: the official eurecom model.py (impl
+    ``official`` / ``officialc``) or our reference (``torch`` / ``torchc``); strict loads."""
+    import copy
+    import importlib.util
+
     import numpy as np
     import torch
-    import torch.nn.functional as F
 
+    state = {k: torch.from_numpy(np.array(v)) for k, v in sd.items()}
+    if a.impl.startswith("official"):
+        spec = importlib.util.spec_from_file_location("official_rawnet2_model", os.environ[OFFICIAL_ENV])
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod  # torch.compile looks the module up by name
+        spec.loader.exec_module(mod)
+        net = mod.RawNet(copy.deepcopy(official_d_args(cfg)), "cpu")  # it mutates d_args
+        net.load_state_dict(state, strict=True)
+        return net, net
     from convert.reference import reference_model
+
+    ref = reference_model(cfg)
+    ref.load_state_dict(state, strict=True)
+    return ref, lambda x: ref(x)[0]
+
+
+def worker_torch(a) -> dict:
+    import torch
 
     torch.set_num_threads(a.threads)
     cfg = common.bench_config(a.preset, a.quick, a.num_samples)
     d, sd = _load(a)
-    ref = reference_model(cfg)
-    ref.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in sd.items()})
-    x_all, y_all = d["x"], d["y"]
-    compile_ = a.impl == "torchc"
+    module, logits = _torch_module(a, cfg, sd)
     res: dict = {"impl": a.impl, "mode": a.mode, "checks": {}, "batches": {},
                  "torch_threads": torch.get_num_threads(), "rss_setup_mb": common.peak_rss_mb()}
-
     if a.mode == "forward":
-        ref.eval()
+        _torch_forward(a, res, module, logits, d)
+    else:
+        _torch_train(a, res, cfg, module, logits, d)
+    return res
 
-        def fwd(x):
-            return ref(x)[0]
 
-        if compile_:
-            import torch._inductor.config as ind
+def _torch_forward(a, res: dict, module, logits, d) -> None:
+    """Eval forward under inference_mode (``torch.compile`` with inductor freezing for the
+    compiled impls) at every batch; logits checked at the smallest."""
+    import numpy as np
+    import torch
 
-            ind.freezing = True  # conv-BN folding, constant folding, weight pre-packing
-            fwd = torch.compile(fwd, dynamic=False)
-        for b in a.batches:
-            x = torch.from_numpy(np.array(x_all[:b]))
-            row = {}
-            with torch.inference_mode():
-                t0 = time.perf_counter()
-                out = fwd(x)
-                row["first_call_s"] = time.perf_counter() - t0
-                if b == a.fwd_check_batch and not _check(res["checks"], f"logits_b{b}", out.numpy(),
-                                                         d["ref_logits"], a.tolerance):
-                    res["error"] = f"logits differ from torch eager (batch {b}); not timed"
-                    return res
-                row.update(common.time_fn(lambda: fwd(x), a.warmup, a.min_reps, a.max_seconds))
-            row["rss_peak_mb"] = common.peak_rss_mb()
-            res["batches"][str(b)] = row
-            _partial(a, res)
-            print(f"{a.impl} forward b{b}: {row['median_s'] * 1e3:.1f} ms (first call {row['first_call_s']:.2f} s)",
-                  flush=True)
-        return res
+    module.eval()
+    if a.impl.endswith("c"):
+        import torch._inductor.config as ind
 
-    # ---- train step: weighted CE -> backward -> clip_grad_norm_ -> Adam (coupled L2)
-    hp = common.train_hparams(cfg)
-    ref.train()
-    params = [p for p in ref.parameters() if p.requires_grad]
+        ind.freezing = True  # conv-BN folding, constant folding, weight pre-packing
+        logits = torch.compile(logits, dynamic=False)
+    for b in a.batches:
+        x = torch.from_numpy(np.array(d["x"][:b]))
+        row = {}
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            out = logits(x)
+            row["first_call_s"] = time.perf_counter() - t0
+            if b == a.fwd_check_batch and not _check(res["checks"], f"logits_b{b}", out.numpy(),
+                                                     d["ref_logits"], a.tolerance):
+                res["error"] = f"logits differ from torch eager (batch {b}); not timed"
+                return
+            row.update(common.time_fn(lambda: logits(x), a.warmup, a.min_reps, a.max_seconds))
+        _record(a, res, b, row, "forward", f"first call {row['first_call_s']:.2f} s")
+
+
+def _torch_adam(res: dict, params: list, hp: dict):
+    """The recipe's Adam (coupled L2), fused where this torch has it, else foreach."""
+    import torch
+
     b1, b2, eps = hp["adam"]
+    kw = {"lr": hp["learning_rate"], "betas": (b1, b2), "eps": eps, "weight_decay": hp["weight_decay"]}
     try:
-        opt = torch.optim.Adam(params, lr=hp["learning_rate"], betas=(b1, b2), eps=eps,
-                               weight_decay=hp["weight_decay"], fused=True)
         res["adam"] = "fused"
+        return torch.optim.Adam(params, **kw, fused=True)
     except (RuntimeError, TypeError, ValueError):
-        opt = torch.optim.Adam(params, lr=hp["learning_rate"], betas=(b1, b2), eps=eps,
-                               weight_decay=hp["weight_decay"], foreach=True)
         res["adam"] = "foreach"
+        return torch.optim.Adam(params, **kw, foreach=True)
+
+
+def _torch_train(a, res: dict, cfg, module, logits, d) -> None:
+    """Weighted CE -> backward -> clip_grad_norm_ -> Adam at every batch (loss + backward
+    compiled for the compiled impls); loss and gradient norm checked at the smallest."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+
+    hp = common.train_hparams(cfg)
+    module.train()
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = _torch_adam(res, params, hp)
     w = torch.tensor(hp["class_weights"])
-    clip = hp["grad_clip_norm"]
+    clip = hp["grad_clip_norm"] or float("inf")
 
     def loss_fn(x, y):
-        return F.cross_entropy(ref(x)[0], y, weight=w)
+        return F.cross_entropy(logits(x), y, weight=w)
 
-    if compile_:
+    if a.impl.endswith("c"):
         loss_fn = torch.compile(loss_fn, dynamic=False)
 
     def step(x, y):
         opt.zero_grad(set_to_none=True)
         loss = loss_fn(x, y)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+        norm = torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
         return loss, norm
 
     for b in a.batches:
-        x = torch.from_numpy(np.array(x_all[:b]))
-        y = torch.from_numpy(np.array(y_all[:b])).long()
-        row = {}
+        x = torch.from_numpy(np.array(d["x"][:b]))
+        y = torch.from_numpy(np.array(d["y"][:b])).long()
         t0 = time.perf_counter()
         loss, norm = step(x, y)
-        loss = loss.detach()
-        row["first_call_s"] = time.perf_counter() - t0
-        if b == a.train_check_batch:
-            ok = _check(res["checks"], f"loss_b{b}", float(loss), float(d["ref_loss"]), a.tolerance)
-            ok &= _check(res["checks"], f"grad_norm_b{b}", float(norm), float(d["ref_grad_norm"]), a.tolerance)
-            if not ok:
-                res["error"] = f"train step differs from torch eager (batch {b}); not timed"
-                return res
+        row = {"first_call_s": time.perf_counter() - t0}
+        if b == a.train_check_batch and not _check_train(res, b, float(loss.detach()), float(norm), d,
+                                                         a.tolerance):
+            return
         row.update(common.time_fn(lambda: step(x, y), a.warmup, a.min_reps, a.max_seconds))
-        row["rss_peak_mb"] = common.peak_rss_mb()
-        res["batches"][str(b)] = row
-        _partial(a, res)
-        print(f"{a.impl} train b{b}: {row['median_s'] * 1e3:.1f} ms (first call {row['first_call_s']:.2f} s)",
-              flush=True)
-    return res
+        _record(a, res, b, row, "train", f"first call {row['first_call_s']:.2f} s")
 
 
 def run_worker_main(a) -> None:
     n = a.threads if a.inprocess else common.pin_threads(a.threads)
     a.threads = n
     fn = {"prepare": worker_prepare, "peak": worker_peak, "compile": worker_compile,
-          "jax": worker_jax,
-          "torch": worker_torch, "torchc": worker_torch}[a.worker]
+          "jax": worker_jax, **{impl: worker_torch for impl in TORCH_IMPLS}}[a.worker]
     if a.worker in IMPLS:
         a.impl = a.worker
     res = fn(a)
@@ -429,90 +492,111 @@ def _common_args(a) -> list[str]:
     return out
 
 
-def summarise(report: dict) -> str:
-    m = report["machine"]
-    pk = report["peak"]
-    lines = [f"**Machine:** {common.machine_line(m)}; {report['threads']} threads for both frameworks; "
-             f"f32 matmul peak {common.fmt(_peak(pk), '.0f')} GFLOP/s (best of {pk.get('size')}^3 "
-             f"jnp {common.fmt(pk.get('jax_gflops'), '.0f')} / torch.mm {common.fmt(pk.get('torch_gflops'), '.0f')})."]
-    if report.get("quick"):
-        lines.append("\n**QUICK RUN (tiny models): timings say nothing about the real presets.**")
+def _x(v) -> str:
+    return common.fmt(v, ".2f") + "x" if v else "-"
+
+
+def _speed_table(report: dict) -> list[str]:
     header = ["preset", "what", "batch", "JAX ms", "torch eager ms", "torch.compile ms",
-              "speed-up vs best torch", "CPU-time speed-up", "JAX % peak", "torch % peak",
-              "peak RSS JAX / torch MiB"]
+              "official eager ms", "official compiled ms", "speed-up vs best torch",
+              "vs official", "CPU-time vs torch / official", "JAX % peak",
+              "torch / official % peak", "peak RSS JAX / torch / official MiB"]
     rows = []
     for p in report["presets"]:
         for r in p["summary"]:
             rows.append([
-                p["preset"], r["mode"], r["batch"],
-                _ms(r, "jax"), _ms(r, "torch"), _ms(r, "torchc"),
-                common.fmt(r.get("speedup"), ".2f") + "x" if r.get("speedup") else "-",
-                common.fmt(r.get("cpu_speedup"), ".2f") + "x" if r.get("cpu_speedup") else "-",
-                common.fmt(r.get("jax_pct_peak"), ".0f"), common.fmt(r.get("torch_pct_peak"), ".0f"),
-                f"{common.fmt(r.get('jax_rss_mb'), '.0f')} / {common.fmt(r.get('torch_rss_mb'), '.0f')}",
+                p["preset"], r["mode"], r["batch"], _ms(r, "jax"), _ms(r, "torch"), _ms(r, "torchc"),
+                _ms(r, "official"), _ms(r, "officialc"), _x(r.get("torch_speedup", r.get("speedup"))),
+                _x(r.get("official_speedup")),
+                f"{_x(r.get('torch_cpu_speedup', r.get('cpu_speedup')))} / {_x(r.get('official_cpu_speedup'))}",
+                common.fmt(r.get("jax_pct_peak"), ".0f"),
+                f"{common.fmt(r.get('torch_pct_peak'), '.0f')} / {common.fmt(r.get('official_pct_peak'), '.0f')}",
+                " / ".join(common.fmt(r.get(f"{g}_rss_mb"), ".0f") for g in ("jax", "torch", "official")),
             ])
-    lines.append("")
-    lines.append(common.markdown_table(header, rows))
-    lines.append("\nms: median after warm-up, best allocator environment in brackets "
-                 "(default / malloc / thp / malloc+thp, see bench/common.py). Speed-up = best torch "
-                 "(eager or compiled, any environment) / best JAX; "
-                 "CPU-time: the same ratio of process CPU seconds (robust to a busy machine with "
-                 "`--threads 1`; inflated by spinning thread pools otherwise). % peak: analytic FLOPs / time / "
-                 "f32 matmul peak (the better of jnp and torch.mm). RSS: high-water mark of the measuring process (ascending batches).")
+    return ["", common.markdown_table(header, rows),
+            "\nms: median after warm-up, best allocator environment in brackets "
+            "(default / malloc / thp / malloc+thp, see bench/common.py). torch = convert/reference.py, "
+            "official = the eurecom model.py itself (tak2021 only). Speed-up = the group's best "
+            "(eager or compiled, any environment) / best JAX; "
+            "CPU-time: the same ratio of process CPU seconds (robust to a busy machine with "
+            "`--threads 1`; inflated by spinning thread pools otherwise). % peak: analytic FLOPs / time / "
+            "f32 matmul peak (the better of jnp and torch.mm). RSS: high-water mark of the measuring "
+            "process (ascending batches)."]
+
+
+def _compile_table(report: dict) -> list[str]:
     header = ["preset", "GFLOP/utt fwd (analytic)", "XLA fwd GFLOP/utt", "GFLOP/utt train (analytic)",
               "XLA train GFLOP/utt", "fwd compile s", "train compile s",
               "torch.compile 1st call s fwd / train", "XLA temp MiB fwd / train"]
     rows = []
     for p in report["presets"]:
         c = p["compile"]
+        first = {t: c.get(f"torchc_{t}_first_s", c.get(f"officialc_{t}_first_s")) for t in ("fwd", "train")}
         rows.append([
             p["preset"], common.fmt(p["flops"]["forward"] / 1e9, ".2f"),
             common.fmt(c.get("xla_fwd_gflop_per_utt"), ".2f"), common.fmt(p["flops"]["train"] / 1e9, ".2f"),
             common.fmt(c.get("xla_train_gflop_per_utt"), ".2f"),
-            f"{common.fmt(c.get('fwd_lower_s'), '.2f')} + {common.fmt(c.get('fwd_compile_s'), '.2f')}"
-            f" (b{c.get('fwd_batch', '-')})",
-            f"{common.fmt(c.get('train_lower_s'), '.2f')} + {common.fmt(c.get('train_compile_s'), '.2f')}"
-            f" (b{c.get('train_batch', '-')})",
-            f"{common.fmt(c.get('torchc_fwd_first_s'), '.1f')} / {common.fmt(c.get('torchc_train_first_s'), '.1f')}",
+            *(f"{common.fmt(c.get(f'{t}_lower_s'), '.2f')} + {common.fmt(c.get(f'{t}_compile_s'), '.2f')}"
+              f" (b{c.get(f'{t}_batch', '-')})" for t in ("fwd", "train")),
+            f"{common.fmt(first['fwd'], '.1f')} / {common.fmt(first['train'], '.1f')}",
             f"{common.fmt(c.get('fwd_temp_mb'), '.0f')} / {common.fmt(c.get('train_temp_mb'), '.0f')}",
         ])
-    lines.append("")
-    lines.append(common.markdown_table(header, rows))
-    lines.append("\nCompile: `lower()` + `compile()` seconds of the jitted forward / train step in a fresh "
-                 "process at the batch in brackets (8, or the nearest timed one); XLA temp: `memory_analysis()` at that batch. XLA GFLOP from "
-                 "`compiled.cost_analysis()` (a `lax.scan` body is counted once, so the GRU is "
-                 "under-counted).")
+    return ["", common.markdown_table(header, rows),
+            "\nCompile: `lower()` + `compile()` seconds of the jitted forward / train step in a fresh "
+            "process at the batch in brackets (8, or the nearest timed one); XLA temp: "
+            "`memory_analysis()` at that batch. XLA GFLOP from `compiled.cost_analysis()` (a "
+            "`lax.scan` body is counted once, so the GRU is under-counted)."]
+
+
+def _probe_table(report: dict) -> list[str]:
     probes = [(p["preset"], p["compile_probe"]) for p in report["presets"] if p.get("compile_probe")]
-    if probes:
-        names = (*COMPILE_FLAGS, "cache_cold", "cache_warm")
-        rows = []
-        for preset, pr in probes:
-            cells = []
-            for n in names:
-                r = pr.get(n, {})
-                cells.append("-" if "compile_s" not in r else
-                             f"{r['lower_s']:.2f} + {r['compile_s']:.2f} (step {r['step_s']:.2f})")
-            rows.append([preset, next((r.get("batch") for r in pr.values() if "batch" in r), "-"), *cells])
-        lines.append("\nTrain-step compile, fresh process each: `lower` + `compile` s (one step's s): "
-                     "`XLA_FLAGS` as in `COMPILE_FLAGS` of bench_model.py (llvm_cheap: "
-                     "`--xla_llvm_disable_expensive_passes=true`, split1: "
-                     "`--xla_cpu_parallel_codegen_split_count=1`, no_fusion_emitters: "
-                     "`--xla_cpu_use_fusion_emitters=false`); with the persistent "
-                     "compilation cache (`JAX_COMPILATION_CACHE_DIR`) empty, then filled by the previous "
-                     "process.\n")
-        lines.append(common.markdown_table(["preset", "batch", *names], rows))
+    if not probes:
+        return []
+    names = [n for n in (*COMPILE_FLAGS, "cache_cold", "cache_warm") if any(n in pr for _, pr in probes)]
+    rows = []
+    for preset, pr in probes:
+        cells = ["-" if "compile_s" not in pr.get(n, {}) else
+                 f"{pr[n]['lower_s']:.2f} + {pr[n]['compile_s']:.2f} (step {pr[n]['step_s']:.2f})"
+                 for n in names]
+        rows.append([preset, next((r.get("batch") for r in pr.values() if "batch" in r), "-"), *cells])
+    return ["\nTrain-step compile, fresh process each: `lower` + `compile` s (one step's s): "
+            "`XLA_FLAGS` as in `COMPILE_FLAGS` of bench_model.py (llvm_cheap: "
+            "`--xla_llvm_disable_expensive_passes=true`, split1: "
+            "`--xla_cpu_parallel_codegen_split_count=1`, no_fusion_emitters: "
+            "`--xla_cpu_use_fusion_emitters=false`); with the persistent "
+            "compilation cache (`JAX_COMPILATION_CACHE_DIR`) empty, then filled by the previous "
+            "process (there `lower` + `compile` is the time until the first step starts).\n",
+            common.markdown_table(["preset", "batch", *names], rows)]
+
+
+def _pipeline_table(report: dict) -> list[str]:
     pipe = report.get("pipeline")
-    if pipe:
-        lines.append(f"\nInput pipeline (bench/bench_pipeline.py: {pipe.get('num_utts')} utterances of "
-                     f"{common.fmt(pipe.get('mean_seconds'), '.1f')} s, batch {pipe.get('batch_size')}, "
-                     f"{pipe.get('cpu_count')} CPUs):\n")
-        lines.append(common.markdown_table(
-            ["what", "preset", "threads", "workers", "utt/s"],
-            [[r.get("what"), r.get("preset"), r.get("threads"), r.get("workers"),
-              common.fmt(r.get("utt_per_s"), ".0f")] for r in pipe.get("results", [])]))
+    if not pipe:
+        return []
+    return [f"\nInput pipeline (bench/bench_pipeline.py: {pipe.get('num_utts')} utterances of "
+            f"{common.fmt(pipe.get('mean_seconds'), '.1f')} s, batch {pipe.get('batch_size')}, "
+            f"{pipe.get('cpu_count')} CPUs):\n",
+            common.markdown_table(["what", "preset", "threads", "workers", "utt/s"],
+                                  [[r.get("what"), r.get("preset"), r.get("threads"), r.get("workers"),
+                                    common.fmt(r.get("utt_per_s"), ".0f")] for r in pipe.get("results", [])])]
+
+
+def summarise(report: dict) -> str:
+    """The markdown report: machine, speed, compile (and probe), pipeline, errors / skips."""
+    m, pk = report["machine"], report["peak"]
+    lines = [f"**Machine:** {common.machine_line(m)}; {report['threads']} threads for both frameworks; "
+             f"f32 matmul peak {common.fmt(_peak(pk), '.0f')} GFLOP/s (best of {pk.get('size')}^3 "
+             f"jnp {common.fmt(pk.get('jax_gflops'), '.0f')} / torch.mm {common.fmt(pk.get('torch_gflops'), '.0f')})."]
+    if report.get("quick"):
+        lines.append("\n**QUICK RUN (tiny models): timings say nothing about the real presets.**")
+    lines += _speed_table(report) + _compile_table(report) + _probe_table(report) + _pipeline_table(report)
     errs = [f"- {p['preset']} {v}: {e}" for p in report["presets"] for v, e in p.get("errors", {}).items()]
     if errs:
         lines.append("\n**Errors / refused variants:**\n" + "\n".join(errs))
+    skips = sorted({f"- {p['preset']} {v.split('/')[0]}: {e}" for p in report["presets"]
+                    for v, e in p.get("skipped", {}).items()})
+    if skips:
+        lines.append("\nSkipped:\n" + "\n".join(skips))
     return "\n".join(lines)
 
 
@@ -537,47 +621,59 @@ def _nearest(batches: dict, target: int):
     return int(k), batches[k]
 
 
-def summarise_preset(pres: dict, peak: float, flops: dict) -> None:
-    runs = pres["runs"]
-    summary = []
-    for mode, batches in (("forward", pres["forward_batches"]), ("train", pres["train_batches"])):
-        for b in batches:
-            r = {"mode": mode, "batch": b}
-            per_impl_rss = {}
-            for impl in IMPLS:
-                best = None
-                for key, run in runs.items():
-                    if run.get("impl") != impl or run.get("mode") != mode or "error" in run:
-                        continue
-                    row = run["batches"].get(str(b))
-                    if row and (best is None or row["median_s"] < best[1]["median_s"]):
-                        best = (run["env"], row)
-                if best:
-                    r[f"{impl}_s"] = best[1]["median_s"]
-                    r[f"{impl}_cpu_s"] = best[1].get("cpu_median_s")
-                    r[f"{impl}_env"] = best[0]
-                    per_impl_rss[impl] = best[1].get("rss_peak_mb")
-            torch_best = min((r[k] for k in ("torch_s", "torchc_s") if k in r), default=None)
-            if torch_best:
-                r["torch_best_s"] = torch_best
-            if "jax_s" in r and torch_best:
-                r["speedup"] = torch_best / r["jax_s"]
-            torch_cpu = min((r[k] for k in ("torch_cpu_s", "torchc_cpu_s") if r.get(k)), default=None)
-            if r.get("jax_cpu_s") and torch_cpu:
-                r["cpu_speedup"] = torch_cpu / r["jax_cpu_s"]
-            work = flops[mode] * b
-            if peak and "jax_s" in r:
-                r["jax_gflops"] = work / r["jax_s"] / 1e9
-                r["jax_pct_peak"] = 100 * r["jax_gflops"] / peak
-            if peak and torch_best:
-                r["torch_gflops"] = work / torch_best / 1e9
-                r["torch_pct_peak"] = 100 * r["torch_gflops"] / peak
-            r["jax_rss_mb"] = per_impl_rss.get("jax")
-            tk = "torch" if r.get("torch_s") == torch_best else "torchc"
-            r["torch_rss_mb"] = per_impl_rss.get(tk)
-            summary.append(r)
-    pres["summary"] = summary
-    # compile numbers from the default-environment JAX runs
+# The PyTorch sides a JAX row is compared with: the best of each group's impls (any environment).
+GROUPS = {"torch": ("torch", "torchc"), "official": ("official", "officialc")}
+
+
+def _best_run(runs: dict, impl: str, mode: str, b: int) -> tuple[str, dict] | None:
+    """(environment, batch row) of ``impl``'s fastest error-free run of ``mode`` at batch ``b``."""
+    best = None
+    for run in runs.values():
+        if run.get("impl") != impl or run.get("mode") != mode or "error" in run:
+            continue
+        row = run["batches"].get(str(b))
+        if row and (best is None or row["median_s"] < best[1]["median_s"]):
+            best = (run["env"], row)
+    return best
+
+
+def _summary_row(runs: dict, mode: str, b: int, peak: float | None, work: float) -> dict:
+    """One (mode, batch) row: every impl's best time, each torch group's best and the ratios."""
+    r: dict = {"mode": mode, "batch": b}
+    rss = {}
+    for impl in IMPLS:
+        best = _best_run(runs, impl, mode, b)
+        if best:
+            r[f"{impl}_env"], row = best
+            r[f"{impl}_s"], r[f"{impl}_cpu_s"] = row["median_s"], row.get("cpu_median_s")
+            rss[impl] = row.get("rss_peak_mb")
+    for group, impls in GROUPS.items():
+        times = {i: r[f"{i}_s"] for i in impls if f"{i}_s" in r}
+        if not times:
+            continue
+        fastest = min(times, key=times.get)
+        r[f"{group}_best_s"], r[f"{group}_rss_mb"] = times[fastest], rss.get(fastest)
+        cpu = [r[f"{i}_cpu_s"] for i in impls if r.get(f"{i}_cpu_s")]
+        if "jax_s" in r:
+            r[f"{group}_speedup"] = times[fastest] / r["jax_s"]
+            if cpu and r.get("jax_cpu_s"):
+                r[f"{group}_cpu_speedup"] = min(cpu) / r["jax_cpu_s"]
+        if peak:
+            r[f"{group}_pct_peak"] = 100 * work / times[fastest] / 1e9 / peak
+    if peak and "jax_s" in r:
+        r["jax_gflops"] = work / r["jax_s"] / 1e9
+        r["jax_pct_peak"] = 100 * r["jax_gflops"] / peak
+    r["jax_rss_mb"] = rss.get("jax")
+    # the names the README tables and older JSON readers use for the reference group
+    for old, new in (("speedup", "torch_speedup"), ("cpu_speedup", "torch_cpu_speedup")):
+        if new in r:
+            r[old] = r[new]
+    return r
+
+
+def _compile_summary(runs: dict) -> dict:
+    """Compile numbers of the default-environment JAX runs (batch 8 or the nearest) and
+    torch.compile's first calls."""
     c: dict = {}
     for mode, tag in (("forward", "fwd"), ("train", "train")):
         run = runs.get(f"jax@default/{mode}") or next(
@@ -592,13 +688,22 @@ def summarise_preset(pres: dict, peak: float, flops: dict) -> None:
                     c[f"xla_{tag}_gflop_per_utt"] = row["xla_flops"] / b / 1e9
                 if "temp_size_in_bytes" in row:
                     c[f"{tag}_temp_mb"] = row["temp_size_in_bytes"] / 2**20
-        for key, run in runs.items():
-            if run.get("impl") == "torchc" and run.get("mode") == mode and "error" not in run:
-                b, row = _nearest(run["batches"], 8)
-                if row:
-                    c[f"torchc_{tag}_first_s"] = row["first_call_s"]
-                break
-    pres["compile"] = c
+        for impl in ("torchc", "officialc"):
+            run = next((v for v in runs.values() if v.get("impl") == impl and v.get("mode") == mode
+                        and "error" not in v), None)
+            b, row = _nearest(run["batches"], 8) if run else (None, None)
+            if row:
+                c[f"{impl}_{tag}_first_s"] = row["first_call_s"]
+    return c
+
+
+def summarise_preset(pres: dict, peak: float | None, flops: dict) -> None:
+    """``pres["summary"]`` (a row per mode and batch) and ``pres["compile"]``."""
+    pres["summary"] = [_summary_row(pres["runs"], mode, b, peak, flops[mode] * b)
+                       for mode, batches in (("forward", pres["forward_batches"]),
+                                             ("train", pres["train_batches"]))
+                       for b in batches]
+    pres["compile"] = _compile_summary(pres["runs"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -607,7 +712,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--forward-batches", default="1,8,32")
     ap.add_argument("--train-batches", default="8,32")
     ap.add_argument("--variants", default=",".join(DEFAULT_VARIANTS),
-                    help="impl@env list; impl in jax, torch, torchc; env in "
+                    help="impl@env list; impl in " + ", ".join(IMPLS) + " (official*: tak2021 with "
+                         f"{OFFICIAL_ENV} set, skipped otherwise); env in "
                          + ", ".join(common.ENVS))
     ap.add_argument("--modes", default="forward,train")
     ap.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
@@ -624,6 +730,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--compile-probe", default="auto", choices=("auto", "on", "off"),
                     help="train-step compile time under XLA flag / persistent-cache variants "
                          "(auto: on unless --quick)")
+    ap.add_argument("--compile-flags", default=",".join(COMPILE_FLAGS),
+                    help="which COMPILE_FLAGS settings the compile probe tries (the cold and warm "
+                         "persistent cache always run)")
     ap.add_argument("--pipeline-json", default=None,
                     help="bench_pipeline.py's JSON to include in the report (run_all.sh)")
     ap.add_argument("--report-from", default=None,
@@ -708,8 +817,9 @@ def _selection(ap: argparse.ArgumentParser, a) -> tuple[list[str], list[str], li
     variants = [v.strip() for v in a.variants.split(",") if v.strip()]
     bad += [v for v in variants if "@" not in v or v.split("@")[0] not in IMPLS
             or v.split("@", 1)[1] not in common.ENVS]
+    bad += [f for f in a.compile_flags.split(",") if f.strip() and f.strip() not in COMPILE_FLAGS]
     if bad:
-        ap.error(f"unknown preset / variant: {', '.join(bad)}")
+        ap.error(f"unknown preset / variant / compile flag: {', '.join(bad)}")
     modes = [m.strip() for m in a.modes.split(",") if m.strip()]
     fwd_b = _ints(a.forward_batches) if "forward" in modes else []
     train_b = _ints(a.train_batches) if "train" in modes else []
@@ -789,6 +899,11 @@ def _time_variants(a, run: Callable[..., dict], pres: dict, variants: list[str],
             continue
         for v in variants:
             impl, env = v.split("@", 1)
+            why_not = impl.startswith("official") and official_unsupported(pres["preset"], a.quick)
+            if why_not:
+                pres.setdefault("skipped", {})[f"{v}/{mode}"] = why_not
+                print(f"  {v} {mode}: skipped ({why_not})", flush=True)
+                continue
             print(f"  {v} {mode} ...", flush=True)
             res = run(["--worker", impl, "--mode", mode, "--batches", ",".join(map(str, batches)),
                        *check_args, *_common_args(a)], env)
@@ -809,7 +924,8 @@ def _compile_probe(a, run: Callable[..., dict], pres: dict, batch: int, check_ar
         cache_env = {"JAX_COMPILATION_CACHE_DIR": cache,
                      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                      "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-        for name, extra in [*((n, {"XLA_FLAGS": f}) for n, f in COMPILE_FLAGS.items()),
+        flags = [n.strip() for n in a.compile_flags.split(",") if n.strip()]
+        for name, extra in [*((n, {"XLA_FLAGS": COMPILE_FLAGS[n]}) for n in flags),
                             ("cache_cold", {"XLA_FLAGS": "", **cache_env}),
                             ("cache_warm", {"XLA_FLAGS": "", **cache_env})]:
             print(f"  compile probe {name} ...", flush=True)
