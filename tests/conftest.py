@@ -4,20 +4,52 @@
 * ``speech_like(num_samples, batch=None, seed=0)``: deterministic speech (``rawnet2_jax.data.synth``).
 * ``assert_close(a, b, rtol, atol, name)``: allclose with max abs/rel differences in the message.
 * ``refuse_as_read_only(path)`` / fixture ``read_only_dir``: a write the file system refuses.
-* Session fixture ``shared_compilation_cache`` (autouse): the subprocesses the tests start
-  (``python -m train``, kill -9 runs, CLIs) share one persistent JAX compilation cache.
+* One persistent JAX compilation cache (set here, before anything compiles; see
+  ``_test_compilation_cache``) shared by the test process and every subprocess it starts
+  (``python -m train``, kill -9 runs, CLIs).
 """
 
 from __future__ import annotations
 
+import atexit
 import errno
 import os
+import shutil
 import signal
+import tempfile
+import warnings
 
-import numpy as np
-import pytest
 
-from rawnet2_jax.data.synth import speech_like  # noqa: F401  (re-exported for the tests)
+def _test_compilation_cache() -> None:
+    """One persistent JAX compilation cache for this process and every process it starts.
+
+    Many tests build fresh jitted closures (``make_train_step``, CLIs in subprocesses, kill -9
+    runs) for the same tiny models: JAX's in-memory caches miss and XLA would compile identical
+    programs again. A persistent-cache hit loads the executable compiled before, so results are
+    bit-identical to compiling again. A cache the caller set up is kept."""
+    if not os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        cache = tempfile.mkdtemp(prefix="rawnet2-jax-test-cache-")
+        atexit.register(shutil.rmtree, cache, ignore_errors=True)
+        os.environ["JAX_COMPILATION_CACHE_DIR"] = cache
+    # Anything that takes a tenth of a second to compile is worth a file (JAX's default: 1 s).
+    os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.1")
+    import jax  # config read from the environment above; no backend starts here
+
+    from jax._src import xla_bridge
+
+    if xla_bridge.backends_are_initialized():  # something compiled first: correct, only slower
+        warnings.warn("tests/conftest.py: a JAX backend started before the compilation cache was set")
+    jax.config.update("jax_compilation_cache_dir", os.environ["JAX_COMPILATION_CACHE_DIR"])
+    jax.config.update("jax_persistent_cache_min_compile_time_secs",
+                      float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
+
+
+_test_compilation_cache()
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from rawnet2_jax.data.synth import speech_like  # noqa: E402, F401  (re-exported for the tests)
 
 # A suite started in the background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT
 # ignored, and so would every process it starts: the Ctrl-C tests need SIGINT as a terminal
@@ -29,21 +61,6 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 def import_torch():
     """torch, or skip the calling test with the reason."""
     return pytest.importorskip("torch", reason="PyTorch not installed (pip install '.[torch]')")
-
-
-@pytest.fixture(scope="session", autouse=True)
-def shared_compilation_cache(tmp_path_factory):
-    """Point the subprocesses of this session at one persistent JAX compilation cache: many
-    tests start ``python -m train`` or a CLI on the same tiny model, and without it every one
-    of them compiles the same programs again (most of a subprocess's time on 2 cores). This
-    process read its JAX settings when the test modules imported jax, before this runs; a
-    cache the caller set up is kept, and the bench scripts drop it where they time compiles."""
-    if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
-        yield
-        return
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path_factory.mktemp("jax_cache"))
-    yield
-    os.environ.pop("JAX_COMPILATION_CACHE_DIR", None)
 
 
 @pytest.fixture
