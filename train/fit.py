@@ -33,6 +33,8 @@ class RematChoice:
 
     def message(self) -> str:
         need, budget = _size(self.need_bytes), _size(self.budget_bytes)
+        if self.need_bytes == 0:
+            return "remat auto: no memory estimate for this train step (backend or wrapped step): remat=none"
         if self.remat == "none":
             return (f"remat auto: one train step needs {need} per device, within {FIT_FRACTION:.0%} of the "
                     f"{budget} of {self.budget_what}: remat=none (the fastest step)")
@@ -91,10 +93,12 @@ def choose_remat(step_without: Callable, state: Any, batch: dict[str, Any], devi
     """Compile ``step_without`` (a train step without remat) for ``(state, batch)`` and decide.
 
     With several processes every one must run the same program, so the step is rematerialised
-    if it does not fit on any of them.
+    if it does not fit on any of them. A step without ``.core`` (wrapped by a caller, e.g. a
+    test's fault injection) cannot be lowered: it is kept as it is.
     """
-    need = step_bytes(step_without.core.lower(state, batch, None).compile())
     budget, what = device_memory_budget(device)
+    core = getattr(step_without, "core", None)  # the jitted function (absent if a caller wrapped the step)
+    need = step_bytes(core.lower(state, batch, None).compile()) if core is not None else 0
     too_big = need > FIT_FRACTION * budget
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils
