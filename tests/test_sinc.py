@@ -204,7 +204,12 @@ def test_sinc_conv_fft_matches_direct(kernel_size, padding):
             gp, gx = jax.grad(lambda p, xx: loss(mod, p, xx), argnums=(0, 1))(variables["params"], x)
             outs[name] = (y, gx, gp["low_hz_"], gp["band_hz_"])
     assert outs["fft"][0].shape == (2, t_out, cfg.sinc_filters)
-    for what, got, want in zip(("output", "d/dx", "d/dlow_hz_", "d/dband_hz_"), outs["fft"], outs["direct"]):
+    _assert_like_direct(outs["fft"], outs["direct"])
+
+
+def _assert_like_direct(got_all, want_all):
+    """(output, d/dx, d/dlow_hz_, d/dband_hz_) within 1e-5 of the direct conv's, scaled by its max."""
+    for what, got, want in zip(("output", "d/dx", "d/dlow_hz_", "d/dband_hz_"), got_all, want_all):
         got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
         scale = np.abs(want).max()
         assert scale > 0, what
@@ -239,12 +244,7 @@ def test_sinc_conv_matmul_matches_direct(padding, use_abs, pool, monkeypatch):
         outs = {name: jax.jit(lambda m=mod: outputs(m))() for name, mod in (("direct", direct), ("matmul", mm))}
     assert outs["matmul"][0].shape == (2, t_out, cfg.sinc_filters)
     assert 2 * t_out * pool // 12 > 3 * 8  # several chunks
-    for what, got, want in zip(("output", "d/dx", "d/dlow_hz_", "d/dband_hz_"), outs["matmul"], outs["direct"]):
-        got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
-        scale = np.abs(want).max()
-        assert scale > 0, what
-        diff = np.abs(got - want).max()
-        assert diff <= 1e-5 * scale, f"{what}: max diff {diff:.3g} > 1e-5 * max |direct| {scale:.3g}"
+    _assert_like_direct(outs["matmul"], outs["direct"])
 
 
 def test_sinc_conv_impl_auto_and_bf16():
