@@ -114,7 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    _add_score_command(sub)
+    _add_evaluate_command(sub)
+    _add_benchmark_command(sub)
+    # Listed for --help; `metrics` / `augment` arguments are parsed by their own CLIs.
+    sub.add_parser("metrics", help="EER / min t-DCF of a score file", add_help=False)
+    sub.add_parser("augment", help="RawBoost one audio file (WAVs + spectrogram PNG)", add_help=False)
+    return p
 
+
+def _add_score_command(sub) -> None:
     s = sub.add_parser("score", help="score audio files or folders", description=SCORE_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     s.add_argument("--checkpoint", required=True, metavar="DIR",
@@ -141,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar")
     s.set_defaults(format="table")
 
+
+def _add_evaluate_command(sub) -> None:
     e = sub.add_parser("evaluate", help="evaluate on a dataset split", description=EVALUATE_HELP,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("--checkpoint", required=True, metavar="DIR", help="model directory")
@@ -159,6 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="batch size (default 32)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
 
+
+def _add_benchmark_command(sub) -> None:
     bm = sub.add_parser("benchmark", help="evaluate on every built dataset, one summary",
                         description=BENCHMARK_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     bm.add_argument("--checkpoint", required=True, metavar="DIR", help="model directory")
@@ -169,11 +182,6 @@ def build_parser() -> argparse.ArgumentParser:
     bm.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="batch size (default 32)")
     bm.add_argument("--restart", action="store_true", help="score anew instead of continuing earlier score files")
     bm.add_argument("--no-progress", action="store_true", help="no progress output")
-
-    # Listed for --help; `metrics` / `augment` arguments are parsed by their own CLIs.
-    sub.add_parser("metrics", help="EER / min t-DCF of a score file", add_help=False)
-    sub.add_parser("augment", help="RawBoost one audio file (WAVs + spectrogram PNG)", add_help=False)
-    return p
 
 
 def _err(msg: str) -> None:
