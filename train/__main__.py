@@ -19,16 +19,13 @@ import argparse
 import os
 import sys
 
+from rawnet2_jax.cliutil import OneLineParser, nonneg_float, nonneg_int, positive_float, positive_int, unit_interval
 from rawnet2_jax.errors import UserError
 from train.guards import Stopped
 
 
 def build_parser() -> argparse.ArgumentParser:
     from train.configs import PRESETS
-
-    from rawnet2_jax.cliutil import (
-        OneLineParser, nonneg_float, nonneg_int, positive_float, positive_int, unit_interval,
-    )
 
     ap = OneLineParser(
         prog="python -m train",
@@ -45,6 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--init-from", help="start from a model dir (load_pretrained) instead of a fresh init")
     o = ap.add_argument_group("overrides")
+    _add_recipe_overrides(o)
+    _add_compute_overrides(o)
+    _add_augmentation_overrides(o)
+    o.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                   help="any TrainConfig / ModelConfig field, dotted and type-checked, e.g. --set "
+                        "model.fms_mode=mul --set plateau.patience=5 (applied after the flags above)")
+    ap.add_argument("--no-final-eval", action="store_true", help="skip scoring the eval split at the end")
+    ap.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize (multi-host)")
+    ap.add_argument("--quiet", action="store_true")
+    return ap
+
+
+def _add_recipe_overrides(o) -> None:
+    """The optimisation recipe and its bookkeeping: epochs, batches, learning rate, stopping, seeds."""
     o.add_argument("--epochs", type=positive_int)
     o.add_argument("--batch-size", type=positive_int, help="global batch size (all devices, all hosts)")
     o.add_argument("--eval-batch-size", type=positive_int)
@@ -59,11 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--checkpoint-every", dest="checkpoint_every_steps", type=nonneg_int, help="steps; 0 = epoch ends only")
     o.add_argument("--max-steps-per-epoch", type=positive_int)
     o.add_argument("--log-every", dest="log_every_steps", type=positive_int, help="steps between metric fetches / train records")
+
+
+def _add_compute_overrides(o) -> None:
+    """How the steps compute (never what the model is)."""
     o.add_argument("--bf16", action="store_true",
                    help="compute in bfloat16; parameters, optimizer state and BatchNorm statistics stay float32")
     o.add_argument("--matmul-precision", choices=("default", "high", "highest"),
                    help="matmul/conv precision in the steps: default = the backend's (TF32 on recent NVIDIA "
                         "GPUs, bf16 passes on TPU), highest = full float32")
+
+
+def _add_augmentation_overrides(o) -> None:
+    """Data augmentation: RawBoost on the device, codecs in the input pipeline."""
     o.add_argument("--rawboost", type=int, choices=range(0, 9), metavar="ALGO",
                    help="RawBoost augmentation of training batches on the device: 0 off, 1 LnL, 2 ISD, 3 SSI, "
                         "4 = 1+2+3, 5 = 1+2, 6 = 1+3, 7 = 2+3, 8 = 1 and 2 in parallel")
@@ -75,13 +94,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep the codec encoders' output in DIR and decode it again on later epochs (the "
                         "same rows; 2-80x less CPU per MP3/Vorbis/Opus/GSM/G.721 round trip once warm; "
                         "~250 KB per 4 s utterance over every codec)")
-    o.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
-                   help="any TrainConfig / ModelConfig field, dotted and type-checked, e.g. --set "
-                        "model.fms_mode=mul --set plateau.patience=5 (applied after the flags above)")
-    ap.add_argument("--no-final-eval", action="store_true", help="skip scoring the eval split at the end")
-    ap.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize (multi-host)")
-    ap.add_argument("--quiet", action="store_true")
-    return ap
 
 
 def config_from_args(args: argparse.Namespace):
