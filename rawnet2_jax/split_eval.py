@@ -28,6 +28,7 @@ hold each utterance once. Resuming continues after the primary's kept lines.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -194,9 +195,6 @@ def score_split(
             the split together (see the module docstring); ``model`` then maps this
             process's rows to their logits (a collective model is called in lockstep).
     """
-    from rawnet2_jax.data.pipeline import eval_batches
-    from rawnet2_jax.scoring import log_odds
-
     if score_format not in SCORE_FORMATS:
         raise ValueError(f"score_format must be one of {SCORE_FORMATS}, got {score_format!r}")
     if batch_size <= 0:
@@ -210,11 +208,7 @@ def score_split(
     path = out / score_file
     primary = processes is None or processes.primary
     exchange = processes.exchange(f"score/{desc}") if processes is not None else None
-    start = _kept_lines(path, source) if primary and resume and path.is_file() else 0
-    if exchange is not None:
-        start = exchange.primary_int(start)
-    if primary:
-        _check_run_id(path, run_id, resumed=start > 0)
+    start = _agreed_start(path, source, resume and primary, run_id if primary else None, exchange)
     t0 = time.monotonic()
     if start == len(source):
         if exchange is not None:
@@ -223,25 +217,62 @@ def score_split(
     view = _Offset(source, start)
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     bar = _Progress(len(source), start, desc, progress and primary, log_every, log_seconds, log)
-    pi, pc, ldc = (0, 1, 1) if processes is None else (processes.index, processes.count, processes.local_devices)
     try:
-        batches = eval_batches(view, config, batch_size, process_index=pi, process_count=pc, local_device_count=ldc)
+        batches = _shard_batches(view, config, batch_size, processes)
     except ValueError as e:  # a batch size that does not split over the processes / devices
         bar.close()
         raise UserError(f"{desc}: {e}") from None
+    lines = functools.partial(_batch_lines, logits_fn, view, score_format, desc)
+    done = _append_batches(path, start, batches, lines, exchange, bar, desc)
+    if exchange is not None:
+        exchange.close()
+    return ScoredSplit(path, done, start, time.monotonic() - t0)
+
+
+def _agreed_start(path: Path, source: Any, resume: bool, run_id: str | None, exchange: Any) -> int:
+    """Where scoring starts: after the kept lines of ``path`` (0 without ``resume``), the
+    primary's count on every process. ``run_id`` (None on the other processes) is checked
+    against, then recorded beside, the score file."""
+    start = _kept_lines(path, source) if resume and path.is_file() else 0
+    if exchange is not None:
+        start = exchange.primary_int(start)
+    if run_id is not None:
+        _check_run_id(path, run_id, resumed=start > 0)
+    return start
+
+
+def _shard_batches(view: _Offset, config: Any, batch_size: int, processes: Any):
+    """``eval_batches`` over ``view``: this process's rows of every global batch."""
+    from rawnet2_jax.data.pipeline import eval_batches
+
+    pi, pc, ldc = (0, 1, 1) if processes is None else (processes.index, processes.count, processes.local_devices)
+    return eval_batches(view, config, batch_size, process_index=pi, process_count=pc, local_device_count=ldc)
+
+
+def _batch_lines(logits_fn: Callable, view: _Offset, score_format: str, desc: str, batch: dict, done: int) -> str:
+    """The score-file lines of one batch's real rows (padding rows dropped), in batch order."""
+    from rawnet2_jax.scoring import log_odds  # scoring imports this module
+
+    mask = np.asarray(batch["mask"], dtype=bool)
+    lo = log_odds(logits_fn(np.asarray(batch["audio"], dtype=np.float32)))[mask]
+    if not np.all(np.isfinite(lo)):
+        raise UserError(f"{desc}: the model produced non-finite logits near record {done}; "
+                        "the checkpoint is broken")
+    utts = [_text(u) for u in np.asarray(batch["utt_id"])[mask]]
+    labels = np.asarray(batch["label"])[mask]
+    return "".join(_format_line(score_format, u, int(y), view.attacks.get(u, "-"), float(s))
+                   for u, y, s in zip(utts, labels, lo))
+
+
+def _append_batches(path: Path, start: int, batches, lines: Callable, exchange: Any, bar: _Progress,
+                    desc: str) -> int:
+    """Append every batch's lines to ``path`` (after ``start`` kept lines), flushed batch by
+    batch; the line count of the file at the end. Closes ``bar`` and ``batches``."""
     done = start
     try:
         with open(path, "a" if start else "w", encoding="utf-8") as f:
             for k, batch in enumerate(batches):
-                mask = np.asarray(batch["mask"], dtype=bool)
-                lo = log_odds(logits_fn(np.asarray(batch["audio"], dtype=np.float32)))[mask]
-                if not np.all(np.isfinite(lo)):
-                    raise UserError(f"{desc}: the model produced non-finite logits near record {done}; "
-                                    "the checkpoint is broken")
-                utts = [_text(u) for u in np.asarray(batch["utt_id"])[mask]]
-                labels = np.asarray(batch["label"])[mask]
-                text = "".join(_format_line(score_format, u, int(y), view.attacks.get(u, "-"), float(s))
-                               for u, y, s in zip(utts, labels, lo))
+                text = lines(batch, done)
                 if exchange is not None:  # process p holds rows [p * B / P, (p + 1) * B / P) of the batch
                     text = "".join(exchange.all_texts(k, text))
                 f.write(text)
@@ -256,6 +287,4 @@ def score_split(
         close = getattr(batches, "close", None)
         if close is not None:
             close()
-    if exchange is not None:
-        exchange.close()
-    return ScoredSplit(path, done, start, time.monotonic() - t0)
+    return done
