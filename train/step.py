@@ -94,51 +94,17 @@ def make_train_step(
         audio = augment_audio(batch["audio"], jax.random.fold_in(key, _AUGMENT_STREAM), cfg)
         labels = batch["label"]
         mask = batch.get("mask")
-
-        def loss_fn(params):
-            variables = {"params": params}
-            if state.batch_stats:
-                variables["batch_stats"] = state.batch_stats
-            if state.buffers:
-                variables["buffers"] = state.buffers
-            (logits, _), updates = model.apply(
-                variables, audio, train=True, mutable=["batch_stats"], rngs={"dropout": key}
-            )
-            loss, _, _ = weighted_ce(logits, labels, weights, mask)
-            return loss, (logits.astype(jnp.float32), updates)
-
-        (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        loss, logits, updates, grads = _loss_and_grads(model, state, audio, labels, mask, weights, key)
         raw_grad_norm = optax.global_norm(grads)
         upd, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, upd)
         new_bs = updates.get("batch_stats", state.batch_stats)
         new_bs = jax.tree.map(lambda new, old: new.astype(old.dtype), new_bs, state.batch_stats)
-        correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-        if mask is not None:
-            correct = jnp.where(mask, correct, 0.0)
-            n = jnp.sum(mask.astype(jnp.float32))
-        else:
-            n = jnp.asarray(labels.shape[0], jnp.float32)
-        metrics = {
-            "loss": loss,
-            "accuracy": jnp.sum(correct) / jnp.maximum(n, 1.0),
-            "grad_norm": raw_grad_norm,
-            "lr": opt_state.hyperparams["learning_rate"],
-        }
+        metrics = _step_metrics(loss, logits, labels, mask, raw_grad_norm, opt_state)
         new_state = state.replace(params=params, batch_stats=new_bs, opt_state=opt_state, step=state.step + 1)
         return new_state, metrics
 
-    core = _with_precision(core, cfg.matmul_precision)
-    if jit:
-        kwargs = {}
-        if donate:
-            kwargs["donate_argnums"] = (0,)
-        if shardings is not None:
-            kwargs["in_shardings"] = shardings["in"]
-            kwargs["out_shardings"] = shardings["out"]
-        core_fn = jax.jit(core, **kwargs)
-    else:
-        core_fn = core
+    core_fn = _compile_step(_with_precision(core, cfg.matmul_precision), jit=jit, donate=donate, shardings=shardings)
 
     def train_step(state: TrainState, batch: dict[str, Any], rng: jax.Array | None = None):
         batch = {k: v for k, v in batch.items() if k in ("audio", "label", "mask")}
@@ -146,6 +112,56 @@ def make_train_step(
 
     train_step.core = core_fn  # for lowering / inspection
     return train_step
+
+
+def _loss_and_grads(model: Any, state: TrainState, audio: jax.Array, labels: jax.Array, mask: jax.Array | None,
+                    weights: jax.Array, key: jax.Array):
+    """``(loss, float32 logits, BatchNorm updates, gradients)`` of one training forward."""
+
+    def loss_fn(params):
+        variables = {"params": params}
+        if state.batch_stats:
+            variables["batch_stats"] = state.batch_stats
+        if state.buffers:
+            variables["buffers"] = state.buffers
+        (logits, _), updates = model.apply(
+            variables, audio, train=True, mutable=["batch_stats"], rngs={"dropout": key}
+        )
+        loss, _, _ = weighted_ce(logits, labels, weights, mask)
+        return loss, (logits.astype(jnp.float32), updates)
+
+    (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return loss, logits, updates, grads
+
+
+def _step_metrics(loss: jax.Array, logits: jax.Array, labels: jax.Array, mask: jax.Array | None,
+                  grad_norm: jax.Array, opt_state: Any) -> dict[str, jax.Array]:
+    """Loss, accuracy over the real rows, gradient norm before clipping, learning rate."""
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    if mask is not None:
+        correct = jnp.where(mask, correct, 0.0)
+        n = jnp.sum(mask.astype(jnp.float32))
+    else:
+        n = jnp.asarray(labels.shape[0], jnp.float32)
+    return {
+        "loss": loss,
+        "accuracy": jnp.sum(correct) / jnp.maximum(n, 1.0),
+        "grad_norm": grad_norm,
+        "lr": opt_state.hyperparams["learning_rate"],
+    }
+
+
+def _compile_step(core: Callable, *, jit: bool, donate: bool, shardings: Any) -> Callable:
+    """``core`` jitted (state buffers donated, placements pinned, when asked), or as it is."""
+    if not jit:
+        return core
+    kwargs = {}
+    if donate:
+        kwargs["donate_argnums"] = (0,)
+    if shardings is not None:
+        kwargs["in_shardings"] = shardings["in"]
+        kwargs["out_shardings"] = shardings["out"]
+    return jax.jit(core, **kwargs)
 
 
 # RawBoost draws from fold_in(step key, this): never the same numbers as the model's stream.
