@@ -478,25 +478,11 @@ def _raise_stopped(run: _Run) -> None:
 def _end_epoch(run: _Run, t0: float, train_seconds: float) -> None:
     """Dev evaluation, schedule, selection, best model, checkpoint, epoch record."""
     cfg, epoch = run.cfg, run.epoch
-    dev = _agreed(evaluate_source(run, run.state, "dev", run.asv_scores.get("dev")))
-    if not math.isfinite(dev["loss"]):
-        raise TrainingError(
-            f"non-finite dev loss at the end of epoch {epoch + 1}; stopped (last good checkpoint: step "
-            f"{run.mngr.latest_step()} in {run.workdir / CHECKPOINT_DIR}); lower the learning rate"
-        )
+    dev = _dev_metrics(run)
     lr_used = get_learning_rate(run.state.opt_state)
-    plateau = run.host.plateau
-    if plateau is not None:
-        plateau = plateau_step(plateau, dev["loss"], cfg.plateau)
-        if plateau.lr != run.host.plateau.lr:
-            run.state = run.state.replace(opt_state=set_learning_rate(run.state.opt_state, plateau.lr))
-            run.log.info(f"epoch {epoch + 1}: dev loss plateau, learning rate {run.host.plateau.lr:.3g} -> {plateau.lr:.3g}")
+    plateau = _next_plateau(run, dev["loss"])
     es, improved = early_stop_update(run.host.early_stop, dev["eer"], epoch + 1, run.step)
-    stop_reason = None
-    if should_stop(es, cfg.early_stopping_patience):
-        stop_reason = f"early stopping: no dev EER improvement in {es.epochs_without_improvement} epochs"
-    elif epoch + 1 >= cfg.epochs:
-        stop_reason = f"reached {cfg.epochs} epochs"
+    stop_reason = _stop_reason(cfg, es, epoch + 1)
     sums = run.host.epoch_sums
     run.host = run.host.replace(plateau=plateau, early_stop=es, batches_in_epoch=0, epoch_done=True,
                                 data_position={"epoch": epoch + 1, "step": 0}, stopped_reason=stop_reason,
@@ -512,12 +498,7 @@ def _end_epoch(run: _Run, t0: float, train_seconds: float) -> None:
         "improved": improved, "epoch_seconds": time.time() - t0, "train_seconds": train_seconds,
     }
     run.log.log(rec, "epoch", epoch + 1)
-    tdcf = f", min t-DCF {dev['min_tdcf']:.4f}" if dev.get("min_tdcf") is not None else ""
-    run.log.info(
-        f"epoch {epoch + 1}/{cfg.epochs}: train loss {rec['train_loss']:.4f}, dev loss {dev['loss']:.4f}, "
-        f"dev EER {100 * dev['eer']:.2f}%{tdcf}, lr {lr_used:.3g}" + (" (best)" if improved else "")
-        + f" [{rec['epoch_seconds']:.0f}s]"
-    )
+    _log_epoch_line(run, rec, dev)
     # The best model first, then the checkpoint that records it: a kill in between leaves
     # an older checkpoint whose best step disagrees with best_model/, repaired on resume.
     if improved:
@@ -529,6 +510,48 @@ def _end_epoch(run: _Run, t0: float, train_seconds: float) -> None:
         run.log.info(stop_reason)
     if run.stop.requested and run.epoch < cfg.epochs and not should_stop(es, cfg.early_stopping_patience):
         _raise_stopped(run)
+
+
+def _dev_metrics(run: _Run) -> dict:
+    """The dev split's loss / EER (/ min t-DCF), the same on every process; a non-finite loss stops the run."""
+    dev = _agreed(evaluate_source(run, run.state, "dev", run.asv_scores.get("dev")))
+    if not math.isfinite(dev["loss"]):
+        raise TrainingError(
+            f"non-finite dev loss at the end of epoch {run.epoch + 1}; stopped (last good checkpoint: step "
+            f"{run.mngr.latest_step()} in {run.workdir / CHECKPOINT_DIR}); lower the learning rate"
+        )
+    return dev
+
+
+def _next_plateau(run: _Run, dev_loss: float):
+    """The plateau schedule after this epoch's dev loss (None without one); a lowered
+    learning rate goes into the optimizer state at once, for the next epoch."""
+    before = run.host.plateau
+    if before is None:
+        return None
+    plateau = plateau_step(before, dev_loss, run.cfg.plateau)
+    if plateau.lr != before.lr:
+        run.state = run.state.replace(opt_state=set_learning_rate(run.state.opt_state, plateau.lr))
+        run.log.info(f"epoch {run.epoch + 1}: dev loss plateau, learning rate {before.lr:.3g} -> {plateau.lr:.3g}")
+    return plateau
+
+
+def _stop_reason(cfg: TrainConfig, es, epochs_done: int) -> str | None:
+    """Why training ends after this epoch (early stopping, the last epoch), or None."""
+    if should_stop(es, cfg.early_stopping_patience):
+        return f"early stopping: no dev EER improvement in {es.epochs_without_improvement} epochs"
+    if epochs_done >= cfg.epochs:
+        return f"reached {cfg.epochs} epochs"
+    return None
+
+
+def _log_epoch_line(run: _Run, rec: dict, dev: dict) -> None:
+    tdcf = f", min t-DCF {dev['min_tdcf']:.4f}" if dev.get("min_tdcf") is not None else ""
+    run.log.info(
+        f"epoch {rec['epoch']}/{run.cfg.epochs}: train loss {rec['train_loss']:.4f}, dev loss {dev['loss']:.4f}, "
+        f"dev EER {100 * dev['eer']:.2f}%{tdcf}, lr {rec['lr']:.3g}" + (" (best)" if rec["improved"] else "")
+        + f" [{rec['epoch_seconds']:.0f}s]"
+    )
 
 
 # --------------------------------------------------------------------------- evaluation
