@@ -495,6 +495,20 @@ def _rank(scores: list[CandidateScore], min_gain: float) -> tuple[list[Candidate
 
 
 def format_report(report: BnReport, top: int = 12) -> str:
+    lines = _ranking_lines(report, top) + _layer_lines(report.best) + _input_gain_lines(report)
+    best = report.best
+    if best.changes:
+        sets = " ".join(f"--set {k}={v}" for k, v in sorted(best.changes.items()))
+        lines.append(f"best differs from the preset; to use it: python -m convert SRC OUT {sets}")
+    else:
+        lines.append("the preset's own setting ranks first")
+    for n in report.notes:
+        lines.append(f"note: {n}")
+    return "\n".join(lines)
+
+
+def _ranking_lines(report: BnReport, top: int) -> list[str]:
+    """The header and the ``top`` best candidates, one row each (``~`` marks a tie)."""
     lines = [
         f"BatchNorm statistics check: {len(report.candidates)} candidate(s) around preset "
         f"{report.base.name!r}, {report.num_files} file(s) x {report.num_samples} samples, "
@@ -522,28 +536,33 @@ def format_report(report: BnReport, top: int = 12) -> str:
             f"~ = not beaten by the lowest discrepancy by {report.min_gain:.0%} on all files and on each "
             "half of them: indistinguishable; the one changing fewest fields ranks first"
         )
-    best = report.best
-    if best.layers:
-        lines.append(f"per layer, best candidate {best.label}:")
-        lines.append(f"  {'layer':<16} {'mean err':>9} {'logvar err':>10} {'r_mean':>7} {'r_logvar':>8}")
-        for l in best.layers:
-            lines.append(f"  {l.layer:<16} {l.mean_err:>9.4g} {l.logvar_err:>10.4g} "
-                         f"{l.r_mean:>7.3f} {l.r_logvar:>8.3f}")
-    scale = best.implied_input_scale
-    if np.isfinite(scale) and scale > 0:
-        nearest = min(KNOWN_INPUT_SCALES, key=lambda c: abs(np.log(scale / c)))
-        lines.append(
-            f"input gain: the first BatchNorm's stored statistics match these files' energy at input_scale "
-            f"~ {scale:.3g} (config: {report.base.input_scale:g}; known candidates "
-            f"{', '.join(f'{c:g}' for c in KNOWN_INPUT_SCALES)} -> nearest {nearest:g})"
-        )
-        if abs(np.log(nearest / report.base.input_scale)) > np.log(3):
-            lines.append(f"  the stored statistics suggest --set input_scale={nearest:g}")
-    if best.changes:
-        sets = " ".join(f"--set {k}={v}" for k, v in sorted(best.changes.items()))
-        lines.append(f"best differs from the preset; to use it: python -m convert SRC OUT {sets}")
-    else:
-        lines.append("the preset's own setting ranks first")
-    for n in report.notes:
-        lines.append(f"note: {n}")
-    return "\n".join(lines)
+    return lines
+
+
+def _layer_lines(best: CandidateScore) -> list[str]:
+    """The best candidate's errors layer by layer (none when it has no per-layer detail)."""
+    if not best.layers:
+        return []
+    lines = [f"per layer, best candidate {best.label}:",
+             f"  {'layer':<16} {'mean err':>9} {'logvar err':>10} {'r_mean':>7} {'r_logvar':>8}"]
+    for l in best.layers:
+        lines.append(f"  {l.layer:<16} {l.mean_err:>9.4g} {l.logvar_err:>10.4g} "
+                     f"{l.r_mean:>7.3f} {l.r_logvar:>8.3f}")
+    return lines
+
+
+def _input_gain_lines(report: BnReport) -> list[str]:
+    """The input scale the first BatchNorm's statistics imply, and a hint when the preset's is
+    off by more than 3x."""
+    scale = report.best.implied_input_scale
+    if not (np.isfinite(scale) and scale > 0):
+        return []
+    nearest = min(KNOWN_INPUT_SCALES, key=lambda c: abs(np.log(scale / c)))
+    lines = [
+        f"input gain: the first BatchNorm's stored statistics match these files' energy at input_scale "
+        f"~ {scale:.3g} (config: {report.base.input_scale:g}; known candidates "
+        f"{', '.join(f'{c:g}' for c in KNOWN_INPUT_SCALES)} -> nearest {nearest:g})"
+    ]
+    if abs(np.log(nearest / report.base.input_scale)) > np.log(3):
+        lines.append(f"  the stored statistics suggest --set input_scale={nearest:g}")
+    return lines
