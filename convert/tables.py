@@ -72,35 +72,61 @@ def table(cfg: ModelConfig) -> list[Entry]:
     seed = cfg.layout == "seed"
     if cfg.layout not in ("seed", "official"):
         raise CheckpointError(f"unknown layout {cfg.layout!r}")
-    c0, k = cfg.sinc_filters, cfg.block_kernel_size
-    out: list[Entry] = []
-    if seed:
-        half = cfg.sinc_kernel_size // 2
-        sinc_col = "params" if cfg.sinc_learnable else "buffers"
-        out += [
-            Entry("sinc.low_hz_", sinc_col, ("sinc", "low_hz_"), "identity", (c0, 1)),
-            Entry("sinc.band_hz_", sinc_col, ("sinc", "band_hz_"), "identity", (c0, 1)),
-            Entry("sinc.n_axis", "buffers", ("sinc", "n_axis"), "identity", (1, half)),
-            Entry("sinc.window", "buffers", ("sinc", "window"), "identity", (half,)),
-        ]
     # (the official layout stores no sinc tensors: filters are rebuilt from the config)
-    out += _bn("front_bn" if seed else "first_bn", ("front_bn",), c0)
+    out = _sinc_entries(cfg) if seed else []
+    out += _bn("front_bn" if seed else "first_bn", ("front_bn",), cfg.sinc_filters)
     for i, (ci, co) in enumerate(cfg.block_channels):
-        tp = f"blocks.{i}" if seed else f"block{i}.0"
-        fp = (f"block{i}",)
-        if cfg.first_block_bn1 or i > 0:
-            out += _bn(f"{tp}.bn1", fp + ("bn1",), ci)
-        out += _conv(f"{tp}.conv1", fp + ("conv1",), co, ci, k)
-        out += _bn(f"{tp}.bn2", fp + ("bn2",), co)
-        out += _conv(f"{tp}.conv2", fp + ("conv2",), co, co, k)
-        if ci != co:
-            sc = "shortcut" if seed else "conv_downsample"
-            out += _conv(f"{tp}.{sc}", fp + ("shortcut",), co, ci, 1)
-        fms_key = f"{tp}.fms.fc" if seed else f"fc_attention{i}.0"
-        out += _linear(fms_key, fp + ("fms", "fc"), co, co)
+        out += _block_entries(cfg, i, ci, co)
     c_last = cfg.block_channels[-1][1]
     out += _bn("pre_gru_bn" if seed else "bn_before_gru", ("pre_gru_bn",), c_last)
+    out += _gru_entries(cfg, c_last)
+    out += _linear("fc" if seed else "fc1_gru", ("fc",), cfg.embedding_dim, cfg.gru_hidden)
+    out += _linear("classifier" if seed else "fc2_gru", ("classifier",), cfg.num_classes,
+                   cfg.embedding_dim)
+    if cfg.stored_class_weights is not None:
+        if not seed:
+            raise CheckpointError("the official layout has no class_weights tensor; "
+                                  "set stored_class_weights=None")
+        out.append(Entry("class_weights", "buffers", ("class_weights",), "identity",
+                         (cfg.num_classes,)))
+    return out
+
+
+def _sinc_entries(cfg: ModelConfig) -> list[Entry]:
+    """The seed layout's sinc tensors (band edges learnable or frozen, plus two fixed buffers)."""
+    c0, half = cfg.sinc_filters, cfg.sinc_kernel_size // 2
+    sinc_col = "params" if cfg.sinc_learnable else "buffers"
+    return [
+        Entry("sinc.low_hz_", sinc_col, ("sinc", "low_hz_"), "identity", (c0, 1)),
+        Entry("sinc.band_hz_", sinc_col, ("sinc", "band_hz_"), "identity", (c0, 1)),
+        Entry("sinc.n_axis", "buffers", ("sinc", "n_axis"), "identity", (1, half)),
+        Entry("sinc.window", "buffers", ("sinc", "window"), "identity", (half,)),
+    ]
+
+
+def _block_entries(cfg: ModelConfig, i: int, ci: int, co: int) -> list[Entry]:
+    """Residual block ``i`` (``ci`` -> ``co`` channels): BNs, convs, shortcut, FMS."""
+    seed, k = cfg.layout == "seed", cfg.block_kernel_size
+    tp = f"blocks.{i}" if seed else f"block{i}.0"
+    fp = (f"block{i}",)
+    out: list[Entry] = []
+    if cfg.first_block_bn1 or i > 0:
+        out += _bn(f"{tp}.bn1", fp + ("bn1",), ci)
+    out += _conv(f"{tp}.conv1", fp + ("conv1",), co, ci, k)
+    out += _bn(f"{tp}.bn2", fp + ("bn2",), co)
+    out += _conv(f"{tp}.conv2", fp + ("conv2",), co, co, k)
+    if ci != co:
+        sc = "shortcut" if seed else "conv_downsample"
+        out += _conv(f"{tp}.{sc}", fp + ("shortcut",), co, ci, 1)
+    fms_key = f"{tp}.fms.fc" if seed else f"fc_attention{i}.0"
+    out += _linear(fms_key, fp + ("fms", "fc"), co, co)
+    return out
+
+
+def _gru_entries(cfg: ModelConfig, c_last: int) -> list[Entry]:
+    """torch ``nn.GRU``'s four tensors per layer (both layouts name them alike)."""
     h = cfg.gru_hidden
+    out: list[Entry] = []
     for layer in range(cfg.gru_layers):
         d_in = c_last if layer == 0 else h
         fp = ("gru", f"l{layer}")
@@ -110,15 +136,6 @@ def table(cfg: ModelConfig) -> list[Entry]:
             Entry(f"gru.bias_ih_l{layer}", "params", fp + ("b_ih",), "identity", (3 * h,)),
             Entry(f"gru.bias_hh_l{layer}", "params", fp + ("b_hh",), "identity", (3 * h,)),
         ]
-    out += _linear("fc" if seed else "fc1_gru", ("fc",), cfg.embedding_dim, h)
-    out += _linear("classifier" if seed else "fc2_gru", ("classifier",), cfg.num_classes,
-                   cfg.embedding_dim)
-    if cfg.stored_class_weights is not None:
-        if not seed:
-            raise CheckpointError("the official layout has no class_weights tensor; "
-                                  "set stored_class_weights=None")
-        out.append(Entry("class_weights", "buffers", ("class_weights",), "identity",
-                         (cfg.num_classes,)))
     return out
 
 
