@@ -111,7 +111,7 @@ def ref_rawboost(args):
 # ------------------------------------------------------------------ timing
 
 
-def main(argv=None) -> int:
+def _parse_args(argv) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="caa_rawnet2")
     ap.add_argument("--batch", type=int, default=8)
@@ -125,10 +125,12 @@ def main(argv=None) -> int:
     ap.add_argument("--no-reference", action="store_true", help="skip the numpy/scipy rows")
     ap.add_argument("--tag", default="")
     ap.add_argument("--out-dir", default=str(common.RESULTS))
-    a = ap.parse_args(argv)
-    threads = common.pin_threads(a.threads)
-    algos = [int(s) for s in a.algos.split(",") if s]
+    return ap.parse_args(argv)
 
+
+def _step_variants(cfg, batch: int, algos: list[int]) -> tuple[dict, np.ndarray]:
+    """``{name: (fn, args, carries_state)}`` for the plain step, the step with each RawBoost
+    algorithm in front and each algorithm alone; and the batch's audio as numpy."""
     import jax
     import jax.numpy as jnp
 
@@ -136,37 +138,38 @@ def main(argv=None) -> int:
     from train.state import create_train_state, init_variables
     from train.step import build_model, make_train_step
 
-    cfg = common.bench_config(a.preset, a.quick, a.num_samples or (2400 if a.quick else None))
     tcfg = common.train_config(cfg)
     model = build_model(tcfg)
-    variables = init_variables(model, cfg.num_samples, 0)
-    state0 = create_train_state(variables, tcfg)
+    state0 = create_train_state(init_variables(model, cfg.num_samples, 0), tcfg)
     core = make_train_step(model, tcfg, jit=False).core
-    x = common.bench_inputs(a.batch, cfg.num_samples)
-    batch = {"audio": jnp.asarray(x), "label": jnp.asarray(common.bench_labels(a.batch))}
+    x = common.bench_inputs(batch, cfg.num_samples)
+    data = {"audio": jnp.asarray(x), "label": jnp.asarray(common.bench_labels(batch))}
     key = jax.random.key(0)
     jnp.zeros(1).block_until_ready()
-    rows, res = [], {"machine": common.machine_info(), "threads": threads, "preset": cfg.name, "batch": a.batch,
-                     "num_samples": cfg.num_samples, "rows": {}}
-
-    # Compile every variant first, then time them round-robin (one call of each per round):
-    # on a shared machine the load drifts, and interleaving spreads it over all variants.
-    variants = {"step": (lambda s, b, k: core(s, b, k), (state0, batch, key), True)}
+    variants = {"step": (lambda s, b, k: core(s, b, k), (state0, data, key), True)}
     for algo in algos:
         def step_boost(s, b, k, algo=algo):
             audio = rawboost_batch(jax.random.fold_in(k, 1), b["audio"], algo)
             return core(s, {**b, "audio": audio}, k)
 
-        variants[f"step+rawboost{algo}"] = (step_boost, (state0, batch, key), True)
-        variants[f"rawboost{algo}"] = (lambda k, v, algo=algo: rawboost_batch(k, v, algo), (key, batch["audio"]), False)
-    compiled, boxes = {}, {}
+        variants[f"step+rawboost{algo}"] = (step_boost, (state0, data, key), True)
+        variants[f"rawboost{algo}"] = (lambda k, v, algo=algo: rawboost_batch(k, v, algo), (key, data["audio"]), False)
+    return variants, x
+
+
+def _time_variants(variants: dict, warmup: int, reps: int) -> dict:
+    """Compile every variant first, then time them round-robin (one call of each per round):
+    on a shared machine the load drifts, and interleaving spreads it over all variants."""
+    import jax
+
+    compiled, boxes, rows = {}, {}, {}
     for name, (fn, args, _) in variants.items():
         t0 = time.perf_counter()
         compiled[name] = jax.jit(fn).lower(*args).compile()
-        res["rows"][name] = {"compile_s": time.perf_counter() - t0, "wall": [], "cpu": []}
+        rows[name] = {"compile_s": time.perf_counter() - t0, "wall": [], "cpu": []}
         boxes[name] = args
-        print(f"{name}: compiled in {res['rows'][name]['compile_s']:.1f} s", flush=True)
-    for rnd in range(a.warmup + a.min_reps):
+        print(f"{name}: compiled in {rows[name]['compile_s']:.1f} s", flush=True)
+    for rnd in range(warmup + reps):
         for name, (_, _, carries_state) in variants.items():
             t0, c0 = time.perf_counter(), time.process_time()
             out = compiled[name](*boxes[name])
@@ -174,39 +177,67 @@ def main(argv=None) -> int:
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             if carries_state:  # carry the state like training does
                 boxes[name] = (out[0],) + boxes[name][1:]
-            if rnd >= a.warmup:
-                res["rows"][name]["wall"].append(wall)
-                res["rows"][name]["cpu"].append(cpu)
+            if rnd >= warmup:
+                rows[name]["wall"].append(wall)
+                rows[name]["cpu"].append(cpu)
             print(f"  round {rnd} {name}: {wall * 1e3:.1f} ms (CPU {cpu * 1e3:.1f} ms)", flush=True)
-    for row in res["rows"].values():
+    for row in rows.values():
         row["median_s"], row["cpu_median_s"] = statistics.median(row["wall"]), statistics.median(row["cpu"])
-    ms = lambda t, k="median_s": common.fmt(t[k] * 1e3)  # noqa: E731
-    base = res["rows"]["step"]
-    rows.append(["train step", ms(base), ms(base, "cpu_median_s"), "", "", common.fmt(base["compile_s"])])
+    return rows
+
+
+def _ms(t: dict, k: str = "median_s") -> str:
+    return common.fmt(t[k] * 1e3)
+
+
+def _jax_table_rows(timed: dict, algos: list[int]) -> list[list[str]]:
+    """The markdown rows of the jitted variants, each against the plain step."""
+    base = timed["step"]
+    rows = [["train step", _ms(base), _ms(base, "cpu_median_s"), "", "", common.fmt(base["compile_s"])]]
     for algo in algos:
-        t = res["rows"][f"step+rawboost{algo}"]
-        rows.append([f"train step + RawBoost {algo} (in the jitted step)", ms(t), ms(t, "cpu_median_s"),
+        t = timed[f"step+rawboost{algo}"]
+        rows.append([f"train step + RawBoost {algo} (in the jitted step)", _ms(t), _ms(t, "cpu_median_s"),
                      f"{100 * (t['median_s'] / base['median_s'] - 1):+.1f} %",
                      f"{100 * (t['cpu_median_s'] / base['cpu_median_s'] - 1):+.1f} %", common.fmt(t["compile_s"])])
-        t = res["rows"][f"rawboost{algo}"]
-        rows.append([f"RawBoost {algo} alone (jitted)", ms(t), ms(t, "cpu_median_s"),
+        t = timed[f"rawboost{algo}"]
+        rows.append([f"RawBoost {algo} alone (jitted)", _ms(t), _ms(t, "cpu_median_s"),
                      f"{100 * t['median_s'] / base['median_s']:.1f} % of a step",
                      f"{100 * t['cpu_median_s'] / base['cpu_median_s']:.1f} % of a step", common.fmt(t["compile_s"])])
-    if not a.no_reference:
-        from multiprocessing import get_context
+    return rows
 
-        with get_context("spawn").Pool(threads) as pool:
-            for algo in algos:
-                jobs = [(x[i].astype(np.float64), algo, i) for i in range(a.batch)]
-                for name, run in ((f"reference{algo}", lambda: [ref_rawboost(j) for j in jobs]),
-                                  (f"reference{algo}_pool", lambda: pool.map(ref_rawboost, jobs))):
-                    t = common.time_fn(run, a.warmup, a.min_reps, a.max_seconds)
-                    res["rows"][name] = t
-                    print(f"{name}: {t['median_s'] * 1e3:.1f} ms", flush=True)
-                    where = "1 process" if not name.endswith("pool") else f"{threads} processes"
-                    cpu = ms(t, "cpu_median_s") if where == "1 process" else "-"  # pool: the workers' CPU is not ours
-                    rows.append([f"reference RawBoost {algo} (numpy/scipy, {where})", ms(t), cpu,
-                                 f"{100 * t['median_s'] / base['median_s']:.1f} % of a step", "", ""])
+
+def _reference_rows(a, x: np.ndarray, threads: int, algos: list[int], timed: dict) -> list[list[str]]:
+    """Time the numpy/scipy transcription over the batch's rows, in this process and in a pool
+    of ``threads`` processes; each timing goes into ``timed``, its markdown row is returned."""
+    from multiprocessing import get_context
+
+    base, rows = timed["step"], []
+    with get_context("spawn").Pool(threads) as pool:
+        for algo in algos:
+            jobs = [(x[i].astype(np.float64), algo, i) for i in range(a.batch)]
+            for name, run in ((f"reference{algo}", lambda: [ref_rawboost(j) for j in jobs]),
+                              (f"reference{algo}_pool", lambda: pool.map(ref_rawboost, jobs))):
+                t = common.time_fn(run, a.warmup, a.min_reps, a.max_seconds)
+                timed[name] = t
+                print(f"{name}: {t['median_s'] * 1e3:.1f} ms", flush=True)
+                where = "1 process" if not name.endswith("pool") else f"{threads} processes"
+                cpu = _ms(t, "cpu_median_s") if where == "1 process" else "-"  # pool: the workers' CPU is not ours
+                rows.append([f"reference RawBoost {algo} (numpy/scipy, {where})", _ms(t), cpu,
+                             f"{100 * t['median_s'] / base['median_s']:.1f} % of a step", "", ""])
+    return rows
+
+
+def main(argv=None) -> int:
+    a = _parse_args(argv)
+    threads = common.pin_threads(a.threads)
+    algos = [int(s) for s in a.algos.split(",") if s]
+    cfg = common.bench_config(a.preset, a.quick, a.num_samples or (2400 if a.quick else None))
+    variants, x = _step_variants(cfg, a.batch, algos)
+    res = {"machine": common.machine_info(), "threads": threads, "preset": cfg.name, "batch": a.batch,
+           "num_samples": cfg.num_samples, "rows": _time_variants(variants, a.warmup, a.min_reps)}
+    rows = _jax_table_rows(res["rows"], algos)
+    if not a.no_reference:
+        rows += _reference_rows(a, x, threads, algos, res["rows"])
     table = common.markdown_table([f"{cfg.name}, batch {a.batch}, {threads} threads", "wall ms / batch",
                                    "CPU ms", "vs step (wall)", "vs step (CPU)", "compile s"], rows)
     res["markdown"] = table
