@@ -266,7 +266,7 @@ def run_jax(a, report: dict, save: Callable[[], None]) -> None:
         try:
             row = fn()
         except Exception as e:  # noqa: BLE001  (out of memory, missing kernels...: keep going)
-            report["errors"].append(f"{kind}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            report["errors"].append(_error_line(kind, e))
             continue
         if kind == "pipeline":
             report["pipeline"] = row
@@ -304,14 +304,7 @@ def run_torch(a) -> dict:
     cuda = torch.cuda.is_available() and not a.smoke
     device = "cuda" if cuda else "cpu"
     torch.backends.cudnn.benchmark = True
-    if a.smoke:  # the same code on the tiny tak2021 layout (the official model has one size)
-        from convert.reference import reference_model
-
-        model, which = reference_model(model_config("tak2021", True)), "convert/reference.py (tak2021, smoke size)"
-        num_samples = model_config("tak2021", True).num_samples
-    else:
-        model, which = torch_model(device)
-        num_samples = 64600
+    model, which, num_samples = _torch_model_for_run(a.smoke, device)
     model = model.to(device)
     out: dict = {"which": which, "device": torch.cuda.get_device_name() if cuda else "cpu",
                  "torch_version": torch.__version__, "amp": "bfloat16 autocast" if cuda else "bfloat16 autocast (cpu)",
@@ -319,15 +312,6 @@ def run_torch(a) -> dict:
     weights = torch.tensor([1.0, 9.0], device=device)  # the tak2021 recipe
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, weight_decay=1e-4, **({"fused": True} if cuda else {}))
     amp = torch.autocast(device_type=device, dtype=torch.bfloat16)
-
-    def logits_of(x):
-        y = model(x)
-        return y[0] if isinstance(y, tuple) else y
-
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
     budget = Budget(a.budget_s)
     for b in sz["train_batches"]:
         if budget.left() <= 0:
@@ -336,47 +320,89 @@ def run_torch(a) -> dict:
         try:
             x = torch.tensor(common.bench_inputs(b, num_samples), device=device)
             y = torch.tensor(common.bench_labels(b), device=device, dtype=torch.long)
-            model.train()
-
-            def step():
-                opt.zero_grad(set_to_none=True)
-                with amp:
-                    loss = torch.nn.functional.cross_entropy(logits_of(x).float(), y, weight=weights)
-                loss.backward()
-                opt.step()
-                return loss
-
-            t0 = time.perf_counter()
-            step()
-            sync()
-            first = time.perf_counter() - t0
-            step()
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(sz["steps"]):
-                loss = step()
-            sync()
-            dt = time.perf_counter() - t0
-            out["train"].append({"batch": b, "utt_per_s": sz["steps"] * b / dt, "step_ms": 1e3 * dt / sz["steps"],
-                                 "first_call_s": first, "loss": float(loss),
-                                 "device_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None})
+            out["train"].append(_torch_train_row(model, opt, amp, weights, x, y, sz["steps"], cuda))
         except Exception as e:  # noqa: BLE001
-            out["errors"].append(f"train b{b}: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+            out["errors"].append(_error_line(f"train b{b}", e))
     try:
-        b = sz["eval_batch"]
-        x = torch.tensor(common.bench_inputs(b, num_samples), device=device)
-        model.eval()
-        with torch.inference_mode(), amp:
-            logits_of(x)
-            sync()
-            t0 = time.perf_counter()
-            for _ in range(sz["steps"]):
-                logits_of(x)
-            sync()
-        out["eval"].append({"batch": b, "utt_per_s": sz["steps"] * b / (time.perf_counter() - t0)})
+        x = torch.tensor(common.bench_inputs(sz["eval_batch"], num_samples), device=device)
+        out["eval"].append(_torch_eval_row(model, amp, x, sz["steps"], cuda))
     except Exception as e:  # noqa: BLE001
-        out["errors"].append(f"eval: {type(e).__name__}: {str(e).splitlines()[0][:300]}")
+        out["errors"].append(_error_line("eval", e))
     return out
+
+
+def _torch_model_for_run(smoke: bool, device: str):
+    """(model, which, num_samples): the full-size torch model, or in a smoke run the same
+    code on the tiny tak2021 layout (the official model has one size)."""
+    if not smoke:
+        model, which = torch_model(device)
+        return model, which, 64600
+    from convert.reference import reference_model
+
+    cfg = model_config("tak2021", True)
+    return reference_model(cfg), "convert/reference.py (tak2021, smoke size)", cfg.num_samples
+
+
+def _torch_logits(model, x):
+    y = model(x)
+    return y[0] if isinstance(y, tuple) else y
+
+
+def _torch_sync(cuda: bool) -> None:
+    if cuda:
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _torch_train_row(model, opt, amp, weights, x, y, steps: int, cuda: bool) -> dict:
+    """Time ``steps`` AMP train steps on one batch (after a first call and a warm-up step)."""
+    import torch
+
+    model.train()
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with amp:
+            loss = torch.nn.functional.cross_entropy(_torch_logits(model, x).float(), y, weight=weights)
+        loss.backward()
+        opt.step()
+        return loss
+
+    t0 = time.perf_counter()
+    step()
+    _torch_sync(cuda)
+    first = time.perf_counter() - t0
+    step()
+    _torch_sync(cuda)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        loss = step()
+    _torch_sync(cuda)
+    dt = time.perf_counter() - t0
+    b = x.shape[0]
+    return {"batch": b, "utt_per_s": steps * b / dt, "step_ms": 1e3 * dt / steps, "first_call_s": first,
+            "loss": float(loss), "device_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else None}
+
+
+def _torch_eval_row(model, amp, x, steps: int, cuda: bool) -> dict:
+    """Time ``steps`` AMP inference calls on one batch (after one warm-up call)."""
+    import torch
+
+    model.eval()
+    with torch.inference_mode(), amp:
+        _torch_logits(model, x)
+        _torch_sync(cuda)
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            _torch_logits(model, x)
+        _torch_sync(cuda)
+    return {"batch": x.shape[0], "utt_per_s": steps * x.shape[0] / (time.perf_counter() - t0)}
+
+
+def _error_line(what: str, e: Exception) -> str:
+    """One line for a failed row: the exception's type and the first line of its message."""
+    return f"{what}: {type(e).__name__}: {(str(e).splitlines() or [''])[0][:300]}"
 
 
 # --------------------------------------------------------------------------------- report
