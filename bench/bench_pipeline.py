@@ -36,49 +36,58 @@ def _timed(it, seconds: float, warmup: int = 2) -> tuple[float, int]:
     return n / (time.perf_counter() - t0), n
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work-dir", default="/tmp/rawnet2_bench")
     ap.add_argument("--num-utts", type=int, default=2000)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--seconds", type=float, default=8.0, help="time per setting")
     ap.add_argument("--json", default="bench_pipeline.json")
-    args = ap.parse_args()
+    return ap.parse_args()
 
-    from rawnet2_jax.config import get_config
+
+def _train_source(work: Path, num_utts: int):
+    """The train split of a demo corpus of ``num_utts`` 4 s clips, built once under ``work``
+    (corpus, then its TFDS dataset) and reused by later runs."""
     from rawnet2_jax.data import asvspoof2019_la
-    from rawnet2_jax.data import pipeline as pl
     from rawnet2_jax.data.demo import DemoConfig, make_demo_corpus
 
-    work = Path(args.work_dir)
-    corpus = work / f"corpus_{args.num_utts}"
+    corpus = work / f"corpus_{num_utts}"
     if not (corpus / "LA" / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.eval.trl.txt").exists():
         t = time.perf_counter()
-        make_demo_corpus(corpus, DemoConfig(num_train=args.num_utts, num_dev=8, num_eval=8, seconds=4.0))
+        make_demo_corpus(corpus, DemoConfig(num_train=num_utts, num_dev=8, num_eval=8, seconds=4.0))
         print(f"demo corpus: {time.perf_counter() - t:.1f} s")
     t = time.perf_counter()
-    builder = asvspoof2019_la.build(corpus, work / f"tfds_{args.num_utts}")
+    builder = asvspoof2019_la.build(corpus, work / f"tfds_{num_utts}")
     print(f"tfds build/reuse: {time.perf_counter() - t:.1f} s")
-    src = builder.as_data_source(split="train")
+    return builder.as_data_source(split="train")
+
+
+# (preset, threads, grain worker processes) of the train rows
+_TRAIN_SETTINGS = [("caa_rawnet2", 1, 0), ("caa_rawnet2", 2, 0), ("caa_rawnet2", 4, 0), ("tak2021", 2, 0),
+                   ("caa_rawnet2", 1, 2)]
+
+
+def _time_settings(src, bs: int, seconds: float) -> list[dict]:
+    """One row per setting: raw reads, ``train_batches`` per :data:`_TRAIN_SETTINGS`, one
+    ``eval_batches`` pass."""
+    from rawnet2_jax.config import get_config
+    from rawnet2_jax.data import pipeline as pl
+
     n = len(src)
-    mean_len = float(np.mean([src[i]["num_samples"] for i in range(0, n, max(1, n // 200))]))
     host = dict(process_index=0, process_count=1, local_device_count=1)
-    bs = args.batch_size
 
     def reads():
         rng = np.random.default_rng(0)
         while True:
             yield src.__getitems__(rng.integers(0, n, bs).tolist())
 
-    rows = []
-    rate, _ = _timed(reads(), args.seconds)
-    rows.append({"what": "read", "preset": "-", "threads": 0, "workers": 0, "utt_per_s": rate})
-    settings = [("caa_rawnet2", 1, 0), ("caa_rawnet2", 2, 0), ("caa_rawnet2", 4, 0), ("tak2021", 2, 0),
-                ("caa_rawnet2", 1, 2)]
-    for preset, threads, workers in settings:
+    rate, _ = _timed(reads(), seconds)
+    rows = [{"what": "read", "preset": "-", "threads": 0, "workers": 0, "utt_per_s": rate}]
+    for preset, threads, workers in _TRAIN_SETTINGS:
         cfg = get_config(preset)
         it = pl.train_batches(src, cfg, bs, seed=0, num_threads=threads, num_workers=workers, **host)
-        rate, _ = _timed(it, args.seconds)
+        rate, _ = _timed(it, seconds)
         it.close()
         rows.append({"what": "train", "preset": preset, "threads": threads, "workers": workers, "utt_per_s": rate})
     cfg = get_config("caa_rawnet2")
@@ -86,7 +95,16 @@ def main() -> None:
     m = sum(int(b["mask"].sum()) for b in pl.eval_batches(src, cfg, bs, num_threads=2, **host))
     rows.append({"what": "eval", "preset": "caa_rawnet2", "threads": 2, "workers": 0,
                  "utt_per_s": m / (time.perf_counter() - t0)})
+    return rows
 
+
+def main() -> None:
+    args = _parse_args()
+    src = _train_source(Path(args.work_dir), args.num_utts)
+    n = len(src)
+    mean_len = float(np.mean([src[i]["num_samples"] for i in range(0, n, max(1, n // 200))]))
+    bs = args.batch_size
+    rows = _time_settings(src, bs, args.seconds)
     print(f"\n{n} utterances, mean {mean_len / 16000:.2f} s, batch {bs}, {os.cpu_count()} CPUs")
     print(f"{'what':6} {'preset':12} {'threads':>7} {'workers':>7} {'utt/s':>9}")
     for r in rows:
