@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import resource
+import tempfile
 
 import numpy as np
 import pytest
@@ -10,11 +11,18 @@ import soundfile as sf
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from rawnet2_jax.data import asvspoof2019_la, in_the_wild  # noqa: E402
+from rawnet2_jax.data import asvspoof2019_la, asvspoof2021_la, in_the_wild  # noqa: E402
 from rawnet2_jax.data import tfds_common as C  # noqa: E402
 from rawnet2_jax.errors import AudioError, DataError  # noqa: E402
 from tensorflow_datasets.core import shuffle as tfds_shuffle  # noqa: E402
-from tests.data_fixtures import write_la_tree, write_wild_tree  # noqa: E402
+from tests.data_fixtures import (  # noqa: E402
+    la21_asv_lines,
+    la21_key_lines,
+    write_2021_audio,
+    write_2021_keys,
+    write_la_tree,
+    write_wild_tree,
+)
 
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
 
@@ -142,6 +150,28 @@ def test_shard_builder_never_uses_shuffler(tmp_path, monkeypatch):
     assert b.info.splits["train"].num_shards == 4  # 7 utterances, 2 per shard
     assert b.info.splits["train"].num_bytes > 1_000
     _check_split(b.as_data_source(split="train"), exp["train"])
+
+
+def test_building_leaves_no_temp_dir_behind(tmp_path, monkeypatch):
+    # TFDS's DatasetInfo.initialize_from_bucket, run by every builder made before its
+    # dataset_info.json exists, makes tempfile.mkdtemp("tfds") and never removes it; our
+    # builders skip that lookup (tfds_common.dataset_info): TMPDIR holds no tmp*tfds after.
+    tmp = tmp_path / "tmpdir"
+    tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # gettempdir() reads TMPDIR again
+    assert tempfile.gettempdir() == str(tmp)
+    write_la_tree(tmp_path / "la")
+    write_wild_tree(tmp_path / "wild")
+    trials = la21_key_lines(4, seed=1)
+    write_2021_keys(tmp_path / "la21", "LA", trials, la21_asv_lines(8, seed=1))
+    write_2021_audio(tmp_path / "la21", "LA", [ln.split()[1] for ln in trials])
+    assert list(tmp.glob("tmp*tfds")) == []
+    asvspoof2019_la.build(tmp_path / "la", tmp_path / "data")
+    in_the_wild.build(tmp_path / "wild", tmp_path / "data")
+    asvspoof2021_la.build(tmp_path / "la21", tmp_path / "data")
+    asvspoof2019_la.build(tmp_path / "la", tmp_path / "data", overwrite=True)
+    assert list(tmp.glob("tmp*tfds")) == []
 
 
 @pytest.mark.slow

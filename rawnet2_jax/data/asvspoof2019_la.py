@@ -62,7 +62,8 @@ class Asvspoof2019La(tfds.core.ShardBasedBuilder):
     SHARD_SIZE = C.DEFAULT_SHARD_SIZE
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
+        return C.dataset_info(
+            self,
             description=_DESCRIPTION,
             features=C.audio_features({"attack": tfds.features.Text(doc="'-' for bona fide, else A01..A19")}),
             homepage="https://www.asvspoof.org/index2019.html",

@@ -133,7 +133,8 @@ class Asvspoof2021Mixin:
 
     def _info(self):
         t = self.TRACK
-        return self.dataset_info_from_configs(
+        return C.dataset_info(
+            self,
             description=f"ASVspoof 2021 {t.name} evaluation data (all {t.official_count:,} trials of the key file, "
             "subsets eval/progress/hidden), 16 kHz int16 PCM at native length, every key column a feature.",
             features=features(t),

@@ -57,7 +57,8 @@ class InTheWild(tfds.core.ShardBasedBuilder):
     SHARD_SIZE = C.DEFAULT_SHARD_SIZE
 
     def _info(self) -> tfds.core.DatasetInfo:
-        return self.dataset_info_from_configs(
+        return C.dataset_info(
+            self,
             description="In-the-Wild: real and deepfake speech of 58 public figures, resampled to 16 kHz.",
             features=C.audio_features({}),
             homepage=DOWNLOAD_URL,

@@ -147,6 +147,24 @@ def build(
     return builder
 
 
+def dataset_info(builder: Any, **kwargs: Any) -> Any:
+    """``builder.dataset_info_from_configs(**kwargs)``, without TFDS's lookup of published metadata.
+
+    A builder made where no ``dataset_info.json`` exists yet (every first build) calls
+    ``DatasetInfo.initialize_from_bucket``, which makes ``tempfile.mkdtemp("tfds")`` to copy
+    metadata from TFDS's bucket into and never removes it: one empty ``$TMPDIR/tmp*tfds`` per
+    build, hundreds after a test run. Our datasets are not on that bucket (and TFDS keeps its
+    GCS access off), so there is nothing to fetch, and the lookup is skipped.
+    """
+    info = builder.dataset_info_from_configs(**kwargs)
+    info.initialize_from_bucket = _nothing_published
+    return info
+
+
+def _nothing_published() -> None:
+    return None
+
+
 def audio_features(extra: dict[str, Any]) -> Any:
     import tensorflow_datasets as tfds
 
