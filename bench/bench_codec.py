@@ -122,7 +122,7 @@ def _warm_cache_row(src, cfg, args, cache: str, host: dict) -> dict:
     return row
 
 
-def main() -> None:
+def _parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--preset", default="caa_rawnet2")
@@ -134,20 +134,15 @@ def main() -> None:
     ap.add_argument("--cache-utts", type=int, default=64,
                     help="records of the warm-cache row (every (record, codec) pair is encoded first)")
     ap.add_argument("--json", default="bench_codec.json")
-    args = ap.parse_args()
-    threads = common.pin_threads(args.threads)
+    return ap.parse_args()
 
-    import numpy as np
 
-    from rawnet2_jax.augment.codec import CodecAugConfig, apply_codec, available_codecs
-    from rawnet2_jax.config import get_config
+def _pipeline_rows(src, cfg, args, host: dict, cheap: tuple[str, ...]) -> list[dict]:
+    """The pipeline without codecs, with every codec at ``--prob``, with the cheap ones only."""
+    from rawnet2_jax.augment.codec import CodecAugConfig, available_codecs
     from rawnet2_jax.data.pipeline import train_batches
 
-    cfg = get_config(args.preset)
-    src = _records(args.num_utts, 4.0)
-    host = dict(process_index=0, process_count=1, local_device_count=1, num_threads=threads)
-    rows = []
-    cheap = tuple(args.cheap_codecs.split(","))
+    threads, rows = host["num_threads"], []
     for prob, codecs, label in ((0.0, available_codecs(), "no codecs"), (args.prob, available_codecs(), "all codecs"),
                                 (args.prob, cheap, ",".join(cheap))):
         aug = CodecAugConfig(prob=prob, codecs=codecs)
@@ -158,17 +153,44 @@ def main() -> None:
                      "idle_cores_utt_per_s": 1e3 * threads / cpu})
         print(f"{rows[-1]['what']:40} {rate:9.0f} utt/s ({cpu:.2f} ms CPU/utt: {1e3 * threads / cpu:.0f} utt/s "
               f"on {threads} idle cores)", flush=True)
+    return rows
+
+
+def _ceiling_rows(rows: list[dict], prob: float, threads: int, cheap: tuple[str, ...]) -> list[dict]:
+    """The utt/s that codec CPU time alone allows at ``prob``, from the per-codec rows."""
+    import numpy as np
+
+    from rawnet2_jax.augment.codec import available_codecs
+
+    out = []
+    for label, names, key in (("all codecs", available_codecs(), "cpu_ms"), (",".join(cheap), cheap, "cpu_ms"),
+                              ("all codecs, warm cache", available_codecs(), "cached_cpu_ms")):
+        mean = float(np.mean([r[key] for r in rows if r["what"] in {f"codec {n}" for n in names}]))
+        ceiling = 1e3 * threads / (prob * mean)
+        out.append({"what": f"ceiling p={prob:g} {label}", "mean_cpu_ms": mean, "utt_per_s": ceiling})
+        print(f"{out[-1]['what']:40} {ceiling:9.0f} utt/s on {threads} cores from codec CPU alone "
+              f"(mean {mean:.2f} ms per degraded utterance)", flush=True)
+    return out
+
+
+def main() -> None:
+    args = _parse_args()
+    threads = common.pin_threads(args.threads)
+
+    import numpy as np
+
+    from rawnet2_jax.config import get_config
+
+    cfg = get_config(args.preset)
+    src = _records(args.num_utts, 4.0)
+    host = dict(process_index=0, process_count=1, local_device_count=1, num_threads=threads)
+    cheap = tuple(args.cheap_codecs.split(","))
+    rows = _pipeline_rows(src, cfg, args, host, cheap)
     cache = tempfile.mkdtemp(prefix="bench_codec_cache.")
     rows.append(_warm_cache_row(src[: args.cache_utts], cfg, args, cache, host))
     x = np.asarray(src[0]["audio"][: cfg.num_samples], np.float32) / 32768
     rows += _codec_rows(x)
-    for label, names, key in (("all codecs", available_codecs(), "cpu_ms"), (",".join(cheap), cheap, "cpu_ms"),
-                              ("all codecs, warm cache", available_codecs(), "cached_cpu_ms")):
-        mean = float(np.mean([r[key] for r in rows if r["what"] in {f"codec {n}" for n in names}]))
-        ceiling = 1e3 * threads / (args.prob * mean)
-        rows.append({"what": f"ceiling p={args.prob:g} {label}", "mean_cpu_ms": mean, "utt_per_s": ceiling})
-        print(f"{rows[-1]['what']:40} {ceiling:9.0f} utt/s on {threads} cores from codec CPU alone "
-              f"(mean {mean:.2f} ms per degraded utterance)", flush=True)
+    rows += _ceiling_rows(rows, args.prob, threads, cheap)
     # Removed only now: grain's prefetch threads may still be decoding a little after close().
     shutil.rmtree(cache, ignore_errors=True)
     m = common.machine_info()
