@@ -22,7 +22,6 @@ Writes ``bench/results/bench_memory[_quick].json`` and prints a markdown table.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time

@@ -204,8 +204,9 @@ def gru_share_row(preset: str, dtype: str, batch: int, smoke: bool, steps: int, 
 
 def pipeline_row(smoke: bool, sz: dict) -> dict:
     try:
-        import grain  # noqa: F401
+        import importlib
 
+        importlib.import_module("grain")  # installed and importable, or the row is skipped
         from rawnet2_jax.data.pipeline import train_batches
     except Exception as e:  # noqa: BLE001  (grain / soundfile / libsndfile missing)
         return {"skipped": f"input pipeline not importable here: {type(e).__name__}: {e}"}
