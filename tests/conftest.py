@@ -51,6 +51,9 @@ import pytest  # noqa: E402
 
 from rawnet2_jax.data.synth import speech_like  # noqa: E402, F401  (re-exported for the tests)
 
+__all__ = ["assert_close", "import_torch", "max_diffs", "randomise_torch_model", "refuse_as_read_only",
+           "speech_like"]
+
 # A suite started in the background by a non-interactive shell (`cmd &`, nohup) inherits SIGINT
 # ignored, and so would every process it starts: the Ctrl-C tests need SIGINT as a terminal
 # delivers it. A handled signal is reset to its default in child processes.

@@ -13,9 +13,6 @@ import json
 import sys
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
 import pytest
 
 from tests.conftest import import_torch

@@ -19,7 +19,6 @@ from convert.__main__ import main  # noqa: E402
 from convert.reference import OfficialRawNet2, SeedRawNet2  # noqa: E402
 from rawnet2_jax.config import get_config  # noqa: E402
 from rawnet2_jax.data.synth import speech_like  # noqa: E402
-from rawnet2_jax.errors import CheckpointError  # noqa: E402
 from train.testing import tiny_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

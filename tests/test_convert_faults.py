@@ -43,7 +43,7 @@ def test_half_precision_state_dicts_convert_exactly(tmp_path, capsys, tiny_sd, d
     src = tmp_path / "half.pt"
     torch.save(sd, src)
     assert _main([src, tmp_path / "out", *ARGS]) == 0, capsys.readouterr().err
-    assert f"widened" in capsys.readouterr().out
+    assert "widened" in capsys.readouterr().out
     from convert.tables import torch_to_flax
 
     want = torch_to_flax({k: v.float().numpy() for k, v in sd.items()}, CFG, check=False)

@@ -42,7 +42,7 @@ def test_device_check_smoke(tmp_path):
 
     (remat,) = report["remat"]
     assert remat["remat"] == "blocks" and remat["batch"] == 2 and math.isfinite(remat["loss"])
-    assert f"| caa_rawnet2 | float32 | 2 | blocks |" in md
+    assert "| caa_rawnet2 | float32 | 2 | blocks |" in md
 
     (gru,) = report["gru_share"]
     assert gru["gru_share"] == pytest.approx(1 - gru["step_ms_projection_only"] / gru["step_ms"])

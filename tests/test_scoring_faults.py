@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from rawnet2_jax import audio, cli, scoring
+from rawnet2_jax import audio, cli
 from rawnet2_jax.scoring import score_files
 from tests.test_scoring import SR, T, FakeModel
 

@@ -65,7 +65,7 @@ def test_round_trip_learnable_sinc_goes_to_params():
 
 
 def test_round_trip_with_torch_tensors():
-    torch = pytest.importorskip("torch")
+    pytest.importorskip("torch")
     from convert.reference import reference_model
 
     for cfg in PRESETS.values():
