@@ -7,6 +7,9 @@
 * One persistent JAX compilation cache (set here, before anything compiles; see
   ``_test_compilation_cache``) shared by the test process and every subprocess it starts
   (``python -m train``, kill -9 runs, CLIs).
+* XLA's cheap compile flags (``FAST_XLA_FLAGS``, see ``_test_xla_flags``) for the test process
+  and its subprocesses; a test marked ``production_xla`` runs in a subprocess compiled with
+  XLA's production flags instead (``RAWNET2_TEST_XLA=production`` gives the whole run those).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import errno
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import tempfile
 import warnings
 
@@ -44,6 +49,33 @@ def _test_compilation_cache() -> None:
                       float(os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"]))
 
 
+# Compiling, not running, is most of the suite's time (a tiny train step: 34 s with XLA's
+# production flags on the busy 2-core machine, 5 s with these). Without LLVM's optimisation and
+# the fusion emitters the programs compute the same functions; the parity tests pass with their
+# tolerances either way. Tests whose bars were set on production numerics or that mostly run
+# (not compile) carry the ``production_xla`` marker.
+FAST_XLA_FLAGS = ("--xla_backend_optimization_level=0", "--xla_cpu_use_fusion_emitters=false")
+XLA_MODE_ENV = "RAWNET2_TEST_XLA"  # "fast" (the default) or "production"
+
+
+def _test_xla_flags() -> None:
+    """Put ``FAST_XLA_FLAGS`` into ``XLA_FLAGS`` for this process and every process it starts, or
+    take them out again where ``RAWNET2_TEST_XLA=production`` (flags the caller set are kept; a
+    flag the caller set to another value wins)."""
+    mode = os.environ.setdefault(XLA_MODE_ENV, "fast")
+    if mode not in ("fast", "production"):
+        raise ValueError(f"{XLA_MODE_ENV}={mode!r}: expected 'fast' or 'production'")
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if f not in FAST_XLA_FLAGS]
+    if mode == "fast":
+        have = {f.split("=", 1)[0] for f in flags}
+        flags += [f for f in FAST_XLA_FLAGS if f.split("=", 1)[0] not in have]
+    if flags:
+        os.environ["XLA_FLAGS"] = " ".join(flags)
+    else:
+        os.environ.pop("XLA_FLAGS", None)
+
+
+_test_xla_flags()
 _test_compilation_cache()
 
 import numpy as np  # noqa: E402
@@ -159,3 +191,32 @@ def max_diffs(a, b) -> tuple[float, float]:
     b = np.asarray(b, dtype=np.float64)
     d = float(np.abs(a - b).max()) if a.size else 0.0
     return d, d / max(float(np.abs(b).max()) if b.size else 0.0, 1e-30)
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "production_xla: compiled with XLA's production flags (in a subprocess when the run uses the fast test flags)",
+    )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem):
+    """A ``production_xla`` test in a run with the fast flags runs again in a fresh pytest
+    process with XLA's production flags (XLA reads its flags once per process), and its outcome
+    is this test's. The fixtures it asked for were set up here too, unused: keep them cheap."""
+    if pyfuncitem.get_closest_marker("production_xla") is None or os.environ[XLA_MODE_ENV] == "production":
+        return None
+    env = {**os.environ, XLA_MODE_ENV: "production"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "--no-header", "-p", "no:cacheprovider", pyfuncitem.nodeid]
+    proc = subprocess.run(cmd, cwd=pyfuncitem.config.rootpath, env=env, capture_output=True, text=True)
+    out = proc.stdout + proc.stderr
+    print(out)  # shown with the test's report when it fails
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    if proc.returncode == 0 and " passed" in last:
+        return True
+    if proc.returncode == 0 and " skipped" in last:
+        reasons = [line for line in out.splitlines() if line.startswith("SKIPPED")]
+        pytest.skip(reasons[0] if reasons else last)
+    pytest.fail(f"with production XLA flags (RAWNET2_TEST_XLA=production): exit {proc.returncode}, {last}\n"
+                f"{out[-4000:]}", pytrace=False)

@@ -89,6 +89,7 @@ def test_observed_statistics_reproduce_torch_running_stats():
 
 
 @pytest.mark.slow
+@pytest.mark.production_xla  # mostly running, not compiling (slower at O0)
 def test_ranking_recovers_hidden_setting(tmp_path):
     import soundfile as sf
 

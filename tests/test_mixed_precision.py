@@ -18,6 +18,7 @@ CORPUS_SEEDS = (3, 4)
 
 
 @pytest.mark.slow
+@pytest.mark.production_xla  # the bars were set on production numerics; mostly running, not compiling
 def test_bf16_and_f32_reach_the_same_dev_eer(tmp_path):
     cfg = DEMO.replace(epochs=4, early_stopping_patience=None, checkpoint_every_steps=0)
     eer = {"float32": [], "bfloat16": []}

@@ -18,8 +18,8 @@ Then the CLIs with the chain's best model: `evaluate` (2019 LA, 2021 LA) and `be
 one pair of processes, ending with a failure on process 0 only; a kill -9 of one process
 during `evaluate`.
 
-Kept fast: a tiny model, 16 / 12 / 12 utterances, XLA at optimization level 0 (a third of
-the compile time; both sides alike), one persistent compilation cache that every process
+Kept fast: a tiny model, 16 / 12 / 12 utterances, the suite's cheap XLA flags (conftest's
+``FAST_XLA_FLAGS``, both sides alike), one persistent compilation cache that every process
 writes (JAX lets only process 0 write it; its keys differ by process, so process 1 would
 compile again in every resumed run), TensorBoard left out (tensorboardX imports torch:
 seconds per start).
@@ -36,6 +36,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.conftest import FAST_XLA_FLAGS, XLA_MODE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 30  # RAWNET2_DISTRIBUTED_TIMEOUT: how long a silent peer counts as alive
@@ -96,7 +98,8 @@ _SCRIPT = textwrap.dedent(
 
 def _env(cache: Path, **extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_") and k != "XLA_FLAGS"}
-    flags = " ".join(["--xla_backend_optimization_level=0", extra.pop("XLA_FLAGS", "")])
+    fast = FAST_XLA_FLAGS if os.environ.get(XLA_MODE_ENV) == "fast" else ()
+    flags = " ".join([*fast, extra.pop("XLA_FLAGS", "")]).strip()
     return dict(env, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", XLA_FLAGS=flags, JAX_COMPILATION_CACHE_DIR=str(cache),
                 JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
                 **extra)
