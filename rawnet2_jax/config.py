@@ -81,9 +81,17 @@ SINC_FFT_MIN_TAPS = 257
 # memory, else "blocks" (train/fit.py); anywhere else "auto" computes as "none". Configs saved
 # before the field existed load with the default.
 Remat = Literal["auto", "none", "blocks"]
+# The GRU's backward pass (computation only, like SincConvImpl): "scan" is JAX's transpose of the
+# time scan, which adds an (H, 3H) outer product into the recurrent weight gradient at every step
+# (memory-bound on a CPU); "gemm" is a custom VJP (rawnet2_jax.gru) that does the reverse scan for
+# the state gradients only and then dW_hh as one GEMM over all steps, as torch does. Same forward
+# values; gradients equal up to float32 summation order. "auto": "gemm" on the CPU backend (tak2021's
+# 3-layer GRU at batch 4, 2 threads: 2.5x less CPU time for its value and gradient,
+# bench/README.md), "scan" elsewhere (not measured there).
+GruImpl = Literal["auto", "scan", "gemm"]
 # Fields that change how the model is computed, never its variables or (beyond float32
 # rounding) its outputs: a checkpoint made with one value loads with any other.
-COMPUTATION_FIELDS = ("sinc_conv_impl", "remat")
+COMPUTATION_FIELDS = ("sinc_conv_impl", "remat", "gru_impl")
 
 
 _C = TypeVar("_C", bound="ConfigMixin")
@@ -235,6 +243,7 @@ class ModelConfig(ConfigMixin):
     pre_gru_activation: Activation = "leaky_relu"  # ambiguous for the seed
     gru_hidden: int = 1024
     gru_layers: int = 1
+    gru_impl: GruImpl = "auto"  # computation only, see GruImpl
     embedding_dim: int = 1024
     head_activation: Activation = "none"  # between fc (embedding) and classifier
     num_classes: int = 2  # index 0 = spoof, 1 = bona fide
@@ -270,6 +279,8 @@ class ModelConfig(ConfigMixin):
         if self.sinc_conv_impl not in ("auto", "direct", "fft", "matmul"):
             raise ValueError("sinc_conv_impl must be 'auto', 'direct', 'fft' or 'matmul', "
                              f"got {self.sinc_conv_impl!r}")
+        if self.gru_impl not in ("auto", "scan", "gemm"):
+            raise ValueError(f"gru_impl must be 'auto', 'scan' or 'gemm', got {self.gru_impl!r}")
         if self.remat not in ("auto", "none", "blocks"):
             raise ValueError(f"remat must be 'auto', 'none' or 'blocks', got {self.remat!r}")
 
@@ -295,6 +306,12 @@ class ModelConfig(ConfigMixin):
         if self.sinc_kernel_size >= SINC_FFT_MIN_TAPS:
             return "fft"
         return "matmul" if self.sinc_pool > 1 else "direct"
+
+    def gru_backward(self, backend: str) -> str:
+        """``gru_impl`` resolved for a JAX backend ("cpu", "gpu", "tpu"): "scan" or "gemm"."""
+        if self.gru_impl != "auto":
+            return self.gru_impl
+        return "gemm" if backend == "cpu" else "scan"
 
     @property
     def sinc_uses_fft(self) -> bool:

@@ -12,17 +12,27 @@ h), so the sequential part only does the (B, H) x (H, 3H) recurrent matmul.
 
 Params per layer ``l{k}``: ``w_ih`` (in, 3H), ``w_hh`` (H, 3H), ``b_ih`` (3H,), ``b_hh`` (3H,)
 -- torch's ``weight_ih_l{k}`` transposed, etc.
+
+Backward (``backward``, the config's ``gru_impl``): "scan" is JAX's transpose of the scan,
+which adds an (H, 3H) outer product into a loop-carried dW_hh at every step (a 12.6 MB
+read-modify-write per step for H = 1024: memory-bound on a CPU); "gemm" is a custom VJP that
+runs the reverse scan for the state gradients only and then computes dW_hh as ONE
+(H, T B) x (T B, 3H) GEMM, as torch and cuDNN do. Same forward; the gradients differ by
+float32 rounding (summation order).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from typing import Literal
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 Array = jax.Array
+Backward = Literal["scan", "gemm"]
 
 
 def _uniform(bound: float):
@@ -33,9 +43,72 @@ def _uniform(bound: float):
     return init
 
 
+def _step(h: Array, xi_t: Array, w_hh: Array, b_hh: Array) -> tuple[Array, tuple]:
+    """One time step: h (B, H) float32, xi_t (B, 3H) -> (new h, (r, z, n, h W_hn + b_hn))."""
+    gh = jnp.dot(h.astype(w_hh.dtype), w_hh, preferred_element_type=jnp.float32) + b_hh
+    xr, xz, xn = jnp.split(xi_t, 3, axis=-1)
+    hr, hz, hn = jnp.split(gh, 3, axis=-1)
+    r = jax.nn.sigmoid(xr + hr)
+    z = jax.nn.sigmoid(xz + hz)
+    n = jnp.tanh(xn + r * hn)
+    return (1.0 - z) * n + z * h, (r, z, n, hn)
+
+
+def _states_scan(xi: Array, w_hh: Array, b_hh: Array) -> Array:
+    """xi (T, B, 3H) float32 input projections -> every state (T, B, H) float32."""
+    def step(h, xi_t):
+        h, _ = _step(h, xi_t, w_hh, b_hh)
+        return h, h
+
+    h0 = jnp.zeros((xi.shape[1], w_hh.shape[0]), jnp.float32)
+    return jax.lax.scan(step, h0, xi)[1]
+
+
+@jax.custom_vjp
+def _states_gemm(xi: Array, w_hh: Array, b_hh: Array) -> Array:
+    """``_states_scan`` with the one-GEMM dW_hh backward (``_gemm_bwd``)."""
+    return _states_scan(xi, w_hh, b_hh)
+
+
+def _gemm_fwd(xi: Array, w_hh: Array, b_hh: Array) -> tuple[Array, tuple]:
+    def step(h, xi_t):
+        h_new, gates = _step(h, xi_t, w_hh, b_hh)
+        return h_new, (h_new, h, *gates)
+
+    h0 = jnp.zeros((xi.shape[1], w_hh.shape[0]), jnp.float32)
+    hs, *res = jax.lax.scan(step, h0, xi)[1]
+    return hs, (tuple(res), w_hh, b_hh)
+
+
+def _gemm_bwd(saved: tuple, d_hs: Array) -> tuple[Array, Array, Array]:
+    (h_prev, r, z, n, hn), w_hh, b_hh = saved
+    w_t = w_hh.T  # (3H, H), the matmul dtype
+
+    def step(dh_next, inp):  # the chain rule of _step, one step back
+        d_out, hp, r_t, z_t, n_t, hn_t = inp
+        dh = d_out + dh_next
+        dpre_n = dh * (1.0 - z_t) * (1.0 - n_t * n_t)
+        dpre_r = dpre_n * hn_t * r_t * (1.0 - r_t)
+        dpre_z = dh * (hp - n_t) * z_t * (1.0 - z_t)
+        dgh = jnp.concatenate([dpre_r, dpre_z, dpre_n * r_t], axis=-1)  # d(h W_hh + b_hh)
+        dh_prev = dh * z_t + jnp.dot(dgh.astype(w_t.dtype), w_t, preferred_element_type=jnp.float32)
+        return dh_prev, (jnp.concatenate([dpre_r, dpre_z, dpre_n], axis=-1), dgh)
+
+    _, (dxi, dgh) = jax.lax.scan(step, jnp.zeros_like(d_hs[0]), (d_hs, h_prev, r, z, n, hn), reverse=True)
+    t, b, h3 = dgh.shape
+    # dW_hh over all steps at once: (H, T B) x (T B, 3H)
+    dw = jnp.dot(h_prev.reshape(t * b, -1).T.astype(w_hh.dtype), dgh.reshape(t * b, h3).astype(w_hh.dtype),
+                 preferred_element_type=jnp.float32)
+    return dxi, dw.astype(w_hh.dtype), jnp.sum(dgh, axis=(0, 1)).astype(b_hh.dtype)
+
+
+_states_gemm.defvjp(_gemm_fwd, _gemm_bwd)
+
+
 class GRULayer(nn.Module):
     hidden: int
     dtype: Any = None
+    backward: Backward = "scan"
 
     @nn.compact
     def __call__(self, x: Array, return_sequence: bool) -> Array:
@@ -47,28 +120,16 @@ class GRULayer(nn.Module):
         b_ih = self.param("b_ih", init, (3 * h_dim,))
         b_hh = self.param("b_hh", init, (3 * h_dim,))
         dtype = self.dtype or x.dtype
-        w_hh_c = w_hh.astype(dtype)
 
         # (B, T, 3H) input projections for every step at once; gate math in float32.
         xi = jnp.einsum("btd,dg->btg", x.astype(dtype), w_ih.astype(dtype),
                         preferred_element_type=jnp.float32) + b_ih
         xi = jnp.swapaxes(xi, 0, 1)  # (T, B, 3H): scan runs over the leading axis
-
-        def step(h, xi_t):  # h (B, H) float32
-            gh = jnp.dot(h.astype(dtype), w_hh_c, preferred_element_type=jnp.float32) + b_hh
-            xr, xz, xn = jnp.split(xi_t, 3, axis=-1)
-            hr, hz, hn = jnp.split(gh, 3, axis=-1)
-            r = jax.nn.sigmoid(xr + hr)
-            z = jax.nn.sigmoid(xz + hz)
-            n = jnp.tanh(xn + r * hn)
-            h = (1.0 - z) * n + z * h
-            return h, (h if return_sequence else None)
-
-        h0 = jnp.zeros((x.shape[0], h_dim), jnp.float32)
-        h_last, ys = jax.lax.scan(step, h0, xi)
+        states = _states_gemm if self.backward == "gemm" else _states_scan
+        hs = states(xi, w_hh.astype(dtype), b_hh.astype(jnp.float32))  # (T, B, H) float32
         if return_sequence:
-            return jnp.swapaxes(ys, 0, 1).astype(dtype)  # (B, T, H)
-        return h_last.astype(dtype)
+            return jnp.swapaxes(hs, 0, 1).astype(dtype)  # (B, T, H)
+        return hs[-1].astype(dtype)
 
 
 class GRU(nn.Module):
@@ -77,11 +138,13 @@ class GRU(nn.Module):
     hidden: int
     num_layers: int = 1
     dtype: Any = None
+    backward: Backward = "scan"  # see the module docstring
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
         for k in range(self.num_layers):
             last = k == self.num_layers - 1
             # Only the top layer can stop at the last state; lower layers feed whole sequences.
-            x = GRULayer(self.hidden, dtype=self.dtype, name=f"l{k}")(x, return_sequence=not last)
+            x = GRULayer(self.hidden, dtype=self.dtype, backward=self.backward,
+                         name=f"l{k}")(x, return_sequence=not last)
         return x

@@ -127,7 +127,8 @@ class RawNet2(nn.Module):
         c_last = cfg.block_channels[-1][1]
         h = activate(bn(c_last, "pre_gru_bn")(h, train), cfg.pre_gru_activation, cfg.leaky_relu_slope)
         inter["pre_gru"] = h
-        h = GRU(cfg.gru_hidden, cfg.gru_layers, dtype=dt, name="gru")(h)  # (B, H)
+        h = GRU(cfg.gru_hidden, cfg.gru_layers, dtype=dt, backward=cfg.gru_backward(jax.default_backend()),
+                name="gru")(h)  # (B, H)
         inter["gru"] = h
         dense = lambda n, fan_in, name: nn.Dense(  # noqa: E731
             n, dtype=dt, kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in), name=name
