@@ -263,10 +263,11 @@ def test_training_loop_degrades_train_batches_only(tmp_path, monkeypatch):
     # (int16 PCM / 32768 is not on the mu-law grid).
     import train.loop as loop
     from train import sharding
+    from train.evaluation import StateModel
     from train.testing import synthetic_sources, tiny_train_config
 
     seen: dict[str, list[np.ndarray]] = {"train": [], "scored": []}
-    shard_batch, logits = sharding.shard_batch, loop._StateModel.logits
+    shard_batch, logits = sharding.shard_batch, StateModel.logits
 
     def spy_shard(batch, mesh):
         seen["train"] += [r for r, m in zip(np.array(batch["audio"]), batch["mask"]) if m]
@@ -277,7 +278,7 @@ def test_training_loop_degrades_train_batches_only(tmp_path, monkeypatch):
         return logits(self, audio)
 
     monkeypatch.setattr(sharding, "shard_batch", spy_shard)
-    monkeypatch.setattr(loop._StateModel, "logits", spy_logits)
+    monkeypatch.setattr(StateModel, "logits", spy_logits)
     cfg = tiny_train_config(epochs=1, codec_augment=C.CodecAugConfig(prob=1.0, codecs=("mulaw",)))
     src = synthetic_sources(n_train=8, n_dev=4, n_eval=4)
     loop.train(cfg, tmp_path, sources=src, quiet=True)

@@ -58,9 +58,8 @@ from typing import Any, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import PartitionSpec as P
 
-from rawnet2_jax.errors import DataError, TrainingError, UserError
+from rawnet2_jax.errors import DataError, TrainingError
 from train import sharding as shd
 from train.checkpointing import (  # noqa: F401  (make_checkpoint_manager: public via this module)
     CheckpointError,
@@ -70,6 +69,14 @@ from train.checkpointing import (  # noqa: F401  (make_checkpoint_manager: publi
     save_checkpoint,
 )
 from train.configs import TrainConfig
+from train.evaluation import (
+    StateModel,
+    agreed_metrics,
+    evaluate_source,
+    read_score_file,
+    split_processes,
+    weighted_ce_from_scores,
+)
 from train.fit import batch_spec, choose_remat
 from train.guards import StopRequest, Stopped, WorkdirLock
 from train.optim import early_stop_update, get_learning_rate, plateau_step, set_learning_rate, should_stop
@@ -514,7 +521,7 @@ def _end_epoch(run: _Run, t0: float, train_seconds: float) -> None:
 
 def _dev_metrics(run: _Run) -> dict:
     """The dev split's loss / EER (/ min t-DCF), the same on every process; a non-finite loss stops the run."""
-    dev = _agreed(evaluate_source(run, run.state, "dev", run.asv_scores.get("dev")))
+    dev = agreed_metrics(evaluate_source(run, run.state, "dev", run.asv_scores.get("dev")))
     if not math.isfinite(dev["loss"]):
         raise TrainingError(
             f"non-finite dev loss at the end of epoch {run.epoch + 1}; stopped (last good checkpoint: step "
@@ -555,92 +562,7 @@ def _log_epoch_line(run: _Run, rec: dict, dev: dict) -> None:
 
 
 # --------------------------------------------------------------------------- evaluation
-
-
-class _StateModel:
-    """What ``rawnet2_jax.split_eval.score_split`` needs of a model (``config``, ``logits``),
-    from a train state: batches are split over the mesh. On several processes each one
-    passes its rows of the global batch (its shard of the split) and gets their logits."""
-
-    def __init__(self, run: _Run, state: TrainState):
-        self.config = run.cfg.model
-        self._run, self._state = run, state
-
-    def logits(self, audio: np.ndarray) -> np.ndarray:
-        mesh = self._run.mesh
-        x = np.asarray(audio, np.float32)
-        if jax.process_count() == 1:
-            return np.asarray(self._run.eval_step(self._state, {"audio": jax.device_put(x, shd.batch_sharding(mesh))})["logits"])
-        gx = shd.shard_batch({"audio": x}, mesh)
-        logits = self._run.eval_step(self._state, gx)["logits"]
-        from jax.experimental import multihost_utils
-
-        return np.asarray(multihost_utils.global_array_to_host_local_array(logits, mesh, P(shd.DATA_AXIS)))
-
-
-def _processes():
-    """This run's processes for :func:`score_split` (None in a one-process run)."""
-    from rawnet2_jax.processes import Processes
-
-    return Processes.current(timeout_s=shd.distributed_timeout()) if jax.process_count() > 1 else None
-
-
-def weighted_ce_from_scores(scores: np.ndarray, labels: np.ndarray, weights) -> float:
-    """torch's weighted-mean CE of 2-class logits given only ``s = logit[1] - logit[0]``:
-    ``-log softmax[y] = softplus(-s)`` for bona fide (1) and ``softplus(s)`` for spoof (0)."""
-    s = np.asarray(scores, np.float64)
-    y = np.asarray(labels)
-    nll = np.logaddexp(0.0, np.where(y == 1, -s, s))
-    w = np.asarray(weights, np.float64)[y]
-    return float(np.sum(w * nll) / np.sum(w)) if len(s) else float("nan")
-
-
-def evaluate_source(run: _Run, state: TrainState, split: str, asv_path: str | None) -> dict[str, Any]:
-    """Scores of one split through ``rawnet2_jax.split_eval.score_split`` (the function
-    behind ``rawnet2-jax evaluate``) into ``scores/<split>_scores.txt``, then the weighted
-    loss, EER and min t-DCF computed from that file."""
-    from rawnet2_jax.metrics import asv_error_rates, compute_eer, min_tdcf, read_asv_scores
-    from rawnet2_jax.split_eval import score_split
-
-    scored = score_split(
-        _StateModel(run, state), run.sources[split], batch_size=run.cfg.eval_batch_size,
-        out_dir=run.scores_dir, score_file=f"{split}_scores.txt", score_format="asvspoof2019",
-        resume=False, progress=run.progress, desc=split, log=run.log.info, processes=_processes(),
-    )
-    labels, scores = _read_score_file(scored.score_file)
-    out: dict[str, Any] = {"scores": scores, "labels": labels}
-    out["loss"] = weighted_ce_from_scores(scores, labels, run.cfg.class_weights)
-    bona, spoof = scores[labels == 1], scores[labels == 0]
-    out["eer"] = compute_eer(bona, spoof)[0] if len(bona) and len(spoof) else float("nan")
-    if asv_path and len(bona) and len(spoof):
-        asv = read_asv_scores(asv_path)
-        rates = asv_error_rates(asv.of_key("target"), asv.of_key("nontarget"), asv.of_key("spoof"))
-        try:
-            out["min_tdcf"] = min_tdcf(bona, spoof, rates)[0]
-        except UserError as e:
-            run.log.warn(f"warning: min t-DCF not computed: {e}")
-    return out
-
-
-def _agreed(dev: dict[str, Any]) -> dict[str, Any]:
-    """The primary's dev loss / EER / min t-DCF on every process.
-
-    Every process reads the same gathered score file, so the numbers are equal already; taking the primary's makes the plateau, early-stopping and best-model
-    decisions identical by construction (a disagreement would deadlock the next save).
-    """
-    if jax.process_count() == 1:
-        return dev
-    from jax.experimental import multihost_utils
-
-    names = ("loss", "eer", "min_tdcf")
-    mine = np.asarray([np.nan if dev.get(k) is None else float(dev[k]) for k in names], np.float64)
-    # The float64 bits as int32 words: integers cross every backend's collectives exactly.
-    words = np.asarray(multihost_utils.broadcast_one_to_all(mine.view(np.int32)), np.int32)
-    values = words.view(np.float64)
-    out = dict(dev)
-    for k, v in zip(names, values):
-        out[k] = None if k == "min_tdcf" and np.isnan(v) else float(v)
-    return out
+# (scoring a state on a split: train/evaluation.py)
 
 
 def _final_eval(run: _Run) -> dict[str, Any] | None:
@@ -657,13 +579,13 @@ def _final_eval(run: _Run) -> dict[str, Any] | None:
 
     best, _ = restore_checkpoint(run.mngr, run.state, best_step)
     outputs = evaluate_split(
-        _StateModel(run, best), dataset=run.cfg.dataset, split="eval", data_dir="",
+        StateModel(run, best), dataset=run.cfg.dataset, split="eval", data_dir="",
         out_dir=run.scores_dir, asv_scores=run.asv_scores.get("eval"), source=run.sources["eval"],
-        batch_size=run.cfg.eval_batch_size, progress=run.progress, processes=_processes(), plots=shd.is_primary(),
+        batch_size=run.cfg.eval_batch_size, progress=run.progress, processes=split_processes(), plots=shd.is_primary(),
         extra_summary={"best_step": best_step, "best_epoch": run.host.early_stop.best_epoch},
     )
     report = outputs.report
-    cm = _read_score_file(outputs.score_file)
+    cm = read_score_file(outputs.score_file)
     ev = {"eer": report.eer, "min_tdcf": report.min_tdcf,
           "loss": weighted_ce_from_scores(cm[1], cm[0], run.cfg.class_weights),
           "num_trials": int(len(cm[1])), "score_file": str(outputs.score_file)}
@@ -675,15 +597,6 @@ def _final_eval(run: _Run) -> dict[str, Any] | None:
     tdcf = f", min t-DCF {ev['min_tdcf']:.4f}" if ev.get("min_tdcf") is not None else ""
     run.log.info(f"eval (best epoch {run.host.early_stop.best_epoch}): EER {100 * ev['eer']:.2f}%{tdcf}")
     return ev
-
-
-def _read_score_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(labels, scores) of an official 4-column CM score file."""
-    from rawnet2_jax.metrics import read_cm_scores
-
-    cm = read_cm_scores(path)
-    labels = np.asarray([1 if k == "bonafide" else 0 for k in cm.keys], np.int32)
-    return labels, np.asarray(cm.scores, np.float64)
 
 
 # --------------------------------------------------------------------------- outputs
