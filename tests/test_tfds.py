@@ -115,7 +115,7 @@ class _SpillProbe(tfds.core.GeneratorBasedBuilder):
     VERSION = tfds.core.Version("1.0.0")
 
     def _info(self):
-        return self.dataset_info_from_configs(features=C.audio_features({}))
+        return C.dataset_info(self, features=C.audio_features({}))
 
     def _split_generators(self, dl_manager):
         return {"train": self._generate_examples()}
