@@ -66,32 +66,11 @@ class RawNet2(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> tuple[Array, dict[str, Array]]:
         cfg = self.config
-        dt = self.dtype
+        self._check_input(x)
         fold = self.fold_bn and not train
-        if x.ndim != 2:
-            raise AudioError(f"RawNet2 expects waveforms shaped (batch, samples), got {x.shape}")
-        if x.shape[1] < cfg.min_num_samples:
-            raise AudioError(
-                f"input of {x.shape[1]} samples is shorter than the {cfg.min_num_samples} that "
-                f"model {cfg.name!r} needs ({len(cfg.block_channels)} max-pools): pad or tile it"
-            )
-
         remat = train and cfg.remat == "blocks"
-
-        def bn(c: int, name: str) -> BatchNorm:
-            return BatchNorm(c, cfg.bn_momentum, cfg.bn_eps, dtype=dt, remat=remat, name=name)
-
         inter: dict[str, Array] = {}
-
-        if cfg.stored_class_weights is not None and (
-            self.is_initializing() or self.has_variable("buffers", "class_weights")
-        ):
-            # Carried with the model (seed checkpoints store the loss weights); training may read
-            # it. The forward never does, so variables without it still apply.
-            self.variable(
-                "buffers", "class_weights",
-                lambda: jnp.asarray(cfg.stored_class_weights, jnp.float32),
-            )
+        self._class_weights()
 
         x = x.astype(jnp.float32)
         if cfg.input_scale != 1.0:
@@ -104,29 +83,59 @@ class RawNet2(nn.Module):
         if sinc_out is not None:
             inter["sinc"] = sinc_out
         inter["front"] = h
+        for i in range(len(cfg.block_channels)):
+            h = inter[f"block{i}"] = self._block(i, fold, remat)(h, train)  # (B, T / 3^(i+1), C_i)
+        logits = self._back(h, train, remat, inter)
+        return logits, inter
 
-        for i, (_, c_out) in enumerate(cfg.block_channels):
-            h = ResidualBlock(
-                c_out,
-                has_bn1=cfg.first_block_bn1 or i > 0,
-                bn1_bypassed=cfg.bn1_bypassed,
-                kernel_size=cfg.block_kernel_size,
-                pool=cfg.block_pool,
-                slope=cfg.leaky_relu_slope,
-                fms_mode=cfg.fms_mode,
-                fms_position=cfg.fms_position,
-                bn_momentum=cfg.bn_momentum,
-                bn_eps=cfg.bn_eps,
-                dtype=dt,
-                fold_bn=fold,
-                remat=remat,
-                name=f"block{i}",
-            )(h, train)  # (B, T / 3^(i+1), C_out)
-            inter[f"block{i}"] = h
+    def _check_input(self, x: Array) -> None:
+        cfg = self.config
+        if x.ndim != 2:
+            raise AudioError(f"RawNet2 expects waveforms shaped (batch, samples), got {x.shape}")
+        if x.shape[1] < cfg.min_num_samples:
+            raise AudioError(
+                f"input of {x.shape[1]} samples is shorter than the {cfg.min_num_samples} that "
+                f"model {cfg.name!r} needs ({len(cfg.block_channels)} max-pools): pad or tile it"
+            )
 
-        c_last = cfg.block_channels[-1][1]
-        h = activate(bn(c_last, "pre_gru_bn")(h, train), cfg.pre_gru_activation, cfg.leaky_relu_slope)
-        inter["pre_gru"] = h
+    def _class_weights(self) -> None:
+        """Carried with the model (seed checkpoints store the loss weights); training may read
+        it. The forward never does, so variables without it still apply."""
+        cfg = self.config
+        if cfg.stored_class_weights is not None and (
+            self.is_initializing() or self.has_variable("buffers", "class_weights")
+        ):
+            self.variable(
+                "buffers", "class_weights",
+                lambda: jnp.asarray(cfg.stored_class_weights, jnp.float32),
+            )
+
+    def _block(self, i: int, fold: bool, remat: bool) -> ResidualBlock:
+        cfg = self.config
+        return ResidualBlock(
+            cfg.block_channels[i][1],
+            has_bn1=cfg.first_block_bn1 or i > 0,
+            bn1_bypassed=cfg.bn1_bypassed,
+            kernel_size=cfg.block_kernel_size,
+            pool=cfg.block_pool,
+            slope=cfg.leaky_relu_slope,
+            fms_mode=cfg.fms_mode,
+            fms_position=cfg.fms_position,
+            bn_momentum=cfg.bn_momentum,
+            bn_eps=cfg.bn_eps,
+            dtype=self.dtype,
+            fold_bn=fold,
+            remat=remat,
+            name=f"block{i}",
+        )
+
+    def _back(self, h: Array, train: bool, remat: bool, inter: dict[str, Array]) -> Array:
+        """last block's output (B, T6, C) -> logits (B, num_classes) float32, through
+        pre_gru_bn, the GRU and the head; their outputs go into ``inter``."""
+        cfg, dt = self.config, self.dtype
+        bn = BatchNorm(cfg.block_channels[-1][1], cfg.bn_momentum, cfg.bn_eps, dtype=dt, remat=remat,
+                       name="pre_gru_bn")
+        h = inter["pre_gru"] = activate(bn(h, train), cfg.pre_gru_activation, cfg.leaky_relu_slope)
         h = GRU(cfg.gru_hidden, cfg.gru_layers, dtype=dt, backward=cfg.gru_backward(jax.default_backend()),
                 name="gru")(h)  # (B, H)
         inter["gru"] = h
@@ -134,12 +143,9 @@ class RawNet2(nn.Module):
             n, dtype=dt, kernel_init=torch_kernel_init, bias_init=torch_bias_init(fan_in), name=name
         )
         h = dense(cfg.embedding_dim, cfg.gru_hidden, "fc")(h)
-        h = activate(h, cfg.head_activation, cfg.leaky_relu_slope)
-        inter["embedding"] = h
+        h = inter["embedding"] = activate(h, cfg.head_activation, cfg.leaky_relu_slope)
         logits = dense(cfg.num_classes, cfg.embedding_dim, "classifier")(h).astype(jnp.float32)
-        if cfg.output_log_softmax:
-            logits = jax.nn.log_softmax(logits, axis=-1)
-        return logits, inter
+        return jax.nn.log_softmax(logits, axis=-1) if cfg.output_log_softmax else logits
 
     def _front(self, x: Array, train: bool, fold: bool, remat: bool) -> tuple[Array, Array | None]:
         """waveform (B, T) -> (front output, sinc output or None when front_bn is folded into

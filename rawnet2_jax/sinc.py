@@ -298,32 +298,8 @@ class SincConv(nn.Module):
         """``out_scale``/``out_shift`` (C,): a per-channel affine map applied to the conv output,
         folded into the filters (only valid with no abs / pool in between)."""
         cfg = self.config
-
-        def stored(name: str, trainable: bool) -> Array:
-            value = lambda *_: jnp.asarray(seed_sinc_tensors(cfg)[name])  # noqa: E731
-            if trainable:
-                return self.param(name, value)
-            return self.variable("buffers", name, value).value
-
-        if cfg.sinc_formula == "official":
-            if cfg.layout == "seed":
-                # The seed layout stores the four tensors: carry them (unused) so that variables
-                # and checkpoints keep one tree whichever formula a candidate config tries.
-                for name in ("low_hz_", "band_hz_", "n_axis", "window"):
-                    stored(name, False)
-            filters = official_filters(cfg)  # (C, K), constant under jit
-        else:
-            filters = sincnet_filters(
-                stored("low_hz_", cfg.sinc_learnable),
-                stored("band_hz_", cfg.sinc_learnable),
-                stored("n_axis", False),
-                stored("window", False),
-                cfg.sample_rate,
-                cfg.sinc_min_low_hz,
-                cfg.sinc_min_band_hz,
-            )
         dtype = self.dtype or x.dtype
-        kernel = filters.T[:, None, :]  # (K, 1, C): the WIO layout
+        kernel = self._filters().T[:, None, :]  # (K, 1, C): the WIO layout
         if out_scale is not None:
             if cfg.sinc_abs or cfg.sinc_pool > 1:
                 raise ValueError("an affine map can only be folded into a bare sinc conv")
@@ -350,3 +326,31 @@ class SincConv(nn.Module):
         if cfg.sinc_pool > 1:
             y = max_pool_1d(y, cfg.sinc_pool)
         return y
+
+    def _filters(self) -> Array:
+        """The (C, K) float32 filter bank of ``config.sinc_formula`` (declaring the stored
+        tensors it is built from, or carries)."""
+        cfg = self.config
+
+        def stored(name: str, trainable: bool) -> Array:
+            value = lambda *_: jnp.asarray(seed_sinc_tensors(cfg)[name])  # noqa: E731
+            if trainable:
+                return self.param(name, value)
+            return self.variable("buffers", name, value).value
+
+        if cfg.sinc_formula == "official":
+            if cfg.layout == "seed":
+                # The seed layout stores the four tensors: carry them (unused) so that variables
+                # and checkpoints keep one tree whichever formula a candidate config tries.
+                for name in ("low_hz_", "band_hz_", "n_axis", "window"):
+                    stored(name, False)
+            return official_filters(cfg)  # constant under jit
+        return sincnet_filters(
+            stored("low_hz_", cfg.sinc_learnable),
+            stored("band_hz_", cfg.sinc_learnable),
+            stored("n_axis", False),
+            stored("window", False),
+            cfg.sample_rate,
+            cfg.sinc_min_low_hz,
+            cfg.sinc_min_band_hz,
+        )
