@@ -100,6 +100,7 @@ def gru_as_projection():
         hidden: int
         num_layers: int = 1
         dtype: Any = None
+        backward: Any = None  # GRU's gradient strategy: no recurrence here, nothing to choose
 
         @nn.compact
         def __call__(self, x):
