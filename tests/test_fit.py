@@ -43,6 +43,13 @@ def test_auto_keeps_the_fast_step_when_it_fits_and_remats_when_it_does_not(monke
     assert small.remat == "blocks" and small.need_bytes == choice.need_bytes
     assert "remat=blocks" in small.message()
 
+    # Too big even with remat: the blocks step is measured too and the log line says so.
+    monkeypatch.setattr(fit, "device_memory_budget", lambda d: (1, "test memory"))
+    _, _, _, neither = _build_steps(cfg, cfg.batch_size, mesh, state)
+    assert neither.remat == "blocks" and 0 < neither.blocks_bytes, neither
+    assert neither.blocks_too_big and "expect an out-of-memory error" in neither.message()
+    assert not small.blocks_too_big  # not measured there: no claim
+
 
 def test_budget_is_the_host_memory_shared_by_the_cpu_devices():
     budget, what = fit.device_memory_budget(jax.devices()[0])

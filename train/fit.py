@@ -31,6 +31,12 @@ class RematChoice:
     need_bytes: int  # XLA's estimate of one step without remat, per device
     budget_bytes: int  # what one device has
     budget_what: str  # where budget_bytes comes from
+    blocks_bytes: int = 0  # XLA's estimate of the remat="blocks" step (0: not measured)
+
+    @property
+    def blocks_too_big(self) -> bool:
+        """Even the rematerialised step is over the budget: the run will likely run out of memory."""
+        return self.remat == "blocks" and self.blocks_bytes > FIT_FRACTION * self.budget_bytes
 
     def message(self) -> str:
         need, budget = _size(self.need_bytes), _size(self.budget_bytes)
@@ -39,6 +45,11 @@ class RematChoice:
         if self.remat == "none":
             return (f"remat auto: one train step needs {need} per device, within {FIT_FRACTION:.0%} of the "
                     f"{budget} of {self.budget_what}: remat=none (the fastest step)")
+        if self.blocks_too_big:
+            return (f"remat auto: one train step needs {need} per device without remat and "
+                    f"{_size(self.blocks_bytes)} with remat=blocks, both more than {FIT_FRACTION:.0%} of the "
+                    f"{budget} of {self.budget_what}: expect an out-of-memory error; lower batch_size "
+                    f"or spread the batch over more devices")
         return (f"remat auto: one train step would need {need} per device, more than {FIT_FRACTION:.0%} of "
                 f"the {budget} of {self.budget_what}: remat=blocks (about half the memory, ~1.4x the time)")
 
@@ -86,6 +97,16 @@ def batch_spec(global_batch: int, num_samples: int, sharding: Any) -> dict[str, 
     return {"audio": spec((global_batch, num_samples), np.float32),
             "label": spec((global_batch,), np.int32),
             "mask": spec((global_batch,), np.bool_)}
+
+
+def with_blocks_estimate(choice: RematChoice, step_blocks: Callable, state: Any,
+                         batch: dict[str, Any]) -> RematChoice:
+    """``choice`` with XLA's estimate of the rematerialised step, compiled here once (the loop
+    then runs that executable), so a batch that fits in neither way is said before it fails."""
+    core = getattr(step_blocks, "core", None)
+    if core is None:
+        return choice
+    return dataclasses.replace(choice, blocks_bytes=step_bytes(core.lower(state, batch, None).compile()))
 
 
 def choose_remat(step_without: Callable, state: Any, batch: dict[str, Any], device: Any) -> RematChoice:

@@ -77,7 +77,7 @@ from train.evaluation import (
     split_processes,
     weighted_ce_from_scores,
 )
-from train.fit import batch_spec, choose_remat
+from train.fit import batch_spec, choose_remat, with_blocks_estimate
 from train.guards import StopRequest, Stopped, WorkdirLock
 from train.optim import early_stop_update, get_learning_rate, plateau_step, set_learning_rate, should_stop
 from train.prefetch import DevicePrefetcher
@@ -138,7 +138,7 @@ def _compiled(cfg: TrainConfig, mesh, state: TrainState, log: RunLogger | None =
         _COMPILED[key] = _build_steps(key_cfg, cfg.batch_size, mesh, state)
     model, train_step, eval_step, choice = _COMPILED[key]
     if choice is not None and log is not None:
-        log.info(choice.message())
+        (log.warn if choice.blocks_too_big else log.info)(choice.message())
     return model, train_step, eval_step
 
 
@@ -155,6 +155,9 @@ def _build_steps(cfg: TrainConfig, global_batch: int, mesh, state: TrainState):
             model = build_model(cfg)  # "auto" computes as "none"
             return model, step, make_eval_step(model, cfg), choice
         cfg = dataclasses.replace(cfg, model=cfg.model.replace(remat=choice.remat))
+        model = build_model(cfg)
+        step = make_train_step(model, cfg, donate=True, shardings=shardings)
+        return model, step, make_eval_step(model, cfg), with_blocks_estimate(choice, step, state, spec)
     model = build_model(cfg)
     return model, make_train_step(model, cfg, donate=True, shardings=shardings), make_eval_step(model, cfg), choice
 
