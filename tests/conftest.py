@@ -206,6 +206,7 @@ def max_diffs(a, b) -> tuple[float, float]:
 SLOW_TESTS = frozenset(f"tests/{name}" for name in (
     "test_augment_cli.py::test_writes_k_float_wavs_deterministically_and_a_png",
     "test_bench_smoke.py::test_bench_model_quick_runs",
+    "test_bench_stages.py::test_quick_jax_run_prints_every_stage",
     "test_bn_stats.py::test_observed_statistics_reproduce_torch_running_stats",
     "test_checkpoint.py::test_layout_and_metadata",
     "test_checkpoint.py::test_load_pretrained_logits_match_model",
@@ -233,6 +234,7 @@ SLOW_TESTS = frozenset(f"tests/{name}" for name in (
     "test_rawboost.py::test_design_equals_scipy_cascade_and_freqz_normalisation",
     "test_rawboost.py::test_same_key_same_output_and_no_recompile",
     "test_remat.py::test_remat_gives_the_same_loss_gradients_and_bn_updates",
+    "test_remat.py::test_remat_leaves_the_eval_forward_alone",
     "test_remat.py::test_remat_recomputes_the_front_end_and_each_half_block",
     "test_resume.py::test_checkpoints_keep_latest_and_best",
     "test_resume.py::test_interrupt_and_resume_is_bit_identical",
