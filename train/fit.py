@@ -103,10 +103,14 @@ def with_blocks_estimate(choice: RematChoice, step_blocks: Callable, state: Any,
                          batch: dict[str, Any]) -> RematChoice:
     """``choice`` with XLA's estimate of the rematerialised step, compiled here once (the loop
     then runs that executable), so a batch that fits in neither way is said before it fails."""
-    core = getattr(step_blocks, "core", None)
-    if core is None:
-        return choice
-    return dataclasses.replace(choice, blocks_bytes=step_bytes(core.lower(state, batch, None).compile()))
+    return dataclasses.replace(choice, blocks_bytes=_estimate_bytes(step_blocks, state, batch))
+
+
+def _estimate_bytes(step: Callable, state: Any, batch: dict[str, Any]) -> int:
+    """``step_bytes`` of ``step`` compiled for ``(state, batch)``; 0 for a step without ``.core``
+    (wrapped by a caller, e.g. a test's fault injection), which cannot be lowered."""
+    core = getattr(step, "core", None)  # the jitted function
+    return step_bytes(core.lower(state, batch, None).compile()) if core is not None else 0
 
 
 def choose_remat(step_without: Callable, state: Any, batch: dict[str, Any], device: Any) -> RematChoice:
@@ -117,8 +121,7 @@ def choose_remat(step_without: Callable, state: Any, batch: dict[str, Any], devi
     test's fault injection) cannot be lowered: it is kept as it is.
     """
     budget, what = device_memory_budget(device)
-    core = getattr(step_without, "core", None)  # the jitted function (absent if a caller wrapped the step)
-    need = step_bytes(core.lower(state, batch, None).compile()) if core is not None else 0
+    need = _estimate_bytes(step_without, state, batch)
     too_big = need > FIT_FRACTION * budget
     if jax.process_count() > 1:
         from jax.experimental import multihost_utils

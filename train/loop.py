@@ -155,11 +155,11 @@ def _build_steps(cfg: TrainConfig, global_batch: int, mesh, state: TrainState):
             model = build_model(cfg)  # "auto" computes as "none"
             return model, step, make_eval_step(model, cfg), choice
         cfg = dataclasses.replace(cfg, model=cfg.model.replace(remat=choice.remat))
-        model = build_model(cfg)
-        step = make_train_step(model, cfg, donate=True, shardings=shardings)
-        return model, step, make_eval_step(model, cfg), with_blocks_estimate(choice, step, state, spec)
     model = build_model(cfg)
-    return model, make_train_step(model, cfg, donate=True, shardings=shardings), make_eval_step(model, cfg), choice
+    step = make_train_step(model, cfg, donate=True, shardings=shardings)
+    if choice is not None:  # the rematerialised step is compiled anyway: its estimate is free
+        choice = with_blocks_estimate(choice, step, state, spec)
+    return model, step, make_eval_step(model, cfg), choice
 
 
 def _init_variables(cfg: TrainConfig) -> dict[str, Any]:
