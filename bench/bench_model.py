@@ -915,6 +915,23 @@ def _time_variants(a, run: Callable[..., dict], pres: dict, variants: list[str],
                 print(f"    ERROR: {res['error']}", flush=True)
 
 
+def _known_compile_flags(names: list[str], pres: dict) -> list[str]:
+    """The ``COMPILE_FLAGS`` settings whose flags the installed jaxlib knows (XLA aborts on an
+    unknown flag); each one left out is said, printed and recorded under ``skipped``."""
+    from rawnet2_jax.xla_flags import jaxlib_version, known_flags
+
+    keep = []
+    for name in names:
+        dropped = known_flags(COMPILE_FLAGS[name].split())[1]
+        if not dropped:
+            keep.append(name)
+            continue
+        why = f"jaxlib {'.'.join(map(str, jaxlib_version()))}'s XLA does not know {' '.join(dropped)}: setting dropped"
+        pres.setdefault("skipped", {})[f"compile probe {name}"] = why
+        print(f"  compile probe {name}: skipped ({why})", flush=True)
+    return keep
+
+
 def _compile_probe(a, run: Callable[..., dict], pres: dict, batch: int, check_args: list[str]) -> dict:
     """Train-step compile time under each of ``COMPILE_FLAGS`` and with a cold / warm persistent cache."""
     import tempfile
@@ -924,7 +941,7 @@ def _compile_probe(a, run: Callable[..., dict], pres: dict, batch: int, check_ar
         cache_env = {"JAX_COMPILATION_CACHE_DIR": cache,
                      "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
                      "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-        flags = [n.strip() for n in a.compile_flags.split(",") if n.strip()]
+        flags = _known_compile_flags([n.strip() for n in a.compile_flags.split(",") if n.strip()], pres)
         for name, extra in [*((n, {"XLA_FLAGS": COMPILE_FLAGS[n]}) for n in flags),
                             ("cache_cold", {"XLA_FLAGS": "", **cache_env}),
                             ("cache_warm", {"XLA_FLAGS": "", **cache_env})]:
