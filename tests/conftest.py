@@ -10,7 +10,8 @@
 * XLA's cheap compile flags (``FAST_XLA_FLAGS``, see ``_test_xla_flags``) for the test process
   and its subprocesses; a test marked ``production_xla`` runs in a subprocess compiled with
   XLA's production flags instead (``RAWNET2_TEST_XLA=production`` gives the whole run those).
-* ``SLOW_TESTS``: tests marked ``slow`` here, beside those marked in their files.
+* Tiers: ``-m "not slow"`` (the quick tier) leaves out the tests marked ``slow`` in their own
+  files (``@pytest.mark.slow`` or a module's ``pytestmark``); no list of names lives here.
 """
 
 from __future__ import annotations
@@ -197,81 +198,6 @@ def max_diffs(a, b) -> tuple[float, float]:
     b = np.asarray(b, dtype=np.float64)
     d = float(np.abs(a - b).max()) if a.size else 0.0
     return d, d / max(float(np.abs(b).max()) if b.size else 0.0, 1e-30)
-
-
-# `pytest -m "not slow"` (the quick tier, 90 s on 2 cores) leaves these out beside the tests marked
-# `slow` in their files: each took 1.5 s or more in a busy `-m "not slow" --durations=0` run
-# (load ~7 on the 2-core machine; most compile a model, train, or start a subprocess). A name
-# covers every parametrisation; tests/test_suite_tiers.py checks that each names a test. A test
-# whose module fixture compiles or trains for several tests goes with all of them (else the next
-# one pays).
-# Kept quick on purpose, so the quick tier still compiles the model, a train step and torch
-# parity: test_parity_model's train-mode tests, test_residual, test_fms, test_pool, test_gru's
-# cell tests, test_train_step's update test.
-SLOW_TESTS = frozenset(f"tests/{name}" for name in (
-    "test_augment_cli.py::test_writes_k_float_wavs_deterministically_and_a_png",
-    "test_bench_smoke.py::test_bench_model_quick_runs",
-    "test_bench_stages.py::test_quick_jax_run_prints_every_stage",
-    "test_bn_stats.py::test_observed_statistics_reproduce_torch_running_stats",
-    "test_checkpoint.py::test_layout_and_metadata",
-    "test_checkpoint.py::test_load_pretrained_logits_match_model",
-    "test_cli.py::test_evaluate_with_fake_source",
-    "test_convert_cli.py::test_asvspoof2021_baseline_full_size_bare_detected",
-    "test_convert_cli.py::test_cli_subprocess_failure_is_one_line",
-    "test_convert_cli.py::test_cli_subprocess_success",
-    "test_convert_cli.py::test_seed_full_size_wrapped_prefixed_detected",
-    "test_convert_cli.py::test_tiny_round_trip_with_verify",
-    "test_evaluate.py::test_evaluate_split_writes_everything",
-    "test_evaluate2021.py::test_benchmark_built_and_skipped",
-    "test_example_checkpoint.py::test_example_checkpoint_converts",
-    "test_fms.py::test_fms_gate_depends_on_the_time_average_only",
-    "test_gru.py::test_gru_long_sequence_and_gradients",
-    "test_gru.py::test_model_gradients_do_not_depend_on_gru_impl",
-    "test_multihost_guards.py::test_the_watcher_names_a_silent_peer_and_spares_one_that_ended",
-    "test_parity_model.py::test_bfloat16_compute_close_to_float32",
-    "test_parity_model.py::test_eval_full_preset",
-    "test_parity_model.py::test_eval_variants",
-    "test_parity_model.py::test_gradients_weighted_ce",
-    "test_pipeline.py::test_threads_and_workers_give_equal_results",
-    "test_plots.py::test_learning_curves_png",
-    "test_rawboost.py::test_algo0_is_identity_and_silence_stays_finite",
-    "test_rawboost.py::test_all_algorithms_equal_transcription",
-    "test_rawboost.py::test_design_equals_scipy_cascade_and_freqz_normalisation",
-    "test_rawboost.py::test_same_key_same_output_and_no_recompile",
-    "test_remat.py::test_remat_gives_the_same_loss_gradients_and_bn_updates",
-    "test_remat.py::test_remat_leaves_the_eval_forward_alone",
-    "test_remat.py::test_remat_recomputes_the_front_end_and_each_half_block",
-    "test_resume.py::test_checkpoints_keep_latest_and_best",
-    "test_resume.py::test_interrupt_and_resume_is_bit_identical",
-    "test_resume.py::test_sigkill_then_resume",
-    "test_sinc.py::test_sinc_conv_fft_matches_direct",
-    "test_sinc.py::test_sinc_conv_impl_auto_and_bf16",
-    "test_sinc.py::test_sinc_variable_collections",
-    "test_sinc.py::test_sincnet_filters_finite_with_zero_on_axis",
-    "test_split_eval_processes.py::test_benchmark_on_two_processes_equals_one",
-    "test_tables.py::test_apply_without_carried_buffers",
-    "test_tables.py::test_round_trip_with_torch_tensors",
-    "test_train_faults.py::test_damaged_latest_checkpoint_falls_back",
-    "test_train_faults.py::test_disk_full_during_save_is_one_line_and_resumable",
-    "test_train_faults.py::test_init_from_a_training_workdir",
-    "test_train_faults.py::test_no_host_sync_between_log_points",
-    "test_train_faults.py::test_progress_lines_without_a_terminal",
-    "test_train_faults.py::test_resume_keeps_metrics_exact",
-    "test_train_faults.py::test_stale_best_model_is_repaired_on_resume",
-    "test_train_faults.py::test_the_sync_guard_catches_a_sync",
-    "test_train_loop.py::test_non_finite_loss_stops_cleanly",
-    "test_train_loop.py::test_selection_early_stopping_and_outputs",
-    "test_train_parity.py::test_three_steps_match_torch",
-    "test_train_step.py::test_rawboost_augments_training_batches_only",
-    "test_train_step.py::test_train_loss_equals_eval_loss_formula_and_mask",
-))
-
-
-@pytest.hookimpl(tryfirst=True)  # before -m deselects
-def pytest_collection_modifyitems(config, items):
-    for item in items:
-        if item.nodeid.split("[", 1)[0] in SLOW_TESTS:
-            item.add_marker(pytest.mark.slow)
 
 
 def pytest_report_header(config):

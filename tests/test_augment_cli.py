@@ -34,6 +34,7 @@ def _run(args, capsys):
     return rc, capsys.readouterr()
 
 
+@pytest.mark.slow
 def test_writes_k_float_wavs_deterministically_and_a_png(inputs, tmp_path, capsys):
     runs = {}
     for name, seed, plots in (("a", 1, 3), ("b", 1, 0), ("c", 2, 0)):  # a PNG takes ~1.5 s CPU

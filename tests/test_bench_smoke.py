@@ -38,6 +38,7 @@ def test_time_fn_counts_reps():
     assert t["reps"] == 3 and len(calls) == 5 and t["median_s"] >= 0
 
 
+@pytest.mark.slow
 def test_bench_model_quick_runs(tmp_path):
     import_torch()
     import bench_model

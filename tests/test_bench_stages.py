@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
 
@@ -21,6 +23,7 @@ def test_stage_shapes_follow_the_model():
     assert shapes["gru"] == (4, 29, 512)  # the GRU's 29 steps
 
 
+@pytest.mark.slow
 def test_quick_jax_run_prints_every_stage(capsys):
     bench_stages.main(["--quick", "--reps", "1", "--batch", "2", "--threads", "0"])  # 0: the test process stays unpinned
     out = capsys.readouterr().out

@@ -71,6 +71,7 @@ def test_identical_statistics_have_zero_discrepancy():
     assert s2.logvar_err == pytest.approx(0.0, abs=1e-12)
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_observed_statistics_reproduce_torch_running_stats():
     cfg = get_config("caa_rawnet2", **SMALL).replace(**TRUE_CHANGES)

@@ -58,6 +58,7 @@ def _fresh_copy(saved, tmp_path):
     return d
 
 
+@pytest.mark.slow
 def test_layout_and_metadata(saved):
     assert sorted(p.name for p in saved.iterdir()) == ["config.json", "manifest.json", "metadata.json", "variables"]
     meta = ck.load_metadata(saved)
@@ -79,6 +80,7 @@ def test_restore_is_exact(saved, tiny_vars):
         assert np.asarray(got_flat[path]).dtype == np.asarray(leaf).dtype
 
 
+@pytest.mark.slow
 def test_load_pretrained_logits_match_model(saved, tiny_vars):
     from rawnet2_jax.model import RawNet2
 

@@ -69,6 +69,7 @@ def test_score_checkpoint_error_is_one_line(tmp_path, wavs, capsys):
     assert rc == 1 and err.startswith("error: ") and err.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_evaluate_with_fake_source(fake_model, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(data, "data_source", lambda dataset, split, data_dir: _records())
     out = tmp_path / "out"

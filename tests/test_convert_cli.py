@@ -80,6 +80,7 @@ def _assert_logits_match(ref, out_dir, x):
 # ----------------------------------------------------------------------------- round trips
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_seed_full_size_wrapped_prefixed_detected(tmp_path, capsys):
     cfg = get_config("caa_rawnet2")
@@ -98,6 +99,7 @@ def test_seed_full_size_wrapped_prefixed_detected(tmp_path, capsys):
     assert len(m.metadata["source_sha256"]) == 64
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_asvspoof2021_baseline_full_size_bare_detected(tmp_path):
     cfg = get_config("asvspoof2021_baseline")
@@ -110,6 +112,7 @@ def test_asvspoof2021_baseline_full_size_bare_detected(tmp_path):
     assert m.config.name == "asvspoof2021_baseline"
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 @pytest.mark.parametrize("cfg", [TINY_OFFICIAL, TINY_SEED], ids=lambda c: c.name)
 def test_tiny_round_trip_with_verify(tmp_path, capsys, cfg):
@@ -333,6 +336,7 @@ def test_cli_help_teaches():
         assert needle in r.stdout, needle
 
 
+@pytest.mark.slow
 def test_cli_subprocess_failure_is_one_line(tmp_path):
     src = tmp_path / "evil.pt"
     marker = tmp_path / "PWNED"
@@ -344,6 +348,7 @@ def test_cli_subprocess_failure_is_one_line(tmp_path):
     assert not marker.exists() and not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_cli_subprocess_success(tmp_path):
     cfg = TINY_OFFICIAL
     src = tmp_path / "m.pth"

@@ -12,6 +12,7 @@ from rawnet2_jax.scoring import log_odds
 from tests.test_scoring import T, FakeModel, _records
 
 
+@pytest.mark.slow
 def test_evaluate_split_writes_everything(tmp_path):
     from rawnet2_jax.metrics import compute_eer, read_cm_scores
 

@@ -157,6 +157,7 @@ def test_evaluate_2021_errors(la_data, tmp_path, monkeypatch, capsys):
     assert "--split is required" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_benchmark_built_and_skipped(tmp_path, monkeypatch, capsys):
     data = tmp_path / "data"
     la = la21_key_lines(30, seed=2)

@@ -6,6 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 
+@pytest.mark.slow
 def test_example_checkpoint_converts(tmp_path, capsys):
     from convert.__main__ import main as convert_main
     from convert.example import make_reference_checkpoint

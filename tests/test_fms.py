@@ -53,6 +53,7 @@ def test_fms_forward_and_gradients_match_torch(mode):
         assert_close(ours, w, rtol=1e-5, atol=1e-5 * np.abs(w).max(), name=f"fms {mode} {what}")
 
 
+@pytest.mark.slow
 def test_fms_gate_depends_on_the_time_average_only():
     # Permuting time permutes the output the same way: s is one gate per channel.
     rng = np.random.default_rng(0)

@@ -32,6 +32,7 @@ def _params(ref, layers):
     } for k in range(layers)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backward", ["scan", "gemm"])
 @pytest.mark.parametrize("layers", [1, 3])
 def test_gru_long_sequence_and_gradients(layers, backward):
@@ -138,6 +139,7 @@ def test_gru_impl_field():
         cfg.replace(gru_impl="cudnn")
 
 
+@pytest.mark.slow
 def test_model_gradients_do_not_depend_on_gru_impl():
     """The whole model's train-mode gradients with either backward (same variables)."""
     cfg = tiny_model("tak2021")

@@ -153,6 +153,7 @@ class _LiveStore:
         self.values[key] = value
 
 
+@pytest.mark.slow
 def test_the_watcher_names_a_silent_peer_and_spares_one_that_ended(monkeypatch, capsys):
     store, exits = _LiveStore(), []
 

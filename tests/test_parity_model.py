@@ -69,6 +69,7 @@ def full_preset(request):
     return cfg, ref, torch_to_flax(ref.state_dict(), cfg)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("batch,fold_bn", [(1, False), (4, False), (4, True)])
 def test_eval_full_preset(full_preset, batch, fold_bn):
     cfg, ref, variables = full_preset
@@ -116,6 +117,7 @@ def _small_setup(cfg, seed=0):
     return ref, x
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(SMALL_CASES))
 def test_eval_variants(case):
     cfg = SMALL_CASES[case]
@@ -231,6 +233,7 @@ def _kink_free_setup(cfg, first_seed=2, margin=5e-6):
 GRAD_CASES = ["caa_learnable_sinc", "caa_variant", "tak2021", "asvspoof2021_baseline"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", GRAD_CASES)
 def test_gradients_weighted_ce(case):
     cfg = SMALL_CASES[case]
@@ -278,6 +281,7 @@ def test_gradients_weighted_ce(case):
     assert n == len(jax.tree.leaves(grads))
 
 
+@pytest.mark.slow
 def test_bfloat16_compute_close_to_float32():
     cfg = SMALL_CASES["tak2021"]
     ref, x = _small_setup(cfg)

@@ -125,6 +125,7 @@ def test_batch_divisibility_errors():
         pl.train_batches(src, Cfg(), 4, seed=0, start_step=2, **HOST)
 
 
+@pytest.mark.slow
 def test_threads_and_workers_give_equal_results():
     # 1 in-process worker vs 4 threads vs 4 grain worker processes (eval shares _iterate)
     src = records_source(40)

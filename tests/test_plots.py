@@ -43,6 +43,7 @@ def test_score_histogram_png(tmp_path, scores):
     assert _is_png(tmp_path / "h2.png")
 
 
+@pytest.mark.slow
 def test_learning_curves_png(tmp_path):
     records = [
         {"epoch": i + 1, "train_loss": 1 / (i + 1), "dev_loss": 1.1 / (i + 1), "dev_eer": 10 / (i + 1), "lr": 1e-4 / 2 ** (i // 3),

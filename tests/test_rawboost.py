@@ -177,6 +177,7 @@ def test_firwin_bandstop_equals_scipy(numtaps, f1, f2):
     assert not np.any(np.asarray(ours[numtaps:])), "taps past numtaps must be zero"
 
 
+@pytest.mark.slow
 def test_design_equals_scipy_cascade_and_freqz_normalisation(draws):
     _, lnl, _, ssi = draws
     # Every LnL row (0 dB and -5..-20 dB gains) and SSI filter of 40 keys, plus a +6 dB one.
@@ -243,6 +244,7 @@ def test_each_family_equals_transcription(draws, speech):
     rel_close(out, ref_lnl(loud, row(lnl, 0)), "LnL, normalised branch")
 
 
+@pytest.mark.slow
 def test_all_algorithms_equal_transcription(draws, all_algos, batch):
     """rawboost_batch row b, algorithm a == process_Rawboost_feature(a) fed the draws of
     jax.random.split(key, B)[b] (split again into the LnL, ISD, SSI keys)."""
@@ -256,6 +258,7 @@ def test_all_algorithms_equal_transcription(draws, all_algos, batch):
             assert np.max(np.abs(out[j, b] - batch[b])) > 1e-3, f"algo {algo} left the input unchanged"
 
 
+@pytest.mark.slow
 def test_same_key_same_output_and_no_recompile(all_algos, batch):
     x = jnp.asarray(batch)
     k0, k1, k2 = jax.random.split(jax.random.key(7), 3)
@@ -269,6 +272,7 @@ def test_same_key_same_output_and_no_recompile(all_algos, batch):
     assert not np.allclose(a[:, 0], a[:, 1] * np.max(np.abs(batch[0])) / np.max(np.abs(batch[1])))
 
 
+@pytest.mark.slow
 def test_algo0_is_identity_and_silence_stays_finite(all_algos, batch):
     audio = jnp.asarray(batch)
     key = jax.random.key(11)

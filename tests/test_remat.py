@@ -53,6 +53,7 @@ def both():
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 def test_remat_gives_the_same_loss_gradients_and_bn_updates(both):
     (loss0, stats0), grads0 = both["none"]
@@ -77,6 +78,7 @@ def test_remat_gives_the_same_loss_gradients_and_bn_updates(both):
             assert rel < 3e-5, f"{name} {key}: max abs diff {d:.2e}, rel {rel:.2e}"
 
 
+@pytest.mark.slow
 def test_remat_recomputes_the_front_end_and_each_half_block():
     # What the option does (its memory effect: bench/bench_memory.py): in train mode the front
     # end is checkpointed, each residual block runs as two recomputed halves
@@ -110,6 +112,7 @@ def test_remat_field_is_optional_and_checked():
         SMALL.replace(remat="all")
 
 
+@pytest.mark.slow
 def test_remat_leaves_the_eval_forward_alone():
     variables = init_variables(SMALL, 0)
     x = jnp.asarray(np.random.default_rng(1).uniform(-0.5, 0.5, (2, SMALL.num_samples)), jnp.float32)

@@ -54,6 +54,7 @@ def reference(tmp_path_factory, sources):
     return wd, res
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_after", [3, 7])  # mid-epoch 1 / mid-epoch 2
 def test_interrupt_and_resume_is_bit_identical(tmp_path, sources, reference, stop_after):
     ref_wd, ref = reference
@@ -70,6 +71,7 @@ def test_interrupt_and_resume_is_bit_identical(tmp_path, sources, reference, sto
     assert _epoch_metrics(wd) == _epoch_metrics(ref_wd)
 
 
+@pytest.mark.slow
 def test_checkpoints_keep_latest_and_best(reference):
     wd, res = reference
     steps = sorted(int(p.name) for p in (wd / "checkpoints").iterdir() if p.name.isdigit())
@@ -99,6 +101,7 @@ _KILL_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume(tmp_path, sources, reference):
     """SIGKILL right after step 6 (before its checkpoint): resumes from the epoch-1 end (step 5)."""
     _, ref = reference

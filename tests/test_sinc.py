@@ -154,6 +154,7 @@ def test_sinc_conv_module(preset, overrides):
     assert_close(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), name="sinc conv")
 
 
+@pytest.mark.slow
 def test_sinc_variable_collections():
     fixed = get_config("caa_rawnet2", sinc_filters=4)
     v = SincConv(fixed).init(jax.random.PRNGKey(0), jnp.zeros((1, 300)))
@@ -169,6 +170,7 @@ def test_sinc_variable_collections():
     assert set(v["buffers"]) == {"low_hz_", "band_hz_", "n_axis", "window"}
 
 
+@pytest.mark.slow
 def test_sincnet_filters_finite_with_zero_on_axis():
     cfg = get_config("caa_rawnet2")
     st = seed_sinc_tensors(cfg)
@@ -181,6 +183,7 @@ def test_sincnet_filters_finite_with_zero_on_axis():
     assert np.all(np.isfinite(np.asarray(g)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding", ["valid", "same"])
 @pytest.mark.parametrize("kernel_size", [129, 1025])
 def test_sinc_conv_fft_matches_direct(kernel_size, padding):
@@ -247,6 +250,7 @@ def test_sinc_conv_matmul_matches_direct(padding, use_abs, pool, monkeypatch):
     _assert_like_direct(outs["matmul"], outs["direct"])
 
 
+@pytest.mark.slow
 def test_sinc_conv_impl_auto_and_bf16():
     assert get_config("asvspoof2021_baseline").sinc_uses_fft
     assert not get_config("tak2021").sinc_uses_fft

@@ -6,6 +6,7 @@ import threading
 import types
 
 import numpy as np
+import pytest
 
 from rawnet2_jax.split_eval import score_split
 from train.testing import synthetic_records
@@ -151,6 +152,7 @@ class _CountingSource:
         return [self.source[int(i)] for i in indices]
 
 
+@pytest.mark.slow
 def test_benchmark_on_two_processes_equals_one(tmp_path, monkeypatch):
     """`rawnet2-jax benchmark` (and so `evaluate` on 2021 LA and In-the-Wild, the same functions)
     over two processes: each reads only its rows of every global batch, the primary resumes

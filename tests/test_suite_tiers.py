@@ -1,5 +1,13 @@
-"""The suite's own machinery (tests/conftest.py): the list of slow tests names real tests, and
-the fast / production XLA flags reach the processes they are meant for."""
+"""The suite's own machinery (tests/conftest.py): the quick tier is chosen by markers in the test
+files themselves (no list of names in conftest), every marker a test uses is registered, and the
+fast / production XLA flags reach the processes they are meant for.
+
+The tiers: a test is marked ``slow`` in its own file (``@pytest.mark.slow``, or ``pytestmark`` for a
+whole module) when it takes 1.5 s or more in a loaded quick-tier run on the 2-core machine (most
+compile a model, train, or start a subprocess), and so is a test whose module fixture compiles or
+trains for others (else the next one pays). Kept quick on purpose, so the quick tier still compiles
+the model, a train step and torch parity: test_parity_model's train-mode tests, test_residual,
+test_fms, test_pool, test_gru's cell tests, test_train_step's update test."""
 
 import ast
 import os
@@ -7,22 +15,48 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import FAST_XLA_FLAGS, SLOW_TESTS, XLA_MODE_ENV
+from tests.conftest import FAST_XLA_FLAGS, XLA_MODE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+BUILTIN_MARKS = {"parametrize", "skip", "skipif", "xfail", "usefixtures", "filterwarnings"}
 
 
-def test_every_slow_test_name_is_a_test():
-    for name in sorted(SLOW_TESTS):
-        path, func = name.split("::")
-        tree = ast.parse((ROOT / path).read_text())
-        funcs = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-        assert func in funcs, f"conftest.SLOW_TESTS names {name}, which does not exist"
+def _marks_used(tree: ast.AST) -> set[str]:
+    """Every NAME of a ``pytest.mark.NAME`` in a parsed file."""
+    return {node.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "mark" and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "pytest"}
 
 
-def test_listed_tests_are_marked_slow(request):
-    items = [i for i in request.session.items if i.nodeid.split("[")[0] in SLOW_TESTS]
-    assert all(i.get_closest_marker("slow") for i in items)
+def test_conftest_holds_no_list_of_test_names():
+    tree = ast.parse((TESTS / "conftest.py").read_text())
+    hooks = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert "pytest_collection_modifyitems" not in hooks, "mark tests slow in their own files"
+    names = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+             and ".py::" in n.value]
+    assert not names, f"conftest.py names tests ({names[:3]}): mark them in their own files instead"
+
+
+def test_every_marker_used_is_registered(request):
+    registered = {line.split(":", 1)[0].split("(", 1)[0].strip() for line in request.config.getini("markers")}
+    assert {"slow", "parity", "production_xla"} <= registered, registered
+    for path in sorted(TESTS.glob("test_*.py")):
+        unknown = _marks_used(ast.parse(path.read_text())) - registered - BUILTIN_MARKS
+        assert not unknown, f"{path.name} uses unregistered markers {sorted(unknown)} (a typo deselects nothing)"
+
+
+def test_slow_tests_are_marked_in_their_files():
+    marked = [p.name for p in sorted(TESTS.glob("test_*.py")) if "slow" in _marks_used(ast.parse(p.read_text()))]
+    assert len(marked) >= 20, marked  # the tiers exist: the slow tests are spread over many files
+
+
+def test_the_quick_tier_collects_no_slow_test(request):
+    if "not slow" not in (request.config.option.markexpr or ""):
+        pytest.skip("not a quick-tier run (-m 'not slow')")
+    slow = [i.nodeid for i in request.session.items if i.get_closest_marker("slow")]
+    assert not slow, slow
 
 
 def test_fast_flags_in_this_process():

@@ -64,6 +64,7 @@ def test_round_trip_learnable_sinc_goes_to_params():
         np.testing.assert_array_equal(back[k], sd[k])
 
 
+@pytest.mark.slow
 def test_round_trip_with_torch_tensors():
     pytest.importorskip("torch")
     from convert.reference import reference_model
@@ -175,6 +176,7 @@ def test_table_entries_unique():
         assert len({(e.collection, e.path) for e in entries}) == len(entries)
 
 
+@pytest.mark.slow
 def test_apply_without_carried_buffers():
     """num_batches_tracked / class_weights are carried for the round trip only: variables
     without them (e.g. a training state that drops them) still apply, with the same result."""

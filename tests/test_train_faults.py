@@ -48,6 +48,7 @@ def _same_params(a, b):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
 
 
+@pytest.mark.slow
 def test_no_host_sync_between_log_points(tmp_path, sources, monkeypatch, reference):
     entered = []
 
@@ -62,6 +63,7 @@ def test_no_host_sync_between_log_points(tmp_path, sources, monkeypatch, referen
     _same_params(res, reference[1])  # logging/checkpoint cadence does not change the numbers
 
 
+@pytest.mark.slow
 def test_the_sync_guard_catches_a_sync(tmp_path, sources, monkeypatch):
     """The guard of the test above is not blind: a step that reads a metric is refused."""
     monkeypatch.setattr(loop, "no_host_sync", strict_no_host_sync)
@@ -77,6 +79,7 @@ def test_the_sync_guard_catches_a_sync(tmp_path, sources, monkeypatch):
         train(CFG, tmp_path, sources=sources, final_eval=False, quiet=True)
 
 
+@pytest.mark.slow
 def test_resume_keeps_metrics_exact(tmp_path, sources, reference):
     ref_wd, ref = reference
     train(CFG, tmp_path, sources=sources, stop_after_steps=3, final_eval=False, quiet=True)  # dies at step 3
@@ -104,6 +107,7 @@ def test_second_run_on_a_workdir_is_refused(tmp_path, capsys):
     assert not (tmp_path / "new").exists() and not (tmp_path / "nowhere").exists()
 
 
+@pytest.mark.slow
 def test_disk_full_during_save_is_one_line_and_resumable(tmp_path, sources, monkeypatch, reference):
     import orbax.checkpoint as ocp
 
@@ -125,6 +129,7 @@ def test_disk_full_during_save_is_one_line_and_resumable(tmp_path, sources, monk
     _same_params(resumed, reference[1])
 
 
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_falls_back(tmp_path, sources, reference, capsys):
     ref_wd, ref = reference
     train(CFG, tmp_path, sources=sources, stop_after_steps=9, final_eval=False, quiet=True)  # latest = 8
@@ -139,6 +144,7 @@ def test_damaged_latest_checkpoint_falls_back(tmp_path, sources, reference, caps
     _same_params(resumed, ref)
 
 
+@pytest.mark.slow
 def test_progress_lines_without_a_terminal(tmp_path, sources, monkeypatch, capsys):
     monkeypatch.setattr(loop.RunLogger, "progress_seconds", 0.0)
     train(CFG.replace(epochs=1), tmp_path, sources=sources, final_eval=False, progress=False)
@@ -213,6 +219,7 @@ def test_kill_during_the_epoch_end_save_sequence(tmp_path, sources, reference, p
     assert meta["step"] == resumed.best_step == reference[1].best_step
 
 
+@pytest.mark.slow
 def test_stale_best_model_is_repaired_on_resume(tmp_path, sources, capsys):
     """The reported case: the checkpoints say the best is epoch 2, best_model/ holds epoch 1."""
     cfg = CFG.replace(epochs=2)
@@ -235,6 +242,7 @@ def test_stale_best_model_is_repaired_on_resume(tmp_path, sources, capsys):
     assert meta["step"] == res.best_step
 
 
+@pytest.mark.slow
 def test_init_from_a_training_workdir(reference):
     """--init-from RUN takes RUN/best_model/; how the model is computed may differ, the
     architecture may not."""

@@ -32,6 +32,7 @@ def test_presets():
         assert type(cfg).from_dict(json.loads(cfg.to_json())) == cfg
 
 
+@pytest.mark.slow
 def test_selection_early_stopping_and_outputs(tmp_path):
     cfg = tiny_train_config(epochs=6, early_stopping_patience=2, learning_rate=3e-3)
     res = train(cfg, tmp_path, sources=synthetic_sources(), quiet=True)
@@ -75,6 +76,7 @@ def test_selection_early_stopping_and_outputs(tmp_path):
     assert len([r for r in read_metrics(tmp_path / "metrics.jsonl") if r["type"] == "eval"]) == 1
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_cleanly(tmp_path):
     cfg = tiny_train_config(epochs=3)
     src = synthetic_sources()

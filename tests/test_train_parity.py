@@ -38,6 +38,7 @@ def _torch_train(torch, model, x, y, cfg):
     return losses
 
 
+@pytest.mark.slow
 @pytest.mark.parity
 @pytest.mark.parametrize("layout", ["seed", "official"])
 def test_three_steps_match_torch(layout):

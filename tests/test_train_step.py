@@ -68,6 +68,7 @@ def test_train_step_updates_params_bn_and_keeps_buffers(f32):
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), again.params, new.params)
 
 
+@pytest.mark.slow
 def test_train_loss_equals_eval_loss_formula_and_mask(f32):
     cfg, model, v, step, ev = f32
     state = create_train_state(v, cfg)
@@ -105,6 +106,7 @@ def test_bf16_compute_keeps_f32_state(f32):
     assert abs(float(metrics["loss"]) - float(m32["loss"])) < 0.05
 
 
+@pytest.mark.slow
 def test_rawboost_augments_training_batches_only(f32):
     """--rawboost changes what the train step sees (deterministically per step key), equals
     RawBoost applied to the batch by hand, and never touches the eval step."""
