@@ -148,4 +148,6 @@ def os_error_line(e: OSError, doing: str) -> str:
         return f"{doing} failed: read-only file system{where}; choose a writable location"
     if e.errno in (errno.EACCES, errno.EPERM):
         return f"{doing} failed: permission denied{where}; choose a location you can write to"
+    if e.errno == errno.ENOTDIR:
+        return f"{doing} failed: a part of the path is a file, not a folder{where}; choose another location"
     return f"{doing} failed: {e.strerror or e}{where}"

@@ -3,7 +3,8 @@
 * ``import_torch()`` / fixture ``torch``: torch or a clean skip.
 * ``speech_like(num_samples, batch=None, seed=0)``: deterministic speech (``rawnet2_jax.data.synth``).
 * ``assert_close(a, b, rtol, atol, name)``: allclose with max abs/rel differences in the message.
-* ``refuse_as_read_only(path)`` / fixture ``read_only_dir``: a write the file system refuses.
+* ``refuse_as_read_only(path)`` / fixture ``unwritable_dir``: a write the file system refuses
+  (simulated / for real, as root too).
 * One persistent JAX compilation cache (set here, before anything compiles; see
   ``_test_compilation_cache``) shared by the test process and every subprocess it starts
   (``python -m train``, kill -9 runs, CLIs).
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import warnings
+from pathlib import Path
+from typing import NamedTuple
 
 from rawnet2_jax.xla_flags import known_flags  # no JAX backend starts here
 
@@ -120,15 +123,26 @@ def refuse_as_read_only(path):
     return refuse
 
 
-@pytest.fixture
-def read_only_dir(tmp_path):
-    """``tmp_path/ro``, a directory without write permission (skipped as root, who writes anyway)."""
+class Unwritable(NamedTuple):
+    path: Path  # a directory path nothing can be written below
+    reason: str  # what the one-line error must say
+
+
+@pytest.fixture(params=["file_in_path", "no_permission"])
+def unwritable_dir(request, tmp_path):
+    """A directory path where writes fail for real, and the words the one-line error must say:
+    ``tmp_path/file/ro``, below a regular file (ENOTDIR, which root gets too: CI runs as root),
+    and ``tmp_path/ro`` without write permission (EACCES; skipped as root, who writes anyway)."""
+    if request.param == "file_in_path":
+        (tmp_path / "file").write_text("a regular file, not a folder\n")
+        yield Unwritable(tmp_path / "file" / "ro", "a part of the path is a file, not a folder")
+        return
     if os.geteuid() == 0:
-        pytest.skip("root writes into read-only directories")
+        pytest.skip("root writes into read-only directories (the file_in_path case runs)")
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
-    yield ro
+    yield Unwritable(ro, "permission denied")
     ro.chmod(0o755)
 
 

@@ -111,9 +111,9 @@ def test_data_demo_to_a_read_only_place_is_one_line(tmp_path, capsys, monkeypatc
     assert len(err.splitlines()) == 1 and "read-only file system" in err, err
 
 
-def test_data_demo_read_only_for_real(read_only_dir, capsys):
+def test_data_demo_read_only_for_real(unwritable_dir, capsys):
     from rawnet2_jax.data.__main__ import main
 
-    assert main(["demo", str(read_only_dir / "x"), "--num-train", "4", "--num-dev", "4", "--num-eval", "4"]) == 1
+    assert main(["demo", str(unwritable_dir.path / "x"), "--num-train", "4", "--num-dev", "4", "--num-eval", "4"]) == 1
     err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "permission denied" in err, err
+    assert len(err.splitlines()) == 1 and unwritable_dir.reason in err, err
