@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return metrics_main(argv[1:], prog="rawnet2-jax metrics")
     if argv and argv[0] == "augment":
-        from rawnet2_jax.augment.cli_io import main as augment_main  # imports JAX: only for this command
+        from rawnet2_jax.augment_cli import main as augment_main  # imports JAX: only for this command
 
         return augment_main(argv[1:], prog="rawnet2-jax augment")
     parser = build_parser()

@@ -13,7 +13,8 @@ import soundfile as sf
 import jax
 
 from rawnet2_jax import cli
-from rawnet2_jax.augment import RawBoostConfig, cli_io
+from rawnet2_jax import augment_cli
+from rawnet2_jax.augment import RawBoostConfig
 from tests.conftest import speech_like
 
 T = 8000
@@ -52,7 +53,7 @@ def test_writes_k_float_wavs_deterministically_and_a_png(inputs, tmp_path, capsy
     assert not any(np.array_equal(data[i], data[j]) for i in range(6) for j in range(i)), "outputs must differ"
     # Output i is rawboost with key i of split(key(seed), count), like rawboost_batch's rows.
     x = sf.read(inputs / "clip.wav", dtype="float32")[0]
-    want = cli_io._rawboost_fn()(jax.random.split(jax.random.key(1), 3)[1], x, 2, RawBoostConfig())
+    want = augment_cli._rawboost_fn()(jax.random.split(jax.random.key(1), 3)[1], x, 2, RawBoostConfig())
     np.testing.assert_array_equal(data[1], np.asarray(want))
     png = tmp_path / "a" / "clip_rawboost2_spectrograms.png"
     head = png.read_bytes()[:24]
@@ -67,10 +68,10 @@ def test_other_formats_and_reference_flag_names(inputs, tmp_path, capsys):
     assert rc == 0, out.err
     assert sf.info(tmp_path / "stereo_rawboost2_000.wav").frames == T
     assert not list(tmp_path.glob("*.png"))
-    args = cli_io.build_parser().parse_args(["x.wav", "-o", "d", "--nBands", "3", "--SNRmin", "0", "--maxCoeff", "50"])
-    cfg = cli_io.config_from_args(args)
+    args = augment_cli.build_parser().parse_args(["x.wav", "-o", "d", "--nBands", "3", "--SNRmin", "0", "--maxCoeff", "50"])
+    cfg = augment_cli.config_from_args(args)
     assert (cfg.n_bands, cfg.snr_min, cfg.max_coeff, cfg.p) == (3, 0.0, 50, 10.0)
-    assert cli_io.config_from_args(cli_io.build_parser().parse_args(["x.wav", "-o", "d"])) == RawBoostConfig()
+    assert augment_cli.config_from_args(augment_cli.build_parser().parse_args(["x.wav", "-o", "d"])) == RawBoostConfig()
 
 
 @pytest.mark.parametrize("extra,needle", [

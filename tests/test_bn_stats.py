@@ -8,7 +8,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from convert import bn_stats  # noqa: E402
+from convert import bn_score, bn_stats  # noqa: E402
 from convert.converter import convert_checkpoint  # noqa: E402
 from rawnet2_jax.data.synth import speech_like  # noqa: E402
 from convert.reference import SeedRawNet2  # noqa: E402
@@ -83,7 +83,7 @@ def test_observed_statistics_reproduce_torch_running_stats():
     worst = 0.0
     for layer, (means, variances, frames) in obs.items():
         mu, var = bn_stats.combine(means, variances, frames)
-        m_s, v_s = bn_stats._stored(variables, layer)
+        m_s, v_s = bn_score.stored_stats(variables, layer)
         worst = max(worst, float(np.max(np.abs(mu - m_s) / np.sqrt(v_s))),
                     float(np.max(np.abs(var / v_s - 1))))
     assert worst < 1e-4, f"worst relative mismatch {worst:.3e}"

@@ -101,3 +101,29 @@ def test_functions_fit_on_a_screen():
             long += [f"{rel}:{name} ({n} lines)" for name, n in _long_functions(path, SCREEN_LINES)
                      if f"{rel}:{name}" not in LONGER_FOR_NOW]
     assert not long, f"functions over {SCREEN_LINES} body lines: {long}; split them into named pieces"
+
+
+# The sub-packages are the lower floors: they use the shared base modules and one another, never
+# the modules built on them (plots, scoring, evaluation, the CLIs).
+LOWER_PACKAGES = ("augment", "data", "metrics")
+BASE_MODULES = {"audio", "cliutil", "config", "errors", "fsutil", "overrides"} | set(LOWER_PACKAGES)
+
+
+def _rawnet2_imports(path: Path) -> set[str]:
+    """The first name after ``rawnet2_jax.`` of every import in ``path`` (function-level ones too)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        mods = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+            [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else []
+        if isinstance(node, ast.ImportFrom) and node.module == "rawnet2_jax":
+            mods = [f"rawnet2_jax.{a.name}" for a in node.names]
+        found |= {m.split(".")[1] for m in mods if m.startswith("rawnet2_jax.")}
+    return found
+
+
+def test_lower_packages_import_no_higher_module():
+    upward = []
+    for pkg in LOWER_PACKAGES:
+        for path in sorted((ROOT / "rawnet2_jax" / pkg).rglob("*.py")):
+            upward += [f"{path.relative_to(ROOT)} -> rawnet2_jax.{m}" for m in sorted(_rawnet2_imports(path) - BASE_MODULES)]
+    assert not upward, f"imports upward (a lower package using a module built on it): {upward}"

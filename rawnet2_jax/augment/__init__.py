@@ -5,9 +5,11 @@
   cfg)`` for a (B, T) batch (row b uses ``jax.random.split(key, B)[b]``).
 * :mod:`rawnet2_jax.augment.config`: :class:`RawBoostConfig` (the reference's parameters).
 * :mod:`rawnet2_jax.augment.fir`: the random multi-band notch FIR design and filtering.
-* :mod:`rawnet2_jax.augment.cli_io`: ``rawnet2-jax augment`` (a file in, WAVs + PNG out).
 * :mod:`rawnet2_jax.augment.codec`: the exception, on the HOST: codec / channel round trips
   (numpy, libsndfile, soxr) applied by the input pipeline; imported on its own, not here.
+
+``rawnet2-jax augment`` (a file in, WAVs + PNG out) is :mod:`rawnet2_jax.augment_cli`, above this
+package (it draws with :mod:`rawnet2_jax.plots`).
 
 Importing this package imports JAX (the top-level ``rawnet2_jax`` package stays JAX-free).
 """

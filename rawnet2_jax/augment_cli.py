@@ -3,7 +3,8 @@
 :func:`augment_file` is the library function (audio file in, K float32 WAVs and a PNG of
 spectrograms out); :func:`main` is the thin command line over it, one flag per
 :class:`~rawnet2_jax.augment.config.RawBoostConfig` field (the reference's flag name is
-accepted too, e.g. ``--nBands`` for ``--n-bands``).
+accepted too, e.g. ``--nBands`` for ``--n-bands``). It sits above ``rawnet2_jax.augment`` (the
+augmentation) and ``rawnet2_jax.plots`` (the PNG), which know nothing of it.
 """
 
 from __future__ import annotations
