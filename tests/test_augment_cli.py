@@ -62,6 +62,7 @@ def test_writes_k_float_wavs_deterministically_and_a_png(inputs, tmp_path, capsy
     assert "wrote 3 file(s)" in out.out and not list((tmp_path / "b").glob("*.png"))
 
 
+@pytest.mark.slow
 def test_other_formats_and_reference_flag_names(inputs, tmp_path, capsys):
     rc, out = _run([inputs / "stereo.flac", "--rawboost", 2, "--count", 1, "--plot-count", 0, "--nBands", 5,
                     "--N_f", 5, "-o", tmp_path], capsys)

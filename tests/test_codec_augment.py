@@ -135,6 +135,7 @@ def test_unknown_and_bad_config_are_one_line_errors():
         C.apply_codec(X, "g722")
 
 
+@pytest.mark.slow
 def test_draw_is_a_function_of_seed_epoch_utterance_and_respects_prob():
     cfg = C.CodecAugConfig(prob=0.5)
     draws = [C.draw_codec(cfg, 3, 1, u) for u in range(3000)]
@@ -187,6 +188,7 @@ def _batches(src, **kw) -> list[dict]:
                               process_count=1, local_device_count=1, **kw))
 
 
+@pytest.mark.slow
 def test_pipeline_rows_are_the_codec_of_seed_epoch_record():
     src = _records()
     aug = _batches(src, codec_augment=FAST)
@@ -206,6 +208,7 @@ def test_pipeline_rows_are_the_codec_of_seed_epoch_record():
     assert all(np.array_equal(o["audio"], c["audio"]) for o, c in zip(off, clean))
 
 
+@pytest.mark.slow
 def test_pipeline_resume_mid_epoch_and_two_hosts_give_the_same_rows():
     src = _records()
     full = _batches(src, codec_augment=FAST)

@@ -276,6 +276,7 @@ def test_not_a_state_dict(tmp_path, capsys):
     _fails(capsys, [tmp_path / "t.pt", tmp_path / "out"], "not a state dict", out=tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_refuses_non_empty_out_dir_unless_force(tmp_path, capsys):
     cfg = TINY_SEED
     src = tmp_path / "m.pt"
@@ -290,6 +291,7 @@ def test_refuses_non_empty_out_dir_unless_force(tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "out"]
 
 
+@pytest.mark.slow
 def test_verify_failure_writes_nothing(tmp_path, capsys, monkeypatch):
     import convert.tables as tables
 
@@ -359,6 +361,7 @@ def test_cli_subprocess_success(tmp_path):
     assert (tmp_path / "out" / "config.json").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("weights", [None, (2.0, 1.0)])
 def test_seed_class_weights_follow_the_checkpoint(tmp_path, weights):
     from rawnet2_jax.checkpoint import load_config, restore_variables
@@ -380,6 +383,7 @@ def test_seed_class_weights_follow_the_checkpoint(tmp_path, weights):
         np.testing.assert_array_equal(buffers["class_weights"], np.asarray(weights, np.float32))
 
 
+@pytest.mark.slow
 def test_seed_sinc_tensor_doubts_are_warned(tmp_path, capsys):
     cfg = TINY_SEED
     sd = _reference(cfg).state_dict()

@@ -36,6 +36,7 @@ def _main(argv):
     return main([str(a) for a in argv])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_half_precision_state_dicts_convert_exactly(tmp_path, capsys, tiny_sd, dtype):
     half = getattr(torch, dtype)
@@ -65,6 +66,7 @@ def _leaves(tree, prefix=()):
             yield prefix + (k,), np.asarray(v)
 
 
+@pytest.mark.slow
 def test_nonfinite_weights_are_refused_unless_allowed(tmp_path, capsys, tiny_sd):
     sd = dict(tiny_sd)
     sd["fc.weight"] = sd["fc.weight"].clone()

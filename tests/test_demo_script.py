@@ -23,6 +23,7 @@ def _run_demo_data(out: Path, **extra: str) -> subprocess.CompletedProcess:
                           timeout=600, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_demo_rebuilds_an_interrupted_dataset(tmp_path):
     out = tmp_path / "demo_out"
     demo.make_demo_corpus(out, TINY, progress=False)

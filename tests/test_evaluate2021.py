@@ -44,6 +44,7 @@ def records():
     return _records(n_bona=8, attacks=("A07", "A08"), n_each=6)  # 20 records
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["asvspoof2021", "asvspoof2019"])
 def test_interrupted_then_resumed_equals_uninterrupted(tmp_path, records, fmt):
     full = score_split(FakeModel(), records, batch_size=3, out_dir=tmp_path / "a", score_format=fmt, progress=False)

@@ -21,6 +21,7 @@ def _torch_fms(x, fc, mode):
     return x * s + s if mode == "add" else x * s
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["add", "mul"])
 def test_fms_forward_and_gradients_match_torch(mode):
     torch.manual_seed(0)
@@ -64,6 +65,7 @@ def test_fms_gate_depends_on_the_time_average_only():
     assert_close(fms.apply(v, x[:, perm]), fms.apply(v, x)[:, perm], rtol=1e-6, atol=1e-6, name="permuted")
 
 
+@pytest.mark.slow
 def test_init_is_torch_linear_default():
     """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias, as torch.nn.Linear."""
     c = 256

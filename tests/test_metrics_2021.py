@@ -158,6 +158,7 @@ def assert_tables_equal(got, want, tol=1e-12):
 # --------------------------------------------------------------------------- tests
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("subset", ["eval", "progress", "hidden"])
 def test_la_matches_eval_package_transcription(la_tree, subset):
     keys, scores_file, cm_rows, scores, asv_rows = la_tree

@@ -132,7 +132,9 @@ def test_eval_variants(case):
         _compare(got, want, f"{case} eval fold_bn={fold_bn}")
 
 
-@pytest.mark.parametrize("case", list(SMALL_CASES))
+# the quick tier keeps the main preset (the model compiled in train mode against torch)
+@pytest.mark.parametrize("case", [c if c == "caa_rawnet2" else pytest.param(c, marks=pytest.mark.slow)
+                                  for c in SMALL_CASES])
 def test_train_mode_and_running_stats(case):
     cfg = SMALL_CASES[case]
     ref, x = _small_setup(cfg)

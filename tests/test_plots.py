@@ -17,6 +17,7 @@ def scores():
     return rng.normal(2, 1, 200), rng.normal(-1, 1.5, 300)
 
 
+@pytest.mark.slow
 def test_det_curve_png(tmp_path, scores):
     b, s = scores
     out = plots.plot_det_curve(b, s, tmp_path / "a" / "det.png", label="sys")
@@ -35,6 +36,7 @@ def test_probit_axes():
     assert np.isfinite(plots._probit([0.0, 1.0])).all()
 
 
+@pytest.mark.slow
 def test_score_histogram_png(tmp_path, scores):
     b, s = scores
     plots.plot_score_histogram(b, s, tmp_path / "h.png", threshold=0.3)

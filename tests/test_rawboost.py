@@ -198,6 +198,7 @@ def test_design_equals_scipy_cascade_and_freqz_normalisation(draws):
     rel_close(fir.freqz_peak(jnp.asarray(b, jnp.float32)), np.max(np.abs(h)), "freqz peak, 1500 taps")
 
 
+@pytest.mark.slow
 def test_fir_filter_equals_lfilter_with_reference_trim(draws, speech):
     _, lnl, _, _ = draws
     p = row(lnl, 0)
@@ -226,6 +227,7 @@ def test_fft_length():
 # ---------------------------------------------------------------- families and algorithms
 
 
+@pytest.mark.slow
 def test_each_family_equals_transcription(draws, speech):
     _, lnl, isd, ssi = draws
     families = jax.jit(lambda v, a, b, c: (lnl_apply(v, a, CFG), isd_apply(v, b, CFG), ssi_apply(v, c, CFG)))
@@ -293,6 +295,7 @@ def ks_uniform(name, v, low, high):
     assert p > 1e-4, f"{name}: not U({lo}, {hi}) (KS p = {p:.2e}, mean {v.mean():.4g})"
 
 
+@pytest.mark.slow
 def test_filter_draws_have_reference_distributions(draws):
     _, lnl, _, ssi = draws
     ks_uniform("centre", np.concatenate([lnl.centre_hz.ravel(), ssi.fir.centre_hz.ravel()]), 20, 8000)
@@ -308,6 +311,7 @@ def test_filter_draws_have_reference_distributions(draws):
     assert len({r.tobytes() for r in lnl.centre_hz}) == NUM_KEYS, "keys must give different draws"
 
 
+@pytest.mark.slow
 def test_isd_draws_have_reference_distributions(draws):
     _, _, isd, _ = draws
     ks_uniform("beta %", isd.beta_percent, 0, 10)
@@ -325,6 +329,7 @@ def test_isd_draws_have_reference_distributions(draws):
     assert np.abs(f).max() <= 1 and p > 1e-4, f"ISD factor not a product of two U(-1, 1) (KS p = {p:.2e})"
 
 
+@pytest.mark.slow
 def test_ssi_draws_have_reference_distributions(draws):
     _, _, _, ssi = draws
     ks_uniform("SNR dB", ssi.snr_db, 10, 40)

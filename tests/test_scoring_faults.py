@@ -142,6 +142,7 @@ SLOW_SCORER = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_sigint_to_a_scoring_process_keeps_its_rows(tmp_path):
     d = tmp_path / "many"
     d.mkdir()

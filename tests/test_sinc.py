@@ -130,6 +130,7 @@ def _np_front(x, filt, padding, use_abs, pool):
     return out.transpose(0, 2, 1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "preset,overrides",
     [
@@ -220,6 +221,7 @@ def _assert_like_direct(got_all, want_all):
         assert diff <= 1e-5 * scale, f"{what}: max diff {diff:.3g} > 1e-5 * max |direct| {scale:.3g}"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("padding,use_abs,pool", [("same", True, 3)])
 def test_sinc_conv_matmul_matches_direct(padding, use_abs, pool, monkeypatch):
     # Small chunks (MATMUL_ROWS), so that a short input runs over several and pads the last;

@@ -2,14 +2,16 @@
 files themselves (no list of names in conftest), every marker a test uses is registered, and the
 fast / production XLA flags reach the processes they are meant for.
 
-The tiers: a test is marked ``slow`` in its own file (``@pytest.mark.slow``, or ``pytestmark`` for a
-whole module) when it takes 1.5 s or more in a loaded quick-tier run on the 2-core machine (most
-compile a model, train, or start a subprocess), and so is a test whose module fixture compiles or
-trains for others (else the next one pays). Kept quick on purpose, so the quick tier still compiles
-the model, a train step and torch parity: test_parity_model's train-mode tests, test_residual,
-test_fms, test_pool, test_gru's cell tests, test_train_step's update test."""
+The tiers: a test is marked ``slow`` in its own file (``@pytest.mark.slow``, ``pytestmark`` for a
+whole module, or ``pytest.param(..., marks=pytest.mark.slow)`` for some of its cases) when it takes
+about 2.5 s or more in a loaded quick-tier run on the 2-core machine (most compile a model, train,
+or start a subprocess), and so is a test whose module fixture compiles or trains for others (else
+the next one pays). Kept quick on purpose, so the quick tier still compiles the model, a train step
+and torch parity: test_parity_model's train-mode test of caa_rawnet2, test_residual's seed blocks,
+test_pool, test_gru's cell tests, test_train_step's update test."""
 
 import ast
+import functools
 import os
 from pathlib import Path
 
@@ -30,6 +32,12 @@ def _marks_used(tree: ast.AST) -> set[str]:
             and node.value.value.id == "pytest"}
 
 
+@functools.cache
+def _marks_by_file() -> dict[str, set[str]]:
+    """``{test file name: the markers it uses}``, each file parsed once."""
+    return {p.name: _marks_used(ast.parse(p.read_text())) for p in sorted(TESTS.glob("test_*.py"))}
+
+
 def test_conftest_holds_no_list_of_test_names():
     tree = ast.parse((TESTS / "conftest.py").read_text())
     hooks = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
@@ -42,13 +50,13 @@ def test_conftest_holds_no_list_of_test_names():
 def test_every_marker_used_is_registered(request):
     registered = {line.split(":", 1)[0].split("(", 1)[0].strip() for line in request.config.getini("markers")}
     assert {"slow", "parity", "production_xla"} <= registered, registered
-    for path in sorted(TESTS.glob("test_*.py")):
-        unknown = _marks_used(ast.parse(path.read_text())) - registered - BUILTIN_MARKS
-        assert not unknown, f"{path.name} uses unregistered markers {sorted(unknown)} (a typo deselects nothing)"
+    for name, marks in _marks_by_file().items():
+        unknown = marks - registered - BUILTIN_MARKS
+        assert not unknown, f"{name} uses unregistered markers {sorted(unknown)} (a typo deselects nothing)"
 
 
 def test_slow_tests_are_marked_in_their_files():
-    marked = [p.name for p in sorted(TESTS.glob("test_*.py")) if "slow" in _marks_used(ast.parse(p.read_text()))]
+    marked = [name for name, marks in _marks_by_file().items() if "slow" in marks]
     assert len(marked) >= 20, marked  # the tiers exist: the slow tests are spread over many files
 
 
@@ -67,6 +75,7 @@ def test_fast_flags_in_this_process():
         assert not any(f in flags for f in FAST_XLA_FLAGS), flags
 
 
+@pytest.mark.slow
 @pytest.mark.production_xla
 def test_production_xla_runs_with_production_flags():
     assert os.environ[XLA_MODE_ENV] == "production"

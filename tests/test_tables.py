@@ -32,6 +32,7 @@ def fake_state_dict(cfg, seed=0) -> dict[str, np.ndarray]:
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_round_trip_exact(preset):
     cfg = PRESETS[preset]
@@ -43,6 +44,7 @@ def test_round_trip_exact(preset):
         np.testing.assert_array_equal(back[k], v, err_msg=k)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_tree_matches_model_init(preset):
     """Converted variables have exactly the tree, shapes and dtypes of a fresh model."""
@@ -53,6 +55,7 @@ def test_tree_matches_model_init(preset):
     assert spec(converted) == spec(fresh)
 
 
+@pytest.mark.slow
 def test_round_trip_learnable_sinc_goes_to_params():
     cfg = get_config("caa_rawnet2", sinc_learnable=True)
     sd = fake_state_dict(cfg)
@@ -79,6 +82,7 @@ def test_round_trip_with_torch_tensors():
             np.testing.assert_array_equal(back[k], t.numpy(), err_msg=k)
 
 
+@pytest.mark.slow
 def test_module_prefix_and_half_precision_tensors():
     torch = pytest.importorskip("torch")
     cfg = PRESETS["tak2021"]
@@ -90,6 +94,7 @@ def test_module_prefix_and_half_precision_tensors():
         v["params"]["fc"]["kernel"], sd["module.fc1_gru.weight"].float().numpy().T)
 
 
+@pytest.mark.slow
 def test_known_transforms():
     cfg = PRESETS["tak2021"]
     sd = fake_state_dict(cfg)
@@ -152,6 +157,7 @@ def test_wrong_preset_for_checkpoint_is_reported():
         torch_to_flax(sd, PRESETS["asvspoof2021_baseline"])
 
 
+@pytest.mark.slow
 def test_flax_to_torch_reports_missing():
     cfg = PRESETS["tak2021"]
     v = torch_to_flax(fake_state_dict(cfg), cfg)

@@ -27,6 +27,7 @@ def _batch(cfg, b=4, seed=0, labels=(0, 1, 0, 1)):
     return {"audio": jnp.asarray(x), "label": jnp.asarray(labels[:b], jnp.int32)}
 
 
+@pytest.mark.slow
 def test_weighted_ce_matches_torch_mean_semantics():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
@@ -92,6 +93,7 @@ def test_train_loss_equals_eval_loss_formula_and_mask(f32):
     assert float(ev_masked["loss_den"]) == pytest.approx(float(np.sum(w[:3])), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_bf16_compute_keeps_f32_state(f32):
     cfg32, _, v, step32, _ = f32
     cfg = cfg32.replace(compute_dtype="bfloat16")
