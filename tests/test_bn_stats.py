@@ -89,8 +89,10 @@ def test_observed_statistics_reproduce_torch_running_stats():
     assert worst < 1e-4, f"worst relative mismatch {worst:.3e}"
 
 
+# Under the fast test flags, not production_xla: the op-by-op candidate forwards spend most of their
+# time compiling each op (2-core AVX2 EPYC, load ~6: set-up 44 s -> 11 s, the first candidate 41 s
+# -> 10 s, each later one 3-5 s either way), and the ranking's bars hold with either numerics.
 @pytest.mark.slow
-@pytest.mark.production_xla  # mostly running, not compiling (slower at O0)
 def test_ranking_recovers_hidden_setting(tmp_path):
     import soundfile as sf
 
