@@ -82,7 +82,8 @@ def _gemm_fwd(xi: Array, w_hh: Array, b_hh: Array) -> tuple[Array, tuple]:
 
 def _gemm_bwd(saved: tuple, d_hs: Array) -> tuple[Array, Array, Array]:
     (h_prev, r, z, n, hn), w_hh, b_hh = saved
-    w_t = w_hh.T  # (3H, H), the matmul dtype
+    # dgh (B, 3H) x w_hh (H, 3H) contracted over 3H: w_hh as stored, no (3H, H) transposed copy
+    back = (((1,), (1,)), ((), ()))
 
     def step(dh_next, inp):  # the chain rule of _step, one step back
         d_out, hp, r_t, z_t, n_t, hn_t = inp
@@ -91,7 +92,8 @@ def _gemm_bwd(saved: tuple, d_hs: Array) -> tuple[Array, Array, Array]:
         dpre_r = dpre_n * hn_t * r_t * (1.0 - r_t)
         dpre_z = dh * (hp - n_t) * z_t * (1.0 - z_t)
         dgh = jnp.concatenate([dpre_r, dpre_z, dpre_n * r_t], axis=-1)  # d(h W_hh + b_hh)
-        dh_prev = dh * z_t + jnp.dot(dgh.astype(w_t.dtype), w_t, preferred_element_type=jnp.float32)
+        dh_prev = dh * z_t + jax.lax.dot_general(dgh.astype(w_hh.dtype), w_hh, back,
+                                                 preferred_element_type=jnp.float32)
         return dh_prev, (jnp.concatenate([dpre_r, dpre_z, dpre_n], axis=-1), dgh)
 
     _, (dxi, dgh) = jax.lax.scan(step, jnp.zeros_like(d_hs[0]), (d_hs, h_prev, r, z, n, hn), reverse=True)
