@@ -95,7 +95,7 @@ def make_train_step(
         labels = batch["label"]
         mask = batch.get("mask")
         loss, logits, updates, grads = _loss_and_grads(model, state, audio, labels, mask, weights, key)
-        raw_grad_norm = optax.global_norm(grads)
+        raw_grad_norm = optax.tree.norm(grads)  # optax.global_norm is deprecated (it calls this)
         upd, opt_state = state.tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, upd)
         new_bs = updates.get("batch_stats", state.batch_stats)
