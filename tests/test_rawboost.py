@@ -378,20 +378,37 @@ _SHARDED = textwrap.dedent(
     import json
     import numpy as np
     import jax
+    import jax.numpy as jnp
     from jax.sharding import Mesh, NamedSharding, PartitionSpec
     from rawnet2_jax.augment import rawboost_batch
+    from rawnet2_jax.model import init_variables
     from tests.conftest import speech_like
+    from train.sharding import make_mesh
+    from train.state import create_train_state
+    from train.step import build_model, make_train_step, step_shardings
+    from train.testing import tiny_train_config
     assert jax.device_count() == 4, jax.devices()
     audio = speech_like(2000, batch=8, seed=5)
-    sharding = NamedSharding(Mesh(np.array(jax.devices()), ("data",)), PartitionSpec("data"))
+    mesh = Mesh(np.array(jax.devices()), ("data",))
+    sharding = NamedSharding(mesh, PartitionSpec("data"))
     key = jax.random.key(3)
     res = {}
     for algo in (2, 4):
-        f = jax.jit(lambda k, a: rawboost_batch(k, a, algo))
-        one = np.asarray(f(key, jax.device_put(audio, jax.devices()[0])))
-        out = f(key, jax.device_put(audio, sharding))
+        one = np.asarray(jax.jit(lambda k, a: rawboost_batch(k, a, algo))(key, jax.device_put(audio, jax.devices()[0])))
+        f = jax.jit(lambda k, a: rawboost_batch(k, a, algo, mesh=mesh))
+        x = jax.device_put(audio, sharding)
+        out = f(key, x)
+        hlo = f.lower(key, x).compile().as_text()
         res[algo] = {"devices": len(out.sharding.device_set), "max_diff": float(np.abs(one - np.asarray(out)).max()),
-                     "peak": float(np.abs(one).max())}
+                     "peak": float(np.abs(one).max()), "all_gathers": hlo.count("all-gather(")}
+    # the train step on the 4-device mesh: RawBoost adds no all-gather to it
+    for rb in (0, 4):
+        cfg = tiny_train_config(rawboost=rb)
+        state = create_train_state(init_variables(cfg.model, 0), cfg)
+        state = jax.device_put(state, NamedSharding(make_mesh(), PartitionSpec()))
+        step = make_train_step(build_model(cfg), cfg, shardings=step_shardings(state, make_mesh()))
+        batch = {"audio": jnp.zeros((8, cfg.model.num_samples)), "label": jnp.zeros((8,), jnp.int32)}
+        res[f"step{rb}_all_gathers"] = step.core.lower(state, batch, None).compile().as_text().count("all-gather(")
     print("RESULT" + json.dumps(res))
     """
 )
@@ -399,10 +416,13 @@ _SHARDED = textwrap.dedent(
 
 @pytest.mark.slow
 def test_batch_sharded_on_four_devices_equals_one_device():
-    """Same key, same global batch: 4 devices == 1 device. The draws are bit-identical (ISD,
-    whose only reduction is a max, matches exactly); LnL / SSI differ by float32 rounding
-    (~3e-8) because XLA's CPU row sums / norms vectorise differently for 2 rows per device
-    than for 8."""
+    """Same key, same global batch: 4 devices (``mesh=``: each device its own rows under
+    shard_map) == 1 device, and nothing is all-gathered, in ``rawboost_batch`` or added to the
+    train step by RawBoost (XLA does not split an FFT along its batch: without the mesh every device
+    filtered the whole batch, and jaxlib 0.11's CPU collectives deadlocked on it). The draws are
+    bit-identical (ISD, whose only reduction is a max, matches exactly); LnL / SSI may differ by
+    float32 rounding because XLA's CPU row sums / norms vectorise differently for 2 rows per
+    device than for 8."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu",
                XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4").strip())
     p = subprocess.run([sys.executable, "-c", _SHARDED], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -412,3 +432,5 @@ def test_batch_sharded_on_four_devices_equals_one_device():
     assert res["2"]["max_diff"] == 0.0, f"ISD on 4 devices differs from 1 device: max diff {res['2']['max_diff']:.3e}"
     assert res["4"]["max_diff"] <= 1e-6 * res["4"]["peak"], \
         f"algo 4 on 4 devices differs from 1 device: max diff {res['4']['max_diff']:.3e} (peak {res['4']['peak']:.3f})"
+    assert res["2"]["all_gathers"] == res["4"]["all_gathers"] == 0, f"rawboost_batch all-gathers the batch: {res}"
+    assert res["step4_all_gathers"] == res["step0_all_gathers"], f"the train step all-gathers around RawBoost: {res}"

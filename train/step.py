@@ -88,10 +88,11 @@ def make_train_step(
     ``shardings`` (:func:`step_shardings`) pins every input and output placement.
     """
     weights = jnp.asarray(cfg.class_weights, jnp.float32)
+    mesh = None if shardings is None else shardings["in"][1].mesh  # the batch's mesh
 
     def core(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array | None):
         key = _step_key(state, rng)
-        audio = augment_audio(batch["audio"], jax.random.fold_in(key, _AUGMENT_STREAM), cfg)
+        audio = augment_audio(batch["audio"], jax.random.fold_in(key, _AUGMENT_STREAM), cfg, mesh)
         labels = batch["label"]
         mask = batch.get("mask")
         loss, logits, updates, grads = _loss_and_grads(model, state, audio, labels, mask, weights, key)
@@ -168,17 +169,19 @@ def _compile_step(core: Callable, *, jit: bool, donate: bool, shardings: Any) ->
 _AUGMENT_STREAM = 0x52420001
 
 
-def augment_audio(audio: jax.Array, key: jax.Array, cfg: TrainConfig) -> jax.Array:
+def augment_audio(audio: jax.Array, key: jax.Array, cfg: TrainConfig, mesh: Any = None) -> jax.Array:
     """(B, T) training audio through RawBoost algorithm ``cfg.rawboost`` (0 = unchanged).
 
     Each row gets its own key (split from ``key``, i.e. from the global step), so the result
-    does not depend on how the batch is sharded over devices or hosts.
+    does not depend on how the batch is sharded over devices or hosts. ``mesh``: the batch's
+    mesh, so that each device filters only its own rows (``rawboost_batch``).
     """
     if not cfg.rawboost:
         return audio
     from rawnet2_jax.augment import rawboost_batch
 
-    return rawboost_batch(key, audio.astype(jnp.float32), int(cfg.rawboost), cfg.rawboost_config).astype(audio.dtype)
+    out = rawboost_batch(key, audio.astype(jnp.float32), int(cfg.rawboost), cfg.rawboost_config, mesh=mesh)
+    return out.astype(audio.dtype)
 
 
 def make_eval_step(model: Any, cfg: TrainConfig, *, jit: bool = True) -> Callable[..., dict[str, jax.Array]]:

@@ -37,7 +37,7 @@ padding to 64600 samples; applied to a training batch here, it sees the cut exam
 from __future__ import annotations
 
 import numbers
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -229,12 +229,29 @@ def rawboost(key: Array, x: Array, algo: int, cfg: RawBoostConfig = RawBoostConf
     return x
 
 
-def rawboost_batch(key: Array, audio: Array, algo: int, cfg: RawBoostConfig = RawBoostConfig()) -> Array:
-    """(B, T) -> (B, T): row b gets ``rawboost(jax.random.split(key, B)[b], audio[b], ...)``."""
+def rawboost_batch(key: Array, audio: Array, algo: int, cfg: RawBoostConfig = RawBoostConfig(),
+                   mesh: Any = None) -> Array:
+    """(B, T) -> (B, T): row b gets ``rawboost(jax.random.split(key, B)[b], audio[b], ...)``.
+
+    ``mesh``: the ``jax.sharding.Mesh`` the batch is split over (axis 0 over all its axes), if
+    any. XLA's SPMD partitioner does not split an FFT along its batch dimensions: without
+    ``mesh`` a sharded batch is all-gathered around every ``jnp.fft`` of the filters (every
+    device filters the whole batch; jaxlib 0.11's CPU collectives even deadlocked on it). With
+    ``mesh`` each device runs its own rows under ``shard_map``, with the same per-row keys, so
+    the result does not depend on the number of devices.
+    """
     algo = check_algo(algo)
     if audio.ndim != 2:
         raise RawBoostError(f"rawboost_batch takes a (B, T) batch, got shape {audio.shape}")
     if algo == 0:
         return audio
     keys = jax.random.split(key, audio.shape[0])
-    return jax.vmap(lambda k, v: rawboost(k, v, algo, cfg))(keys, audio)
+
+    def rows(k: Array, v: Array) -> Array:  # (b,) keys, (b, T) audio -> (b, T)
+        return jax.vmap(lambda kk, vv: rawboost(kk, vv, algo, cfg))(k, v)
+
+    if mesh is None or mesh.size == 1:
+        return rows(keys, audio)
+    spec = jax.sharding.PartitionSpec(tuple(mesh.axis_names))
+    # check_vma off: the filters' scans start from unsharded carries (every row independent anyway)
+    return jax.shard_map(rows, mesh=mesh, in_specs=(spec, spec), out_specs=spec, check_vma=False)(keys, audio)
