@@ -379,24 +379,22 @@ _SHARDED = textwrap.dedent(
     import numpy as np
     import jax
     import jax.numpy as jnp
-    from jax.sharding import Mesh, NamedSharding, PartitionSpec
     from rawnet2_jax.augment import rawboost_batch
     from rawnet2_jax.model import init_variables
     from tests.conftest import speech_like
-    from train.sharding import make_mesh
+    from train.sharding import batch_sharding, make_mesh, replicated
     from train.state import create_train_state
     from train.step import build_model, make_train_step, step_shardings
     from train.testing import tiny_train_config
     assert jax.device_count() == 4, jax.devices()
     audio = speech_like(2000, batch=8, seed=5)
-    mesh = Mesh(np.array(jax.devices()), ("data",))
-    sharding = NamedSharding(mesh, PartitionSpec("data"))
+    mesh = make_mesh()
     key = jax.random.key(3)
     res = {}
     for algo in (2, 4):
         one = np.asarray(jax.jit(lambda k, a: rawboost_batch(k, a, algo))(key, jax.device_put(audio, jax.devices()[0])))
         f = jax.jit(lambda k, a: rawboost_batch(k, a, algo, mesh=mesh))
-        x = jax.device_put(audio, sharding)
+        x = jax.device_put(audio, batch_sharding(mesh))
         out = f(key, x)
         hlo = f.lower(key, x).compile().as_text()
         res[algo] = {"devices": len(out.sharding.device_set), "max_diff": float(np.abs(one - np.asarray(out)).max()),
@@ -405,8 +403,8 @@ _SHARDED = textwrap.dedent(
     for rb in (0, 4):
         cfg = tiny_train_config(rawboost=rb)
         state = create_train_state(init_variables(cfg.model, 0), cfg)
-        state = jax.device_put(state, NamedSharding(make_mesh(), PartitionSpec()))
-        step = make_train_step(build_model(cfg), cfg, shardings=step_shardings(state, make_mesh()))
+        state = jax.device_put(state, replicated(mesh))
+        step = make_train_step(build_model(cfg), cfg, shardings=step_shardings(state, mesh))
         batch = {"audio": jnp.zeros((8, cfg.model.num_samples)), "label": jnp.zeros((8,), jnp.int32)}
         res[f"step{rb}_all_gathers"] = step.core.lower(state, batch, None).compile().as_text().count("all-gather(")
     print("RESULT" + json.dumps(res))
