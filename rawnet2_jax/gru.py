@@ -97,10 +97,12 @@ def _gemm_bwd(saved: tuple, d_hs: Array) -> tuple[Array, Array, Array]:
         return dh_prev, (jnp.concatenate([dpre_r, dpre_z, dpre_n], axis=-1), dgh)
 
     _, (dxi, dgh) = jax.lax.scan(step, jnp.zeros_like(d_hs[0]), (d_hs, h_prev, r, z, n, hn), reverse=True)
-    t, b, h3 = dgh.shape
-    # dW_hh over all steps at once: (H, T B) x (T B, 3H)
-    dw = jnp.dot(h_prev.reshape(t * b, -1).T.astype(w_hh.dtype), dgh.reshape(t * b, h3).astype(w_hh.dtype),
-                 preferred_element_type=jnp.float32)
+    # dW_hh over all steps at once: (T, B, H) x (T, B, 3H) contracted over T and B. Not as a
+    # reshape to (T B, .): merging T with a batch sharded over devices made XLA all-gather both
+    # operands; contracted in place, each device sums its own rows and the gradient is reduced.
+    over_steps_and_batch = (((0, 1), (0, 1)), ((), ()))
+    dw = jax.lax.dot_general(h_prev.astype(w_hh.dtype), dgh.astype(w_hh.dtype), over_steps_and_batch,
+                             preferred_element_type=jnp.float32)
     return dxi, dw.astype(w_hh.dtype), jnp.sum(dgh, axis=(0, 1)).astype(b_hh.dtype)
 
 

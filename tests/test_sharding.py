@@ -46,8 +46,19 @@ _SCRIPT = textwrap.dedent(
     leaf = jax.tree.leaves(p)[0]
     flat = {jax.tree_util.keystr(k): np.asarray(v).tolist() for k, v in jax.tree_util.tree_leaves_with_path(
         {"params": p, "batch_stats": res.final_state.batch_stats})}
+    # all-gathers in the compiled data-parallel step, for both GRU backward passes
+    from train.state import create_train_state
+    from train.step import build_model, make_train_step, step_shardings
+    from rawnet2_jax.model import init_variables
+    gathers = {}
+    for impl in ("scan", "gemm"):
+        c = cfg.replace(model=cfg.model.replace(gru_impl=impl))
+        state = jax.device_put(create_train_state(init_variables(c.model, 0), c), sharding.replicated(mesh))
+        step = make_train_step(build_model(c), c, shardings=step_shardings(state, mesh))
+        batch = {"audio": np.zeros((8, c.model.num_samples), np.float32), "label": np.zeros(8, np.int32)}
+        gathers[impl] = step.core.lower(state, batch, None).compile().as_text().count("all-gather(")
     print("RESULT" + json.dumps({"shards": shards, "ndev_param": len(leaf.sharding.device_set),
-          "flat": flat, "eval": res.eval["eer"], "dev": res.best_dev_eer}))
+          "flat": flat, "eval": res.eval["eer"], "dev": res.best_dev_eer, "all_gathers": gathers}))
     """
 )
 
@@ -63,6 +74,9 @@ def test_one_vs_four_devices(tmp_path):
     four = json.loads(line[len("RESULT"):])
     assert four["shards"] == [2, 2, 2, 2]  # the batch axis is split over the 4 devices
     assert four["ndev_param"] == 4  # params replicated on all of them
+    # data parallel: gradients are all-reduced and no activation crosses devices (the GRU's
+    # one-GEMM dW_hh once reshaped (T, B) together and all-gathered its two operands)
+    assert four["all_gathers"] == {"scan": 0, "gemm": 0}, f"all-gathers in the 4-device train step: {four['all_gathers']}"
 
     one = train(_cfg(), tmp_path / "one", sources=synthetic_sources(), quiet=True)
     flat1 = {jax.tree_util.keystr(k): np.asarray(v) for k, v in jax.tree_util.tree_leaves_with_path(
