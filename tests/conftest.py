@@ -227,6 +227,15 @@ def pytest_configure(config):
     )
 
 
+def pytest_collection_modifyitems(config, items):
+    """Files marked ``long_file`` first (a stable sort: nothing else moves). With two workers
+    taking whole files in collection order (scripts/test.sh: ``--dist loadfile
+    --no-loadscope-reorder``), the longest files start at once and the short ones fill in beside
+    them; xdist's own order (most tests first) left the one-test bf16 file, the longest, to the
+    end of the run, alone on one core."""
+    items.sort(key=lambda item: item.get_closest_marker("long_file") is None)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem):
     """A ``production_xla`` test in a run with the fast flags runs again in a fresh pytest

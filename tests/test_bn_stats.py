@@ -15,6 +15,8 @@ from convert.reference import SeedRawNet2  # noqa: E402
 from convert.tables import torch_to_flax  # noqa: E402
 from rawnet2_jax.config import get_config  # noqa: E402
 
+pytestmark = pytest.mark.long_file  # scheduled first in a parallel run (conftest)
+
 # Small but not tiny: 64 sinc filters (125 Hz bands) keep SincNet's 50 Hz minimums visible.
 SMALL = dict(sinc_filters=64, sinc_kernel_size=65, first_block_channels=16,
              second_block_channels=32, gru_hidden=16, embedding_dim=16, num_samples=16000)

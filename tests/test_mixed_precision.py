@@ -9,6 +9,8 @@ from train.configs import DEMO
 from train.loop import train
 from train.testing import demo_sources
 
+pytestmark = pytest.mark.long_file  # scheduled first in a parallel run (conftest)
+
 
 # One short demo run's dev EER moves by about 3 points with the training's float rounding alone,
 # in either direction, more than the 2-point bar (dev EER % f32 / bf16, 1.5 s clips, on the

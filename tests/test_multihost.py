@@ -39,6 +39,8 @@ import pytest
 
 from tests.conftest import FAST_XLA_FLAGS, XLA_MODE_ENV
 
+pytestmark = pytest.mark.long_file  # scheduled first in a parallel run (conftest)
+
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 30  # RAWNET2_DISTRIBUTED_TIMEOUT: how long a silent peer counts as alive
 N_TRAIN, BATCH, EPOCHS, CKPT_EVERY = 16, 4, 2, 2  # 4 steps an epoch, 8 in all

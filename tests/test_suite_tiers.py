@@ -40,8 +40,6 @@ def _marks_by_file() -> dict[str, set[str]]:
 
 def test_conftest_holds_no_list_of_test_names():
     tree = ast.parse((TESTS / "conftest.py").read_text())
-    hooks = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
-    assert "pytest_collection_modifyitems" not in hooks, "mark tests slow in their own files"
     names = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
              and ".py::" in n.value]
     assert not names, f"conftest.py names tests ({names[:3]}): mark them in their own files instead"
@@ -80,3 +78,10 @@ def test_fast_flags_in_this_process():
 def test_production_xla_runs_with_production_flags():
     assert os.environ[XLA_MODE_ENV] == "production"
     assert not any(f in os.environ.get("XLA_FLAGS", "").split() for f in FAST_XLA_FLAGS)
+
+
+def test_long_files_are_collected_first(request):
+    """conftest puts the files marked ``long_file`` first; scripts/test.sh keeps that order."""
+    order = [i.get_closest_marker("long_file") is not None for i in request.session.items]
+    assert order == sorted(order, reverse=True), "a long_file test is collected after a short one"
+    assert "--no-loadscope-reorder" in (ROOT / "scripts" / "test.sh").read_text()

@@ -23,6 +23,8 @@ from train.guards import WorkdirLock
 from train.loop import make_checkpoint_manager, read_metrics, train
 from train.testing import HostSyncError, strict_no_host_sync, synthetic_sources, tiny_train_config
 
+pytestmark = pytest.mark.long_file  # scheduled first in a parallel run (conftest)
+
 ROOT = Path(__file__).resolve().parents[1]
 # 20 train records / batch 4 = 5 steps per epoch.
 CFG = tiny_train_config(epochs=2, checkpoint_every_steps=2)

@@ -14,6 +14,7 @@ the loss is computed in float32 from the logits.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable
 
 import jax
@@ -62,18 +63,38 @@ def _with_precision(fn: Callable, precision: str) -> Callable:
     return wrapped
 
 
-def step_shardings(state: TrainState, mesh: Any) -> dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class StepShardings:
+    """Placements of the jitted train step's inputs and outputs (see :func:`step_shardings`)."""
+
+    state: Any  # a pytree of shardings shaped like the TrainState
+    batch: Any  # NamedSharding of every batch array (a prefix of the batch dict)
+    replicated: Any  # the rng key and the metrics
+
+    @property
+    def mesh(self) -> Any:
+        return self.batch.mesh
+
+    @property
+    def ins(self) -> tuple:  # (state, batch, rng)
+        return (self.state, self.batch, self.replicated)
+
+    @property
+    def outs(self) -> tuple:  # (state, metrics)
+        return (self.state, self.replicated)
+
+
+def step_shardings(state: TrainState, mesh: Any) -> StepShardings:
     """Explicit shardings of the jitted train step: state and metrics replicated, batch split
     along axis 0 over the mesh's data axis (a prefix of every batch dict)."""
     from train import sharding as shd
 
     rep = shd.replicated(mesh)
-    state_sh = jax.tree.map(lambda _: rep, state)
-    return {"in": (state_sh, shd.batch_sharding(mesh), rep), "out": (state_sh, rep)}
+    return StepShardings(state=jax.tree.map(lambda _: rep, state), batch=shd.batch_sharding(mesh), replicated=rep)
 
 
 def make_train_step(
-    model: Any, cfg: TrainConfig, *, jit: bool = True, donate: bool = False, shardings: Any = None
+    model: Any, cfg: TrainConfig, *, jit: bool = True, donate: bool = False, shardings: StepShardings | None = None
 ) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
     """Build ``train_step(state, batch, rng=None) -> (state, metrics)``.
 
@@ -88,7 +109,7 @@ def make_train_step(
     ``shardings`` (:func:`step_shardings`) pins every input and output placement.
     """
     weights = jnp.asarray(cfg.class_weights, jnp.float32)
-    mesh = None if shardings is None else shardings["in"][1].mesh  # the batch's mesh
+    mesh = None if shardings is None else shardings.mesh  # the batch's mesh
 
     def core(state: TrainState, batch: dict[str, jax.Array], rng: jax.Array | None):
         key = _step_key(state, rng)
@@ -152,7 +173,7 @@ def _step_metrics(loss: jax.Array, logits: jax.Array, labels: jax.Array, mask: j
     }
 
 
-def _compile_step(core: Callable, *, jit: bool, donate: bool, shardings: Any) -> Callable:
+def _compile_step(core: Callable, *, jit: bool, donate: bool, shardings: StepShardings | None) -> Callable:
     """``core`` jitted (state buffers donated, placements pinned, when asked), or as it is."""
     if not jit:
         return core
@@ -160,8 +181,8 @@ def _compile_step(core: Callable, *, jit: bool, donate: bool, shardings: Any) ->
     if donate:
         kwargs["donate_argnums"] = (0,)
     if shardings is not None:
-        kwargs["in_shardings"] = shardings["in"]
-        kwargs["out_shardings"] = shardings["out"]
+        kwargs["in_shardings"] = shardings.ins
+        kwargs["out_shardings"] = shardings.outs
     return jax.jit(core, **kwargs)
 
 
