@@ -51,8 +51,8 @@ _SCRIPT = textwrap.dedent(
     import json, os, signal, sys, time
     sys.modules["tensorboardX"] = None  # not under test; importing it imports torch
     import numpy as np
-    from train import sharding
-    sharding.maybe_initialize_distributed()
+    from rawnet2_jax.processes import maybe_initialize_distributed
+    maybe_initialize_distributed()
     import jax
     from jax._src import compiler, distributed
     _write = compiler._cache_write

@@ -12,7 +12,7 @@ import pytest
 from rawnet2_jax import processes
 from rawnet2_jax.errors import UserError
 from train.guards import StopRequest
-from train.sharding import looks_like_lost_peer
+from rawnet2_jax.processes import looks_like_lost_peer
 
 # Seen on this machine (2 gloo processes, tests/test_multihost.py and by hand).
 LOST_PEER = [

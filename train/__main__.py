@@ -177,7 +177,7 @@ def run(cfg, workdir, **train_kwargs) -> int:
         print(f"stopped: {e}", file=sys.stderr)
         return 128 + e.signum
     except UserError as e:
-        from train.sharding import report_failure
+        from rawnet2_jax.processes import report_failure
 
         report_failure(str(e))  # several processes: the others stop with this line at once
         print(f"error: {e}", file=sys.stderr)
@@ -193,9 +193,9 @@ def run(cfg, workdir, **train_kwargs) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        from train import sharding
+        from rawnet2_jax.processes import maybe_initialize_distributed
 
-        sharding.maybe_initialize_distributed(args.distributed)
+        maybe_initialize_distributed(args.distributed)
         cfg = config_from_args(args)
         init = _init_variables(args, cfg) if args.init_from else None
         asv = find_asv_scores(args.asv_scores)

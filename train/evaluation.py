@@ -19,6 +19,7 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from rawnet2_jax.errors import UserError
+from rawnet2_jax.processes import distributed_timeout
 from train import sharding as shd
 from train.state import TrainState
 
@@ -60,7 +61,7 @@ def split_processes():
     """This run's processes for :func:`score_split` (None in a one-process run)."""
     from rawnet2_jax.processes import Processes
 
-    return Processes.current(timeout_s=shd.distributed_timeout()) if jax.process_count() > 1 else None
+    return Processes.current(timeout_s=distributed_timeout()) if jax.process_count() > 1 else None
 
 
 def weighted_ce_from_scores(scores: np.ndarray, labels: np.ndarray, weights) -> float:

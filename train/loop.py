@@ -59,7 +59,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rawnet2_jax.errors import DataError, TrainingError
+from rawnet2_jax.errors import DataError, TrainingError, first_line
+from rawnet2_jax.processes import looks_like_lost_peer, note_peer_lost, peer_lost, preemption_service_on
 from train import sharding as shd
 from train.checkpointing import (  # noqa: F401  (make_checkpoint_manager: public via this module)
     CheckpointError,
@@ -246,7 +247,7 @@ def train(
     # Several processes: JAX's preemption notifier owns SIGTERM (see _check_preemption);
     # SIGINT (Ctrl-C) is passed on to it as a SIGTERM, so that all save the same step too.
     signals = None if jax.process_count() == 1 else ()
-    forward = signals == () and shd.preemption_service_on()
+    forward = signals == () and preemption_service_on()
     with WorkdirLock(workdir, enabled=primary), StopRequest(signals, forward=forward) as stop:
         run = None
         try:
@@ -260,12 +261,12 @@ def train(
         except jax.errors.JaxRuntimeError as e:
             # The collectives (gloo, the coordination service) fail this way when a peer is
             # gone; anything else (out of memory, a bad program) stays what it is.
-            if jax.process_count() == 1 or not shd.looks_like_lost_peer(e):
+            if jax.process_count() == 1 or not looks_like_lost_peer(e):
                 raise
             raise _peer_lost(run, e) from None
         finally:
             if run is not None:
-                if not shd.peer_lost():  # closing waits for peers that are gone
+                if not peer_lost():  # closing waits for peers that are gone
                     run.mngr.close()
                 run.log.close()
                 if not primary:
@@ -405,7 +406,7 @@ def _check_preemption(run: _Run) -> None:
     step past every one's current step; each one calls this once per step (a local check,
     no device sync) and all of them see True at that same step.
     """
-    if jax.process_count() == 1 or run.stop.requested or not shd.preemption_service_on():
+    if jax.process_count() == 1 or run.stop.requested or not preemption_service_on():
         return
     from jax.experimental import multihost_utils
     if multihost_utils.reached_preemption_sync_point(run.step):
@@ -458,9 +459,9 @@ def _save(run: _Run) -> None:
 
 def _peer_lost(run: _Run | None, e: Exception) -> TrainingError:
     """A collective failed because another process is gone: one line, then a quick exit
-    (``sharding.note_peer_lost`` makes the process skip JAX's shutdown barrier). ``run`` is
+    (``rawnet2_jax.processes.note_peer_lost`` makes the process skip JAX's shutdown barrier). ``run`` is
     None when it happened while the run was being set up."""
-    shd.note_peer_lost()
+    note_peer_lost()
     if run is None:
         when, where = "while the run was set up", "the latest checkpoint"
     else:
@@ -469,7 +470,7 @@ def _peer_lost(run: _Run | None, e: Exception) -> TrainingError:
         where = f"checkpoint {last}" if last is not None else "the start (no checkpoint yet)"
     return TrainingError(
         f"process {jax.process_index()}: another process stopped answering {when} "
-        f"({shd.first_line(e)}); check the other processes' logs and hosts (crash, kill, preemption, "
+        f"({first_line(e)}); check the other processes' logs and hosts (crash, kill, preemption, "
         f"network), then re-run the same command on every process to resume from {where}"
     )
 

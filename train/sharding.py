@@ -5,9 +5,9 @@
   (``NamedSharding(mesh, P("data"))``). Under ``jit`` the loss / BN means over the batch
   are computed on the GLOBAL batch (XLA inserts the all-reduces), so one device and N
   devices give the same numbers up to float summation order.
-* Multi-host: :func:`maybe_initialize_distributed` (in :mod:`rawnet2_jax.processes`, with
-  the timeout, failure and lost-peer handling, re-exported here) starts ``jax.distributed``
-  when asked. Each process feeds its own ``global_batch / process_count`` rows;
+* Multi-host: :func:`rawnet2_jax.processes.maybe_initialize_distributed` (with the
+  timeout, failure and lost-peer handling of the processes it starts) starts
+  ``jax.distributed`` when asked. Each process feeds its own ``global_batch / process_count`` rows;
   :func:`shard_batch` assembles the global array with
   ``jax.make_array_from_process_local_data``. CPU processes talk through gloo (JAX's
   default CPU collectives; ``JAX_CPU_COLLECTIVES_IMPLEMENTATION`` chooses another).
@@ -21,18 +21,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from rawnet2_jax.errors import UserError, first_line  # noqa: F401 (train.loop quotes collective errors with it)
-from rawnet2_jax.processes import (  # noqa: F401 (the multi-host set-up lives with the processes it starts)
-    DEFAULT_TIMEOUT_S,
-    TIMEOUT_ENV,
-    distributed_timeout,
-    looks_like_lost_peer,
-    maybe_initialize_distributed,
-    note_peer_lost,
-    peer_lost,
-    preemption_service_on,
-    report_failure,
-)
+from rawnet2_jax.errors import UserError
 
 DATA_AXIS = "data"
 
