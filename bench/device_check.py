@@ -12,6 +12,9 @@ Measures, all on synthetic batches (no dataset, no TFDS):
   (``memory_stats()["peak_bytes_in_use"]``; rows run in ascending batch order);
 * ``eval``: logits-only forward utterances/s at batch 256;
 * ``remat``: the seed recipe's step with ``ModelConfig.remat="blocks"`` (time, XLA temp);
+* ``gru_impl``: the ``tak2021`` bfloat16 step with the GRU backward that ``gru_impl="auto"``
+  does not pick on this backend (``scan`` on CPU, the one-GEMM ``gemm`` elsewhere), against
+  its train row: is auto's choice the faster one here?
 * ``gru_share``: the train step with each GRU layer swapped for its input projection only
   (same parameters; the sequential scan is gone): 1 - t(projection) / t(model) is the
   scan's share of the step, the latency risk on an accelerator;
@@ -139,14 +142,15 @@ def _device_peak_mb() -> float | None:
     return None if v is None else v / 2**20
 
 
-def train_row(preset: str, dtype: str, batch: int, smoke: bool, steps: int, remat: str = "none") -> dict:
+def train_row(preset: str, dtype: str, batch: int, smoke: bool, steps: int, remat: str = "none",
+              gru_impl: str = "auto") -> dict:
     import jax
     import jax.numpy as jnp
     import numpy as np
 
     from rawnet2_jax.model import init_variables
 
-    cfg = model_config(preset, smoke).replace(remat=remat)
+    cfg = model_config(preset, smoke).replace(remat=remat, gru_impl=gru_impl)
     tcfg = common.train_config(cfg).replace(compute_dtype=dtype)
     state, core = common.jitted_train_step(tcfg, init_variables(cfg, 0))
     data = {"audio": jnp.asarray(common.bench_inputs(batch, cfg.num_samples)),
@@ -166,7 +170,8 @@ def train_row(preset: str, dtype: str, batch: int, smoke: bool, steps: int, rema
     if not np.isfinite(loss):
         raise FloatingPointError(f"non-finite loss {loss}")
     ma = compiled.memory_analysis()
-    return {"preset": preset, "dtype": dtype, "batch": batch, "remat": remat, "steps": steps, "step_ms": 1e3 * dt / steps,
+    return {"preset": preset, "dtype": dtype, "batch": batch, "remat": remat,
+            "gru_impl": cfg.gru_backward(jax.default_backend()), "steps": steps, "step_ms": 1e3 * dt / steps,
             "utt_per_s": steps * batch / dt, "compile_s": compile_s, "loss": loss,
             "xla_temp_mb": None if ma is None else ma.temp_size_in_bytes / 2**20,
             "device_peak_mb": _device_peak_mb()}
@@ -241,6 +246,7 @@ def run_jax(a, report: dict, save: Callable[[], None]) -> None:
     budget = Budget(a.budget_s)
     dev = jax.local_devices()[0]
     report.setdefault("remat", [])
+    report.setdefault("gru_impl", [])
     report["jax"] = {"backend": jax.default_backend(), "device": str(dev),
                      "device_kind": getattr(dev, "device_kind", "?"), "jax_version": jax.__version__}
     first, rest = sz["train_batches"][0], sz["train_batches"][1:]
@@ -257,6 +263,9 @@ def run_jax(a, report: dict, save: Callable[[], None]) -> None:
     plan.append(("pipeline", lambda: pipeline_row(a.smoke, sz)))
     # the seed recipe with ModelConfig.remat="blocks": XLA temp and step time against its train row
     plan.append(("remat", lambda: train_row("caa_rawnet2", "float32", first, a.smoke, sz["steps"], "blocks")))
+    # the GRU backward that gru_impl="auto" does not pick here, against the tak2021 bf16 train row
+    other = {"scan": "gemm", "gemm": "scan"}[model_config("tak2021", a.smoke).gru_backward(jax.default_backend())]
+    plan.append(("gru_impl", lambda: train_row("tak2021", "bfloat16", first, a.smoke, sz["steps"], gru_impl=other)))
     for b in rest:
         for p in PRESETS:
             for dt in sz["train_dtypes"]:
@@ -437,6 +446,13 @@ def markdown(report: dict) -> str:
             ["preset", "dtype", "batch", "remat", "step ms", "XLA temp MiB", "device peak MiB so far"],
             [[r["preset"], r["dtype"], r["batch"], r["remat"], f(r["step_ms"], ".1f"), f(r.get("xla_temp_mb"), ".0f"),
               f(r.get("device_peak_mb"), ".0f")] for r in report["remat"]])]
+    if report.get("gru_impl"):
+        auto = {(r["preset"], r["dtype"], r["batch"]): r for r in report["train"]}
+        lines += ["", common.markdown_table(
+            ["preset", "dtype", "batch", "GRU backward", "step ms", "step ms with auto's backward"],
+            [[r["preset"], r["dtype"], r["batch"], r["gru_impl"], f(r["step_ms"], ".1f"),
+              f(auto.get((r["preset"], r["dtype"], r["batch"]), {}).get("step_ms"), ".1f")]
+             for r in report["gru_impl"]])]
     if report["gru_share"]:
         lines += ["", common.markdown_table(
             ["preset", "dtype", "batch", "step ms", "step ms, GRU = input projection only", "GRU share of the step"],
@@ -483,7 +499,7 @@ def main(argv=None) -> int:
     stem = "device_check_smoke" if a.smoke else "device_check"
     report: dict = {"smoke": a.smoke, "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
                     "machine": common.machine_info(), "train": [], "eval": [], "gru_share": [], "pipeline": None,
-                    "torch": None, "ratios": [], "remat": [], "errors": [], "skipped": []}
+                    "torch": None, "ratios": [], "remat": [], "gru_impl": [], "errors": [], "skipped": []}
 
     def save() -> None:
         report["ratios"] = ratios(report)

@@ -44,6 +44,11 @@ def test_device_check_smoke(tmp_path):
     assert remat["remat"] == "blocks" and remat["batch"] == 2 and math.isfinite(remat["loss"])
     assert "| caa_rawnet2 | float32 | 2 | blocks |" in md
 
+    (other,) = report["gru_impl"]  # CPU: auto picks the one-GEMM backward, so the row is the scan's
+    assert other["gru_impl"] == "scan" and train[("tak2021", "bfloat16", 2)]["gru_impl"] == "gemm", other
+    assert (other["preset"], other["dtype"], other["batch"]) == ("tak2021", "bfloat16", 2) and other["step_ms"] > 0
+    assert "| tak2021 | bfloat16 | 2 | scan |" in md
+
     (gru,) = report["gru_share"]
     assert gru["gru_share"] == pytest.approx(1 - gru["step_ms_projection_only"] / gru["step_ms"])
     assert gru["step_ms"] == train[("caa_rawnet2", "bfloat16", 2)]["step_ms"]  # the train row, reused
