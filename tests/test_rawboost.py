@@ -378,14 +378,10 @@ _SHARDED = textwrap.dedent(
     import json
     import numpy as np
     import jax
-    import jax.numpy as jnp
     from rawnet2_jax.augment import rawboost_batch
-    from rawnet2_jax.model import init_variables
     from tests.conftest import speech_like
-    from train.sharding import batch_sharding, make_mesh, replicated
-    from train.state import create_train_state
-    from train.step import build_model, make_train_step, step_shardings
-    from train.testing import tiny_train_config
+    from train.sharding import batch_sharding, make_mesh
+    from train.testing import sharded_step_all_gathers, tiny_train_config
     assert jax.device_count() == 4, jax.devices()
     audio = speech_like(2000, batch=8, seed=5)
     mesh = make_mesh()
@@ -401,12 +397,7 @@ _SHARDED = textwrap.dedent(
                      "peak": float(np.abs(one).max()), "all_gathers": hlo.count("all-gather(")}
     # the train step on the 4-device mesh: RawBoost adds no all-gather to it
     for rb in (0, 4):
-        cfg = tiny_train_config(rawboost=rb)
-        state = create_train_state(init_variables(cfg.model, 0), cfg)
-        state = jax.device_put(state, replicated(mesh))
-        step = make_train_step(build_model(cfg), cfg, shardings=step_shardings(state, mesh))
-        batch = {"audio": jnp.zeros((8, cfg.model.num_samples)), "label": jnp.zeros((8,), jnp.int32)}
-        res[f"step{rb}_all_gathers"] = step.core.lower(state, batch, None).compile().as_text().count("all-gather(")
+        res[f"step{rb}_all_gathers"] = sharded_step_all_gathers(tiny_train_config(rawboost=rb), mesh, 8)
     print("RESULT" + json.dumps(res))
     """
 )

@@ -47,16 +47,9 @@ _SCRIPT = textwrap.dedent(
     flat = {jax.tree_util.keystr(k): np.asarray(v).tolist() for k, v in jax.tree_util.tree_leaves_with_path(
         {"params": p, "batch_stats": res.final_state.batch_stats})}
     # all-gathers in the compiled data-parallel step, for both GRU backward passes
-    from train.state import create_train_state
-    from train.step import build_model, make_train_step, step_shardings
-    from rawnet2_jax.model import init_variables
-    gathers = {}
-    for impl in ("scan", "gemm"):
-        c = cfg.replace(model=cfg.model.replace(gru_impl=impl))
-        state = jax.device_put(create_train_state(init_variables(c.model, 0), c), sharding.replicated(mesh))
-        step = make_train_step(build_model(c), c, shardings=step_shardings(state, mesh))
-        batch = {"audio": np.zeros((8, c.model.num_samples), np.float32), "label": np.zeros(8, np.int32)}
-        gathers[impl] = step.core.lower(state, batch, None).compile().as_text().count("all-gather(")
+    from train.testing import sharded_step_all_gathers
+    gathers = {impl: sharded_step_all_gathers(cfg.replace(model=cfg.model.replace(gru_impl=impl)), mesh, 8)
+               for impl in ("scan", "gemm")}
     print("RESULT" + json.dumps({"shards": shards, "ndev_param": len(leaf.sharding.device_set),
           "flat": flat, "eval": res.eval["eer"], "dev": res.best_dev_eer, "all_gathers": gathers}))
     """

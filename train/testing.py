@@ -51,6 +51,24 @@ def tiny_train_config(**overrides) -> TrainConfig:
     return cfg.replace(**overrides) if overrides else cfg
 
 
+def sharded_step_all_gathers(cfg: TrainConfig, mesh, global_batch: int) -> int:
+    """All-gathers in the compiled train step of ``cfg`` with its batch of ``global_batch``
+    rows split over ``mesh`` (state replicated, as training places it): data parallelism moves
+    gradients (all-reduce), never activations, so the answer should be 0."""
+    import jax
+
+    from rawnet2_jax.model import init_variables
+    from train.sharding import replicated
+    from train.state import create_train_state
+    from train.step import build_model, make_train_step, step_shardings
+
+    state = jax.device_put(create_train_state(init_variables(cfg.model, 0), cfg), replicated(mesh))
+    step = make_train_step(build_model(cfg), cfg, shardings=step_shardings(state, mesh))
+    batch = {"audio": np.zeros((global_batch, cfg.model.num_samples), np.float32),
+             "label": np.zeros(global_batch, np.int32)}
+    return step.core.lower(state, batch, None).compile().as_text().count("all-gather(")
+
+
 def synthetic_records(n: int, seed: int, length: int = 900, prefix: str = "U") -> list[dict]:
     """Records in the pipeline's format: bona fide = low tone, spoof = high tone, + noise."""
     r = np.random.default_rng(seed)
