@@ -26,6 +26,7 @@ Variable tree (same for every layout; ``convert/tables.py`` maps torch names ont
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -33,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from rawnet2_jax.batchnorm import BatchNorm
-from rawnet2_jax.config import Activation, ModelConfig
+from rawnet2_jax.config import COMPUTATION_FIELDS, Activation, ModelConfig
 from rawnet2_jax.errors import AudioError
 from rawnet2_jax.fms import torch_bias_init, torch_kernel_init
 from rawnet2_jax.gru import GRU
@@ -167,11 +168,15 @@ def init_variables(config: ModelConfig, rng: Array | int = 0, num_samples: int |
     """Fresh variables (``params``, ``batch_stats``, ``buffers``) for ``config``.
 
     No variable depends on the input length, so by default the init runs on the shortest
-    input the config accepts (fast), not on ``config.num_samples``.
+    input the config accepts (fast), not on ``config.num_samples``. Nor on how the model is
+    computed: the computation fields (``COMPUTATION_FIELDS``) are set to their defaults, so
+    configs that differ only there get the same variables from one compiled init (4.5 s to
+    compile with XLA's production flags even for the demo model: the random initialisers).
     """
     if isinstance(rng, int):
         rng = jax.random.PRNGKey(rng)
     t = num_samples or config.min_num_samples
     x = jnp.zeros((1, t), jnp.float32)
-    model = RawNet2(config, dtype=dtype)
+    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name in COMPUTATION_FIELDS}
+    model = RawNet2(config.replace(**defaults), dtype=dtype)
     return jax.jit(lambda r: model.init(r, x, train=False))(rng)

@@ -131,3 +131,20 @@ def test_rawboost_augments_training_batches_only(f32):
     assert float(m_hand["loss"]) == pytest.approx(float(m5["loss"]), rel=1e-6)
     ev5 = make_eval_step(model, cfg5)
     np.testing.assert_array_equal(np.asarray(ev5(state, batch)["logits"]), np.asarray(ev0(state, batch)["logits"]))
+
+
+def test_initial_variables_ignore_how_the_model_computes():
+    """``--bf16`` and the computation fields never change the initial weights: runs that differ
+    only there start from the same variables, bit for bit (and share one compiled init)."""
+    from train.loop import _init_variables
+
+    cfg = tiny_train_config()
+    want = init_variables(cfg.model, cfg.seed)
+    variants = [cfg.replace(compute_dtype="bfloat16"),
+                cfg.replace(model=cfg.model.replace(remat="blocks", gru_impl="scan", sinc_conv_impl="fft"))]
+    for variant in variants:
+        got = _init_variables(variant)
+        assert jax.tree.structure(got) == jax.tree.structure(want)
+        for path, a, b in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(got), jax.tree.leaves(want)):
+            assert a.dtype == b.dtype and np.array_equal(np.asarray(a), np.asarray(b)), \
+                f"{variant.compute_dtype} {variant.model.remat}: {jax.tree_util.keystr(path[0])} differs"
