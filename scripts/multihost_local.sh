@@ -6,7 +6,7 @@
 # All processes share one workdir (MH_RUN, default runs/demo_mh<N>); the primary (process 0)
 # prints the run's lines, every process's output is also kept in MH_RUN/process-<i>.log.
 # Ctrl-C or SIGTERM is passed to every process: they save one checkpoint together and stop;
-# re-running the same command resumes. The demo's global batch (16) and eval batch (48) must
+# re-running the same command resumes. The demo's global batch (16) and eval batch (16) must
 # divide by N (N = 1, 2, 4, 8, 16 or pass --batch-size/--eval-batch-size).
 # MH_PYTHON=/path/to/python (default .venv/bin/python), MH_PORT (default: a free port),
 # RAWNET2_DISTRIBUTED_TIMEOUT=seconds (default 300): how long a missing peer is waited for.
