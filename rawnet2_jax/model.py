@@ -27,6 +27,7 @@ Variable tree (same for every layout; ``convert/tables.py`` maps torch names ont
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -175,8 +176,15 @@ def init_variables(config: ModelConfig, rng: Array | int = 0, num_samples: int |
     """
     if isinstance(rng, int):
         rng = jax.random.PRNGKey(rng)
-    t = num_samples or config.min_num_samples
-    x = jnp.zeros((1, t), jnp.float32)
     defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name in COMPUTATION_FIELDS}
-    model = RawNet2(config.replace(**defaults), dtype=dtype)
-    return jax.jit(lambda r: model.init(r, x, train=False))(rng)
+    config = config.replace(name="", **defaults)
+    return _jitted_init(config, int(num_samples or config.min_num_samples), jnp.dtype(dtype))(rng)
+
+
+@functools.lru_cache(maxsize=32)
+def _jitted_init(config: ModelConfig, num_samples: int, dtype: Any):
+    """One jitted ``model.init`` per (config, input length, dtype) in a process: a later run
+    with the same config (a test suite, a search over checkpoints) skips tracing it again."""
+    model = RawNet2(config, dtype=dtype)
+    x = jnp.zeros((1, num_samples), jnp.float32)
+    return jax.jit(lambda r: model.init(r, x, train=False))
