@@ -43,7 +43,6 @@ def _torch(ref, x):  # flax (B, T, C) -> torch (B, C, T) and back
         return ref(torch.from_numpy(x).transpose(1, 2)).transpose(1, 2).numpy()
 
 
-@pytest.mark.slow
 def test_train_steps_then_eval_match_torch():
     ref, bn, v = _pair()
     step = jax.jit(lambda v, x: bn.apply(v, x, train=True, mutable=["batch_stats"]))
@@ -67,7 +66,6 @@ def test_train_steps_then_eval_match_torch():
                  name="folded affine map")
 
 
-@pytest.mark.slow
 def test_running_statistics_formula():
     """running = 0.9 * running + 0.1 * batch, with the UNBIASED batch variance (float64)."""
     _, bn, v = _pair()

@@ -21,7 +21,6 @@ def _torch_fms(x, fc, mode):
     return x * s + s if mode == "add" else x * s
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["add", "mul"])
 def test_fms_forward_and_gradients_match_torch(mode):
     torch.manual_seed(0)
@@ -54,7 +53,6 @@ def test_fms_forward_and_gradients_match_torch(mode):
         assert_close(ours, w, rtol=1e-5, atol=1e-5 * np.abs(w).max(), name=f"fms {mode} {what}")
 
 
-@pytest.mark.slow
 def test_fms_gate_depends_on_the_time_average_only():
     # Permuting time permutes the output the same way: s is one gate per channel.
     rng = np.random.default_rng(0)
@@ -65,7 +63,6 @@ def test_fms_gate_depends_on_the_time_average_only():
     assert_close(fms.apply(v, x[:, perm]), fms.apply(v, x)[:, perm], rtol=1e-6, atol=1e-6, name="permuted")
 
 
-@pytest.mark.slow
 def test_init_is_torch_linear_default():
     """U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias, as torch.nn.Linear."""
     c = 256

@@ -32,7 +32,6 @@ def _params(ref, layers):
     } for k in range(layers)}
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("backward", ["scan", "gemm"])
 @pytest.mark.parametrize("layers", [1, 3])
 def test_gru_long_sequence_and_gradients(layers, backward):
@@ -65,7 +64,6 @@ def test_gru_long_sequence_and_gradients(layers, backward):
             assert_close(got.T if tr else got, w, rtol=1e-4, atol=1e-6, name=f"gru grad {theirs}_l{k}")
 
 
-@pytest.mark.slow
 def test_layer_returns_the_whole_sequence():
     torch.manual_seed(0)
     ref = torch.nn.GRU(5, 7, batch_first=True)
@@ -80,7 +78,6 @@ def test_layer_returns_the_whole_sequence():
     assert_close(last, _np(h_n[0]), rtol=1e-5, atol=1e-6, name="gru h_n")
 
 
-@pytest.mark.slow
 def test_params_have_torch_names_shapes_and_init():
     h, d = 64, 10
     v = GRU(h, num_layers=2).init(jax.random.PRNGKey(0), jnp.zeros((1, 3, d)))["params"]
@@ -106,7 +103,6 @@ def _value_and_grads(backward: str, x, params, dtype=None, seq: bool = False):
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))(params, x)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("seq", [False, True])
 def test_gemm_backward_matches_the_scan_transpose(seq):
     """The custom VJP against JAX's own transpose of the scan at highest precision: same value,
@@ -121,7 +117,6 @@ def test_gemm_backward_matches_the_scan_transpose(seq):
         assert_close(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6, name=f"gemm vs scan grad {path}")
 
 
-@pytest.mark.slow
 def test_gemm_backward_in_bfloat16():
     """bf16 computation (float32 params): gradients float32, near the scan transpose's."""
     x = jnp.asarray(np.random.default_rng(2).standard_normal((2, 20, 12)), jnp.float32)

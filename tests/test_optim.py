@@ -66,14 +66,12 @@ def test_adam_chain_matches_torch(wd, clip, scale):
     _run_both(SHAPES, steps=12, lr=1e-3, wd=wd, clip=clip, grad_scale=scale)
 
 
-@pytest.mark.slow
 @pytest.mark.parity
 def test_lr_change_mid_run_matches_torch():
     state = _run_both(SHAPES, steps=10, lr=1e-3, wd=2e-4, clip=1.0, grad_scale=1.0, lr_change=(5, 1e-4))
     assert abs(get_learning_rate(state) - 1e-4) < 1e-10  # stored as float32
 
 
-@pytest.mark.slow
 @pytest.mark.parity
 def test_clip_order_is_before_weight_decay():
     """Weight decay must not enter the clipped norm: big params, tiny grads -> no clipping."""

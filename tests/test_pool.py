@@ -29,7 +29,7 @@ def _loss(pool, x, g):
 
 
 @pytest.mark.parity
-@pytest.mark.parametrize("name", [pytest.param("random", marks=pytest.mark.slow), "tied"])
+@pytest.mark.parametrize("name", ["random", "tied"])
 def test_max_pool_matches_torch_values_and_gradients(name):
     torch = import_torch()
     x = _inputs()[name]
@@ -49,7 +49,7 @@ def test_max_pool_matches_torch_values_and_gradients(name):
     assert float(y) == pytest.approx(float(np.sum(want_y * g)), rel=1e-6)
 
 
-@pytest.mark.parametrize("dtype", [jnp.float32, pytest.param(jnp.bfloat16, marks=pytest.mark.slow)])
+@pytest.mark.parametrize("dtype", [jnp.float32, jnp.bfloat16])
 def test_max_pool_equals_flax_max_pool(dtype):
     x = jnp.asarray(_inputs()["tied"], dtype)
     g = jnp.asarray(np.random.default_rng(2).standard_normal((2, 13, 5)), dtype)

@@ -67,7 +67,7 @@ def _flax_in(x):
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["same_channels", "shortcut"])
-@pytest.mark.parametrize("case", [c if c == "seed" else pytest.param(c, marks=pytest.mark.slow) for c in CASES])
+@pytest.mark.parametrize("case", list(CASES))
 def test_block_eval_matches_torch(case, index):
     ref, fc, block, v, x = _setup(CASES[case], index)
     ref.eval()
@@ -81,7 +81,7 @@ def test_block_eval_matches_torch(case, index):
 
 
 @pytest.mark.parametrize("index", [0, 1], ids=["same_channels", "shortcut"])
-@pytest.mark.parametrize("case", [c if c == "seed" else pytest.param(c, marks=pytest.mark.slow) for c in CASES])
+@pytest.mark.parametrize("case", list(CASES))
 def test_block_train_and_running_stats_match_torch(case, index):
     ref, fc, block, v, x = _setup(CASES[case], index)
     ref.train()

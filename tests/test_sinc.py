@@ -130,7 +130,6 @@ def _np_front(x, filt, padding, use_abs, pool):
     return out.transpose(0, 2, 1)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(
     "preset,overrides",
     [
@@ -155,7 +154,6 @@ def test_sinc_conv_module(preset, overrides):
     assert_close(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max(), name="sinc conv")
 
 
-@pytest.mark.slow
 def test_sinc_variable_collections():
     fixed = get_config("caa_rawnet2", sinc_filters=4)
     v = SincConv(fixed).init(jax.random.PRNGKey(0), jnp.zeros((1, 300)))
@@ -171,7 +169,6 @@ def test_sinc_variable_collections():
     assert set(v["buffers"]) == {"low_hz_", "band_hz_", "n_axis", "window"}
 
 
-@pytest.mark.slow
 def test_sincnet_filters_finite_with_zero_on_axis():
     cfg = get_config("caa_rawnet2")
     st = seed_sinc_tensors(cfg)
@@ -221,7 +218,6 @@ def _assert_like_direct(got_all, want_all):
         assert diff <= 1e-5 * scale, f"{what}: max diff {diff:.3g} > 1e-5 * max |direct| {scale:.3g}"
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("padding,use_abs,pool", [("same", True, 3)])
 def test_sinc_conv_matmul_matches_direct(padding, use_abs, pool, monkeypatch):
     # Small chunks (MATMUL_ROWS), so that a short input runs over several and pads the last;
@@ -252,7 +248,6 @@ def test_sinc_conv_matmul_matches_direct(padding, use_abs, pool, monkeypatch):
     _assert_like_direct(outs["matmul"], outs["direct"])
 
 
-@pytest.mark.slow
 def test_sinc_conv_impl_auto_and_bf16():
     assert get_config("asvspoof2021_baseline").sinc_uses_fft
     assert not get_config("tak2021").sinc_uses_fft
