@@ -65,3 +65,34 @@ def test_max_pool_equals_flax_max_pool(dtype):
     # size 1 is the identity, gradient included
     assert np.array_equal(np.asarray(jax.grad(_loss, argnums=1)(lambda v: max_pool_1d(v, 1), x, x)),
                           np.asarray(x))
+
+
+def test_backward_keeps_the_forward_winners_only():
+    """The backward pass reads each window's winner as the forward pass chose it (int8), never x
+    or y again: comparing a recomputed x with y dropped or moved whole windows' gradients where
+    XLA recomputed x with another rounding (a BatchNorm fused with an FMA in one kernel and not
+    in the other). Also under ``jax.checkpoint``, which recomputes x in the backward pass."""
+    import contextlib
+    import io
+
+    from jax.ad_checkpoint import print_saved_residuals
+
+    x = jnp.asarray(_inputs()["tied"])
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        print_saved_residuals(lambda v: max_pool_1d(v, 3), x)
+    saved = [line.split()[0] for line in out.getvalue().splitlines() if line.strip()]
+    dtypes = [s.split("[")[0] for s in saved]  # "i8[2,13,5]" (the short names of this jax) or "int8[...]"
+    assert dtypes in (["i8"], ["int8"]) and saved[0].endswith("[2,13,5]"), \
+        f"max_pool_1d saves {saved} for its backward (want the int8 winners only)"
+
+    g = jnp.asarray(np.random.default_rng(3).standard_normal((2, 13, 5)), jnp.float32)
+
+    def pooled(v):  # an affine map before the pool, as a BatchNorm: recomputed under remat
+        return max_pool_1d(v * 1.7 + 0.3, 3)
+
+    want = jax.grad(_loss, argnums=1)(pooled, x, g)
+    remat = jax.checkpoint(pooled, policy=jax.checkpoint_policies.nothing_saveable)
+    got = jax.jit(jax.grad(_loss, argnums=1), static_argnums=0)(remat, x, g)
+    assert np.array_equal(np.asarray(got), np.asarray(want)), \
+        f"gradient under remat: max abs diff {np.abs(np.asarray(got) - np.asarray(want)).max():.2e}"
