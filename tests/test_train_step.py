@@ -145,6 +145,6 @@ def test_initial_variables_ignore_how_the_model_computes():
     for variant in variants:
         got = _init_variables(variant)
         assert jax.tree.structure(got) == jax.tree.structure(want)
-        for path, a, b in zip(jax.tree_util.tree_flatten_with_path(got)[0], jax.tree.leaves(got), jax.tree.leaves(want)):
+        for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(got), jax.tree.leaves(want)):
             assert a.dtype == b.dtype and np.array_equal(np.asarray(a), np.asarray(b)), \
-                f"{variant.compute_dtype} {variant.model.remat}: {jax.tree_util.keystr(path[0])} differs"
+                f"{variant.compute_dtype} {variant.model.remat}: {jax.tree_util.keystr(path)} differs"
