@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rawnet2_jax.errors import DataError, TrainingError, first_line
-from rawnet2_jax.model import init_variables
+from rawnet2_jax.model import init_variables as fresh_variables  # `init_variables` names train()'s argument
 from rawnet2_jax.processes import looks_like_lost_peer, note_peer_lost, peer_lost, preemption_service_on
 from train import sharding as shd
 from train.checkpointing import (  # noqa: F401  (make_checkpoint_manager: public via this module)
@@ -165,7 +165,7 @@ def _build_steps(cfg: TrainConfig, global_batch: int, mesh, state: TrainState):
 
 
 def _init_variables(cfg: TrainConfig) -> dict[str, Any]:
-    return dict(init_variables(cfg.model, cfg.seed))  # the same for --bf16 and every computation field
+    return dict(fresh_variables(cfg.model, cfg.seed))  # the same for --bf16 and every computation field
 
 
 # --------------------------------------------------------------------------- one run
