@@ -323,6 +323,12 @@ class ModelConfig(ConfigMixin):
         the computation-only fields (``COMPUTATION_FIELDS``), for "is this the same model?"."""
         return {k: v for k, v in self.to_dict().items() if k != "name" and k not in COMPUTATION_FIELDS}
 
+    def computation_neutral(self) -> ModelConfig:
+        """This network with the name cleared and the computation-only fields at their
+        defaults: configs with the same ``architecture()`` map to one equal (hashable) value."""
+        defaults = {f.name: f.default for f in dataclasses.fields(self) if f.name in COMPUTATION_FIELDS}
+        return self.replace(name="", **defaults)
+
     @property
     def min_num_samples(self) -> int:
         """Shortest input (samples) that still leaves one frame after every max-pool."""

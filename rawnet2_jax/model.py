@@ -26,7 +26,6 @@ Variable tree (same for every layout; ``convert/tables.py`` maps torch names ont
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from typing import Any
 
@@ -35,7 +34,7 @@ import jax
 import jax.numpy as jnp
 
 from rawnet2_jax.batchnorm import BatchNorm
-from rawnet2_jax.config import COMPUTATION_FIELDS, Activation, ModelConfig
+from rawnet2_jax.config import Activation, ModelConfig
 from rawnet2_jax.errors import AudioError
 from rawnet2_jax.fms import torch_bias_init, torch_kernel_init
 from rawnet2_jax.gru import GRU
@@ -176,8 +175,7 @@ def init_variables(config: ModelConfig, rng: Array | int = 0, num_samples: int |
     """
     if isinstance(rng, int):
         rng = jax.random.PRNGKey(rng)
-    defaults = {f.name: f.default for f in dataclasses.fields(config) if f.name in COMPUTATION_FIELDS}
-    config = config.replace(name="", **defaults)
+    config = config.computation_neutral()
     return _jitted_init(config, int(num_samples or config.min_num_samples), jnp.dtype(dtype))(rng)
 
 

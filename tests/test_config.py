@@ -161,3 +161,16 @@ def test_describe_fields_lists_every_leaf():
     assert "model.fms_mode: one of add | mul" in lines
     assert "plateau: none" in lines and "grad_clip_norm: a number | none" in lines
     assert {f"model.{f.name}" for f in dataclasses.fields(ModelConfig)} <= paths
+
+
+@pytest.mark.parametrize("cfg", MODEL_PRESETS.values(), ids=lambda c: c.name)
+def test_computation_neutral_keeps_the_architecture_only(cfg):
+    from rawnet2_jax.config import COMPUTATION_FIELDS
+
+    variant = cfg.replace(name="mine", remat="blocks", gru_impl="scan", sinc_conv_impl="fft")
+    neutral = variant.computation_neutral()
+    assert neutral == cfg.computation_neutral() and hash(neutral) == hash(cfg.computation_neutral())
+    assert neutral.architecture() == cfg.architecture() and neutral.name == ""
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    assert all(getattr(neutral, f) == defaults[f] == "auto" for f in COMPUTATION_FIELDS)
+    assert cfg.replace(gru_hidden=cfg.gru_hidden + 1).computation_neutral() != neutral
