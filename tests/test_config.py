@@ -8,7 +8,7 @@ import json
 import pytest
 
 from rawnet2_jax.config import PRESETS as MODEL_PRESETS
-from rawnet2_jax.config import ModelConfig
+from rawnet2_jax.config import COMPUTATION_FIELDS, ModelConfig
 from rawnet2_jax.errors import ConfigError, UserError
 from rawnet2_jax.overrides import describe_fields
 from train.configs import CAA_PLATEAU, DEMO, TAK2021_RECIPE, PlateauConfig, TrainConfig
@@ -165,8 +165,6 @@ def test_describe_fields_lists_every_leaf():
 
 @pytest.mark.parametrize("cfg", MODEL_PRESETS.values(), ids=lambda c: c.name)
 def test_computation_neutral_keeps_the_architecture_only(cfg):
-    from rawnet2_jax.config import COMPUTATION_FIELDS
-
     variant = cfg.replace(name="mine", remat="blocks", gru_impl="scan", sinc_conv_impl="fft")
     neutral = variant.computation_neutral()
     assert neutral == cfg.computation_neutral() and hash(neutral) == hash(cfg.computation_neutral())
