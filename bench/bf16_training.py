@@ -7,8 +7,8 @@ For each demo corpus seed it trains the demo preset in float32 and in bfloat16 (
 settings by default: 1 s clips, 200 dev utterances, no early stopping) and prints each run's
 dev EER per epoch, its best epoch and its epoch mean, then per corpus the two differences
 bf16 - f32. The test bars the epoch mean (2 points); the best epoch is printed to show why
-not that. One JSON line per corpus goes to ``--out``. About 40 s per corpus on a 2-core
-Intel Xeon once compiled.
+not that. One JSON line per corpus goes to ``--out``. About a minute per corpus on a 2-core
+Intel Xeon, the first one's compiling included.
 """
 
 from __future__ import annotations
@@ -22,21 +22,12 @@ from pathlib import Path
 DTYPES = ("float32", "bfloat16")
 
 
-def dev_eer_curve(workdir: Path) -> list[float]:
-    """Dev EER (%) of each epoch, from the run's metrics.jsonl."""
-    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return [r["dev_eer"] for r in records if r["type"] == "epoch"]
-
-
 def one_corpus(seed: int, a: argparse.Namespace, root: Path) -> dict:
     from rawnet2_jax.data.demo import DemoConfig
-    from train.configs import DEMO
     from train.loop import train
-    from train.testing import demo_sources
+    from train.testing import demo_sources, dev_eer_curve, short_demo_config
 
-    cfg = DEMO.replace(epochs=a.epochs, early_stopping_patience=None, checkpoint_every_steps=0,
-                       learning_rate=a.learning_rate)
-    cfg = cfg.replace(model=cfg.model.replace(num_samples=int(0.75 * a.seconds * 16000)))
+    cfg = short_demo_config(a.epochs, a.seconds, learning_rate=a.learning_rate)
     src = demo_sources(root / f"corpus{seed}", DemoConfig(num_train=a.num_train, num_dev=a.num_dev, num_eval=8,
                                                           seed=seed, seconds=a.seconds))
     row: dict = {"seed": seed, "epochs": a.epochs, "num_train": a.num_train, "seconds": a.seconds,

@@ -1,15 +1,12 @@
 """bf16 compute with float32 state trains as well as float32 (demo preset, demo corpus, 1 s clips)."""
 
-import json
-
 import jax
 import jax.numpy as jnp
 import pytest
 
 from rawnet2_jax.data.demo import DemoConfig
-from train.configs import DEMO
 from train.loop import train
-from train.testing import demo_sources
+from train.testing import demo_sources, dev_eer_curve, short_demo_config
 
 pytestmark = pytest.mark.long_file  # scheduled first in a parallel run (conftest)
 
@@ -31,17 +28,11 @@ EPOCHS = 8
 BAR = 2.0  # dev EER points, the bar of the issue
 
 
-def _dev_eer_curve(workdir) -> list[float]:
-    """Dev EER (%) of each epoch, from the run's metrics.jsonl."""
-    records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return [r["dev_eer"] for r in records if r["type"] == "epoch"]
-
 
 @pytest.mark.slow
 @pytest.mark.production_xla  # the bars were set on production numerics; mostly running, not compiling
 def test_bf16_and_f32_learn_alike(tmp_path):
-    cfg = DEMO.replace(epochs=EPOCHS, early_stopping_patience=None, checkpoint_every_steps=0)
-    cfg = cfg.replace(model=cfg.model.replace(num_samples=int(0.75 * SECONDS * 16000)))
+    cfg = short_demo_config(EPOCHS, SECONDS)
     for seed in CORPUS_SEEDS:
         src = demo_sources(tmp_path / f"corpus{seed}",
                            DemoConfig(num_train=192, num_dev=200, num_eval=8, seed=seed, seconds=SECONDS))
@@ -49,7 +40,7 @@ def test_bf16_and_f32_learn_alike(tmp_path):
         for dtype in ("float32", "bfloat16"):
             workdir = tmp_path / f"{dtype}{seed}"
             run = train(cfg.replace(compute_dtype=dtype), workdir, sources=src, final_eval=False, quiet=True)
-            curve[dtype] = _dev_eer_curve(workdir)
+            curve[dtype] = dev_eer_curve(workdir)
             assert len(curve[dtype]) == EPOCHS
             assert min(curve[dtype]) < 35, f"corpus {seed}: the demo preset did not learn in {dtype} (chance is 50 %): {curve}"
         mean = {k: sum(v) / len(v) for k, v in curve.items()}

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from pathlib import Path
 
 import numpy as np
 
 from rawnet2_jax.config import ModelConfig, get_config
-from train.configs import CAA_PLATEAU, PlateauConfig, TrainConfig
+from train.configs import CAA_PLATEAU, DEMO, PlateauConfig, TrainConfig
 
 
 def tiny_model(base: str = "seed", num_samples: int = 810, **overrides) -> ModelConfig:
@@ -160,3 +161,19 @@ def demo_sources(root, demo_cfg) -> dict[str, list[dict]]:
             for e in P.parse_cm_protocol(P.la_protocol_path(la, split))
         ]
     return out
+
+
+def short_demo_config(epochs: int, seconds: float, **overrides) -> TrainConfig:
+    """The demo preset for a short run on demo clips of ``seconds``: ``epochs`` epochs, no early
+    stopping, no mid-epoch checkpoints, the model seeing 75 % of a clip (the shortest one,
+    lengths vary +-25 %) so nothing is padded. Shared by the bf16 test and its benchmark."""
+    cfg = DEMO.replace(epochs=epochs, early_stopping_patience=None, checkpoint_every_steps=0, **overrides)
+    return cfg.replace(model=cfg.model.replace(num_samples=int(0.75 * seconds * cfg.model.sample_rate)))
+
+
+def dev_eer_curve(workdir) -> list[float]:
+    """Dev EER (%) of each epoch of the run in ``workdir``, from its metrics.jsonl."""
+    from train.loop import METRICS_FILE
+    from train.runlog import epoch_records, read_metrics
+
+    return [r["dev_eer"] for r in epoch_records(read_metrics(Path(workdir) / METRICS_FILE))]
