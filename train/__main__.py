@@ -197,14 +197,25 @@ def main(argv: list[str] | None = None) -> int:
 
         maybe_initialize_distributed(args.distributed)
         cfg = config_from_args(args)
+        workdir = args.workdir or os.path.join("runs", cfg.name)
+        _use_run_cache(workdir, args.quiet)  # before anything compiles (the --init-from load)
         init = _init_variables(args, cfg) if args.init_from else None
         asv = find_asv_scores(args.asv_scores)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    workdir = args.workdir or os.path.join("runs", cfg.name)
     return run(cfg, workdir, data_dir=args.data_dir, asv_scores=asv, init_variables=init, quiet=args.quiet,
                final_eval=not args.no_final_eval)
+
+
+def _use_run_cache(workdir: str, quiet: bool) -> None:
+    from train.compile_cache import use_run_cache
+
+    try:
+        use_run_cache(workdir, info=lambda line: None if quiet else print(line, file=sys.stderr))
+    except OSError as e:
+        raise UserError(f"workdir {workdir}: cannot create {e.filename or 'it'} ({e.strerror}); "
+                        "give a writable --workdir") from None
 
 
 def _init_variables(args, cfg):

@@ -675,7 +675,8 @@ def _write_outputs(run: _Run) -> None:
     except Exception as e:  # a plot must never fail a finished run
         run.log.warn(f"warning: learning curves not plotted: {e}")
     log = run.log
-    log.info(f"checkpoints: {run.workdir / CHECKPOINT_DIR} (latest + best, step {run.host.early_stop.best_step})")
+    log.info(f"checkpoints: {run.workdir / CHECKPOINT_DIR} (latest: step {run.mngr.latest_step()}, best: step "
+             f"{run.host.early_stop.best_step})")
     log.info(f"best model:  {run.workdir / BEST_MODEL_DIR}  (load_pretrained)")
     log.info(f"metrics:     {run.workdir / METRICS_FILE}, TensorBoard {run.workdir / 'tensorboard'}")
     if curves.exists():
