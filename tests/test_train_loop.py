@@ -137,3 +137,34 @@ def test_cli_refuses_bad_values_in_one_line(argv, capsys):
         rc = e.code
     err = capsys.readouterr().err.strip()
     assert rc != 0 and err.startswith("error: ") and "\n" not in err, err
+
+
+def test_tensorboard_logging_does_not_import_torch(tmp_path):
+    """tensorboardX tries `import torch` (1.8 s of start-up); the run's logger keeps it out and
+    still writes the scalars, and torch stays importable."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+
+    pytest.importorskip("torch")  # without torch there is nothing to keep out
+    script = textwrap.dedent(
+        """
+        import sys
+        from pathlib import Path
+        from train.runlog import RunLogger
+        wd = Path(sys.argv[1])
+        log = RunLogger(wd / "metrics.jsonl", wd / "tensorboard", quiet=True)
+        log.log({"loss": 0.25, "step": 3}, tb_prefix="train", tb_step=3)
+        print("torch loaded:", "torch" in sys.modules)
+        import torch
+        print("torch imported:", torch.ones(2).sum().item())
+        """
+    )
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=root, capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "torch loaded: False" in out.stdout and "torch imported: 2.0" in out.stdout, out.stdout
+    events = [p for p in (tmp_path / "tensorboard").iterdir() if p.name.startswith("events")]
+    assert events and b"train/loss" in events[0].read_bytes()
