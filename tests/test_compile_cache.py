@@ -68,13 +68,13 @@ def test_a_restart_loads_its_programs_and_heals_a_damaged_entry(tmp_path):
     first = _run(tmp_path, 1)
     assert first.returncode == 0, first.stderr[-3000:]
     cache = tmp_path / CACHE_DIR
-    entries = sorted(cache.glob("*-cache"), key=lambda p: p.stat().st_size)
-    assert any(p.name.startswith("jit_core-") for p in entries), entries  # the train step
+    steps = sorted(cache.glob("jit_core-*-cache"), key=lambda p: p.stat().st_size)
+    assert steps, sorted(cache.iterdir())  # the train step (the largest) and the eval step
     assert "Persistent compilation cache hit" not in first.stderr
     moved = tmp_path.parent / f"{tmp_path.name}_moved"  # keys do not depend on the workdir's path
     shutil.copytree(tmp_path, moved)
     cache = moved / CACHE_DIR
-    largest = cache / entries[-1].name
+    largest = cache / steps[-1].name  # the train step: a restart compiles no init
     largest.write_bytes(largest.read_bytes()[:1000])  # as a kill -9 during the write leaves it
 
     second = _run(moved, 2)  # resumes after epoch 1

@@ -280,12 +280,9 @@ def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quie
     mesh = shd.make_mesh()
     shd.check_batch_size(cfg.batch_size, mesh)
     shd.check_batch_size(cfg.eval_batch_size, mesh, "eval batch size")
-    variables = _init_variables(cfg) if init_variables is None else dict(init_variables)
-    state = create_train_state(jax.tree.map(jnp.asarray, variables), cfg)
-    state = state.with_arrays(shd.replicate(state.arrays(), mesh))
-    model, train_step, eval_step = _compiled(cfg, mesh, state, log)
-
     mngr = make_checkpoint_manager(workdir / CHECKPOINT_DIR)
+    state = _first_state(cfg, mesh, init_variables, restarting=bool(mngr.all_steps()))
+    model, train_step, eval_step = _compiled(cfg, mesh, state, log)
     mngr, state, host, step = restore_newest_valid(mngr, state, warn=log.warn)
     epoch = int(state.epoch)  # read once here; a host counter from then on
     if host is None:
@@ -303,6 +300,20 @@ def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quie
     if step:
         _repair_best_model(run)
     return run
+
+
+def _first_state(cfg: TrainConfig, mesh, init_variables, restarting: bool) -> TrainState:
+    """The state the run starts from, replicated over ``mesh``. A restart's is abstract (shapes,
+    dtypes, placements): its arrays come from the checkpoint, and a fresh init and optimizer
+    state would cost 1-2 s of every restart for nothing."""
+    if restarting and init_variables is None:
+        abstract = jax.eval_shape(lambda: create_train_state(_init_variables(cfg), cfg))
+        placed = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=shd.replicated(mesh),
+                                                             weak_type=a.weak_type), abstract.arrays())
+        return abstract.with_arrays(placed)
+    variables = _init_variables(cfg) if init_variables is None else dict(init_variables)
+    state = create_train_state(jax.tree.map(jnp.asarray, variables), cfg)
+    return state.with_arrays(shd.replicate(state.arrays(), mesh))
 
 
 def _write_config(cfg: TrainConfig, workdir: Path, log: RunLogger) -> None:

@@ -114,7 +114,7 @@ def create_train_state(
         params=params,
         batch_stats=variables.get("batch_stats", {}),
         buffers=variables.get("buffers", {}),
-        opt_state=tx.init(params),
+        opt_state=jax.jit(tx.init)(params),  # one program, not an eager op (and its compile) per leaf
         rng=rng,
         step=jnp.zeros((), jnp.int32),
         epoch=jnp.zeros((), jnp.int32),
