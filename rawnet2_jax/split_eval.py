@@ -282,6 +282,9 @@ def _append_batches(path: Path, start: int, batches, lines: Callable, exchange: 
                 bar.update(n)
     except (ValueError, KeyError) as e:  # a record the pipeline cannot use
         raise DataError(f"{desc}: unusable record ({type(e).__name__}: {str(e)[:200]}); rebuild the dataset") from None
+    except OSError as e:  # a full disk, lost permissions: the lines written so far are kept
+        raise UserError(f"{desc}: could not write {path} ({e.strerror or e}); free space (or fix permissions) and "
+                        "re-run the same command") from None
     finally:
         bar.close()
         close = getattr(batches, "close", None)

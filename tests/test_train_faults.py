@@ -200,6 +200,7 @@ def test_sigterm_saves_and_stops(tmp_path, sources, reference):
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("stopped: SIGTERM received: saved checkpoint 3"), p.stderr[-2000:]
     assert "Traceback" not in p.stderr
+    assert (tmp_path / "train.log").read_text().splitlines()[-1].endswith(last)  # the batch job's log says why
     mngr = make_checkpoint_manager(tmp_path / "checkpoints")
     assert mngr.latest_step() == 3
     mngr.close()
@@ -261,3 +262,98 @@ def test_init_from_a_training_workdir(reference):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     with pytest.raises(UserError, match="holds model"):
         _init_variables(args, CFG.replace(model=CFG.model.replace(gru_hidden=16)))
+
+
+def test_a_restart_with_other_state_shapes_is_refused_and_keeps_everything(tmp_path, sources, reference):
+    """Changing a model field (or the optimizer chain) on a run's workdir would make every
+    checkpoint fail to restore and look damaged: refused first, nothing moved or rewritten."""
+    import shutil
+
+    wd = tmp_path / "run"
+    shutil.copytree(reference[0], wd)
+    saved = (wd / "config.json").read_text()
+    steps = sorted(p.name for p in (wd / "checkpoints").iterdir())
+    other = CFG.replace(model=CFG.model.replace(gru_hidden=2 * CFG.model.gru_hidden), epochs=3)
+    decayed = CFG.replace(weight_decay=0.0 if CFG.weight_decay else 1e-4, epochs=3)  # another optimizer chain
+    for changed, field in ((other, "model.gru_hidden"), (decayed, "weight_decay")):
+        with pytest.raises(UserError) as e:
+            train(changed, wd, sources=sources, final_eval=False, quiet=True)
+        msg = str(e.value)
+        assert "\n" not in msg and "other shapes" in msg and field in msg and "another --workdir" in msg, msg
+    assert (wd / "config.json").read_text() == saved
+    assert sorted(p.name for p in (wd / "checkpoints").iterdir()) == steps
+    assert not (wd / BROKEN_DIR).exists()
+    # The run's own settings (more epochs only) still resume.
+    res = train(CFG.replace(epochs=3), wd, sources=sources, final_eval=False, quiet=True)
+    assert res.epochs_done == 3
+
+
+def test_an_unusable_workdir_is_one_line(tmp_path, sources, monkeypatch):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    with pytest.raises(UserError, match="is a file, not a directory"):
+        train(CFG, afile, sources=sources, final_eval=False, quiet=True)
+    with pytest.raises(UserError, match=r"cannot create it \(Not a directory\)"):
+        train(CFG, afile / "run", sources=sources, final_eval=False, quiet=True)
+    real_open = os.open
+
+    def read_only(path, *a, **k):  # what a read-only file system answers (root ignores chmod)
+        if str(path).endswith(".lock"):
+            raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+        return real_open(path, *a, **k)
+
+    monkeypatch.setattr(os, "open", read_only)
+    with pytest.raises(UserError) as e:
+        train(CFG, tmp_path / "ro", sources=sources, final_eval=False, quiet=True)
+    assert "cannot write its lock file .lock (Read-only file system)" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_run_outputs_that_cannot_be_written(tmp_path, capsys):
+    """metrics.jsonl is the run's record: a failed write stops the run with one line; train.log
+    and TensorBoard are views of it: their lines still reach the terminal, said once."""
+    from rawnet2_jax.errors import TrainingError
+    from train.runlog import RunLogger
+
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where a folder should be")
+    log = RunLogger(blocked / "metrics.jsonl", tmp_path / "tb", quiet=False)
+    log.info("epoch 1/1: one")
+    log.info("epoch 1/1: two")
+    out = capsys.readouterr()
+    assert out.out.splitlines() == ["epoch 1/1: one", "epoch 1/1: two"]
+    assert out.err.count("warning: cannot write") == 1 and "train.log" in out.err
+    with pytest.raises(TrainingError) as e:
+        log.log({"loss": 1.0, "step": 1}, tb_prefix="train", tb_step=1)
+    assert "could not write" in str(e.value) and "resumes from the last checkpoint" in str(e.value)
+    log.close()
+
+
+def test_store_errors_name_their_os_cause():
+    from train.checkpointing import _reason
+
+    full = ValueError('RESOURCE_EXHAUSTED: Error writing "params.fc.bias/0" in OCDBT database at local file '
+                      '"/run/checkpoints/12.orbax-checkpoint-tmp/state/ocdbt.process_0/d/x": Failed writing')
+    assert _reason(full) == "No space left on device"
+    assert _reason(RuntimeError("open failed: Read-only file system")) == "Read-only file system"
+    assert _reason(OSError(errno.ENOSPC, "No space left on device")) == "No space left on device"
+
+
+def test_closed_event_loop_errors_of_the_store_are_dropped():
+    from train.__main__ import _quiet_store_shutdown
+
+    class Raises:
+        def __init__(self, e):
+            self.e = e
+
+        def __del__(self):
+            raise self.e
+
+    before, reported = sys.unraisablehook, []
+    try:
+        sys.unraisablehook = lambda u: reported.append(str(u.exc_value))  # what the default hook gets
+        _quiet_store_shutdown()
+        Raises(RuntimeError("Event loop is closed"))
+        Raises(ValueError("something else"))
+    finally:
+        sys.unraisablehook = before
+    assert reported == ["something else"]

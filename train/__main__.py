@@ -190,8 +190,23 @@ def run(cfg, workdir, **train_kwargs) -> int:
     return 0
 
 
+def _quiet_store_shutdown() -> None:
+    """Drop the "Event loop is closed" errors that tensorstore's callbacks raise, hundreds of
+    tracebacks, after orbax gave up a checkpoint write (a full disk): the run says that in one
+    line. Every other unraisable error is reported as before."""
+    default = sys.unraisablehook
+
+    def hook(u):
+        if isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed":
+            return
+        default(u)
+
+    sys.unraisablehook = hook
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    _quiet_store_shutdown()
     try:
         from rawnet2_jax.processes import maybe_initialize_distributed
 

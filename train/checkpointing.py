@@ -12,6 +12,8 @@ falls back to the next older one with a warning.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
 import shutil
 import time
@@ -62,6 +64,10 @@ def make_checkpoint_manager(directory: str | os.PathLike):
     )
 
 
+# What tensorstore says instead of an OSError, and the errno text it stands for.
+_STORE_ERRORS = {"RESOURCE_EXHAUSTED": errno.ENOSPC, "PERMISSION_DENIED": errno.EACCES}
+
+
 def _reason(e: BaseException) -> str:
     """The innermost OS-level cause of an orbax / tensorstore failure, on one line."""
     seen = e
@@ -70,6 +76,12 @@ def _reason(e: BaseException) -> str:
             return seen.strerror
         seen = seen.__cause__ or seen.__context__
     text = " ".join(str(e).split())
+    for code in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+        if os.strerror(code) in text:
+            return os.strerror(code)
+    for status, code in _STORE_ERRORS.items():
+        if status in text:
+            return os.strerror(code)
     return f"{type(e).__name__}: {text[:160]}" if text else type(e).__name__
 
 
@@ -78,6 +90,9 @@ def save_checkpoint(mngr, state: TrainState, host: HostState, step: int) -> int:
     import orbax.checkpoint as ocp
 
     best_step = host.early_stop.best_step
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.CRITICAL)  # orbax logs a failed write with tracebacks; it is said below, once
     try:
         mngr.save(
             step,
@@ -96,6 +111,8 @@ def save_checkpoint(mngr, state: TrainState, host: HostState, step: int) -> int:
             f"could not write checkpoint {step} in {mngr.directory} ({_reason(e)}); {kept}: fix that "
             "(free disk space, permissions) and re-run the same command to resume"
         ) from None
+    finally:
+        absl.setLevel(level)
     return step
 
 

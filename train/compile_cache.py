@@ -21,6 +21,7 @@ deleted before the run starts, with one line saying so.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Mapping
 
@@ -59,6 +60,9 @@ def use_run_cache(workdir: str | os.PathLike, info: Callable[[str], None]) -> Pa
             info(f"compile cache: deleted {len(dropped)} damaged entr{'y' if len(dropped) == 1 else 'ies'} "
                  f"in {path} (left by a killed run or a full disk); they compile again")
     jax.config.update("jax_compilation_cache_dir", str(path))
+    # A failed write (a full disk) only costs a compile at the next start; the run says what
+    # the disk is short of where it matters (checkpoints, metrics), in one line.
+    warnings.filterwarnings("ignore", message="Error writing persistent compilation cache entry")
     # JAX would also point XLA's GPU autotuning cache into it, and that puts the directory's
     # path (and whether this is process 0) into every entry's key: a moved or copied workdir
     # would never hit. The executables themselves are what a restart needs.

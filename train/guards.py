@@ -38,7 +38,11 @@ class WorkdirLock:
     def __enter__(self) -> "WorkdirLock":
         if not self.enabled:
             return self
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only file system, no permission
+            raise UserError(f"workdir {self.path.parent}: cannot write its lock file {self.path.name} "
+                            f"({e.strerror or e}); give a writable --workdir") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -59,7 +59,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rawnet2_jax.errors import DataError, TrainingError, first_line
+from rawnet2_jax.errors import DataError, TrainingError, UserError, first_line
 from rawnet2_jax.model import init_variables as fresh_variables  # `init_variables` names train()'s argument
 from rawnet2_jax.processes import looks_like_lost_peer, note_peer_lost, peer_lost, preemption_service_on
 from train import sharding as shd
@@ -83,7 +83,9 @@ from train.fit import batch_spec, choose_remat, with_blocks_estimate
 from train.guards import StopRequest, Stopped, WorkdirLock
 from train.optim import early_stop_update, get_learning_rate, plateau_step, set_learning_rate, should_stop
 from train.prefetch import DevicePrefetcher
-from train.runlog import RunLogger, epoch_records, read_metrics, truncate_metrics  # noqa: F401
+from train.runlog import (  # noqa: F401  (epoch_records, read_metrics: public via this module)
+    LOG_FILE, RunLogger, append_log_line, epoch_records, read_metrics, truncate_metrics,
+)
 from train.state import HostState, TrainState, create_train_state, initial_host_state
 from train.step import build_model, make_eval_step, make_train_step, step_shardings
 
@@ -239,7 +241,12 @@ def train(
     if sources is None:  # before creating anything in workdir: a wrong --data-dir fails first
         sources = load_sources(cfg, data_dir, splits=("train", "dev", "eval") if final_eval else ("train", "dev"))
     workdir = Path(workdir).absolute()
-    workdir.mkdir(parents=True, exist_ok=True)
+    if workdir.exists() and not workdir.is_dir():
+        raise UserError(f"workdir {workdir} is a file, not a directory; choose another --workdir")
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"workdir {workdir}: cannot create it ({e.strerror or e}); give a writable --workdir") from None
     if progress is None:
         progress = sys.stderr.isatty() and not quiet
     primary = shd.is_primary()
@@ -262,7 +269,12 @@ def train(
             # gone; anything else (out of memory, a bad program) stays what it is.
             if jax.process_count() == 1 or not looks_like_lost_peer(e):
                 raise
-            raise _peer_lost(run, e) from None
+            e = _peer_lost(run, e)
+            _log_end(workdir, e, primary)
+            raise e from None
+        except UserError as e:  # Stopped too: the line the command prints ends train.log as well
+            _log_end(workdir, e, primary)
+            raise
         finally:
             if run is not None:
                 if not peer_lost():  # closing waits for peers that are gone
@@ -273,23 +285,37 @@ def train(
     return result
 
 
+def _log_end(workdir: Path, e: UserError, primary: bool) -> None:
+    """How the run ended (``python -m train`` prints the same line) at the end of train.log,
+    so that a batch job's log says why it stopped."""
+    if primary:
+        try:
+            append_log_line(workdir / LOG_FILE, f"{'stopped' if isinstance(e, Stopped) else 'error'}: {e}")
+        except OSError:  # a full disk: the line is on stderr
+            pass
+
+
 def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quiet, stop) -> _Run:
     """Config file, mesh, state (fresh or restored), compiled steps, checked best model."""
     log = RunLogger(workdir / METRICS_FILE, workdir / "tensorboard", quiet=quiet, progress_bar=progress)
+    mngr = make_checkpoint_manager(workdir / CHECKPOINT_DIR)
+    restarting = bool(mngr.all_steps())
+    if restarting:
+        _refuse_another_state_layout(cfg, workdir)  # before the config or a checkpoint is touched
     _write_config(cfg, workdir, log)
     mesh = shd.make_mesh()
     shd.check_batch_size(cfg.batch_size, mesh)
     shd.check_batch_size(cfg.eval_batch_size, mesh, "eval batch size")
-    mngr = make_checkpoint_manager(workdir / CHECKPOINT_DIR)
-    state = _first_state(cfg, mesh, init_variables, restarting=bool(mngr.all_steps()))
+    state = _first_state(cfg, mesh, init_variables, restarting)
     model, train_step, eval_step = _compiled(cfg, mesh, state, log)
     mngr, state, host, step = restore_newest_valid(mngr, state, warn=log.warn)
     epoch = int(state.epoch)  # read once here; a host counter from then on
     if host is None:
         host, step = initial_host_state(cfg), 0
     else:
-        log.info(f"resumed from {workdir / CHECKPOINT_DIR / str(step)}: epoch {epoch}, "
-                 f"step {step}, {host.batches_in_epoch} batches into the epoch")
+        where = (f"{host.batches_in_epoch} batches into epoch {epoch + 1}" if host.batches_in_epoch
+                 else f"{epoch} epoch{'' if epoch == 1 else 's'} done")
+        log.info(f"resumed from {workdir / CHECKPOINT_DIR / str(step)}: step {step}, {where}")
         truncate_metrics(workdir / METRICS_FILE, step, epoch)
     spe = _steps_per_epoch(cfg, sources["train"])
     # Every process gets the whole score files; only the primary's are the run's.
@@ -314,6 +340,41 @@ def _first_state(cfg: TrainConfig, mesh, init_variables, restarting: bool) -> Tr
     variables = _init_variables(cfg) if init_variables is None else dict(init_variables)
     state = create_train_state(jax.tree.map(jnp.asarray, variables), cfg)
     return state.with_arrays(shd.replicate(state.arrays(), mesh))
+
+
+def _state_layout(cfg: TrainConfig) -> tuple:
+    """The tree structure, shapes and dtypes of ``cfg``'s train state (traced, not computed)."""
+    arrays = jax.eval_shape(lambda: create_train_state(_init_variables(cfg), cfg)).arrays()
+    return jax.tree.structure(arrays), [(a.shape, a.dtype) for a in jax.tree.leaves(arrays)]
+
+
+def _changed_fields(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted names of the fields that differ between two config dicts."""
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_fields(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out
+
+
+def _refuse_another_state_layout(cfg: TrainConfig, workdir: Path) -> None:
+    """A restart whose settings give the state other shapes (a model field, the optimizer
+    chain) could restore none of the run's checkpoints, which would then look damaged and be
+    moved aside: refuse first, with the fields that changed. (Without a readable saved
+    config there is nothing to compare.)"""
+    try:
+        old = TrainConfig.from_dict(json.loads((workdir / "config.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return
+    if old == cfg or _state_layout(old) == _state_layout(cfg):
+        return
+    changed = ", ".join(_changed_fields(old.to_dict(), cfg.to_dict()))
+    raise UserError(f"workdir {workdir} holds checkpoints of a model or optimizer with other shapes than this "
+                    f"command's (settings that differ from the run's: {changed}); re-run with the run's settings "
+                    "to resume it, or choose another --workdir")
 
 
 def _write_config(cfg: TrainConfig, workdir: Path, log: RunLogger) -> None:

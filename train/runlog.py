@@ -21,6 +21,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from rawnet2_jax.errors import TrainingError
+
 LOG_FILE = "train.log"
 
 
@@ -30,6 +32,12 @@ def jsonable(v: Any) -> Any:
     if isinstance(v, float) and not math.isfinite(v):
         return None if math.isnan(v) else (1e308 if v > 0 else -1e308)
     return v
+
+
+def append_log_line(path: Path, msg: str) -> None:
+    """One time-stamped line at the end of a ``train.log``."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
 
 
 def _summary_writer_class() -> type:
@@ -64,6 +72,7 @@ class RunLogger:
         self._epoch = (0, 0, 0, 0, 0)
         self._last_line = (time.time(), 0)
         self._steps_seen = 0
+        self._text_failed = False
         if self.enabled:
             try:
                 self._tb = _summary_writer_class()(str(tb_dir))
@@ -76,20 +85,33 @@ class RunLogger:
         if not self.enabled:
             return
         record = {k: jsonable(v) for k, v in record.items()}
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, sort_keys=True) + "\n")
+        try:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(json.dumps(record, sort_keys=True) + "\n")
+        except OSError as e:  # the run's record: without it the run cannot go on
+            raise TrainingError(f"could not write {self.path} ({e.strerror or e}); free space (or fix permissions) "
+                                "and re-run the same command: it resumes from the last checkpoint") from None
         if self._tb is not None and tb_prefix is not None:
-            for k, v in record.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
-                    if math.isfinite(float(v)):
-                        self._tb.add_scalar(f"{tb_prefix}/{k}", float(v), tb_step)
-            self._tb.flush()
+            try:
+                for k, v in record.items():
+                    if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("epoch", "step"):
+                        if math.isfinite(float(v)):
+                            self._tb.add_scalar(f"{tb_prefix}/{k}", float(v), tb_step)
+                self._tb.flush()
+            except OSError as e:  # TensorBoard is a view of metrics.jsonl: drop it, keep training
+                self._tb = None
+                self.warn(f"warning: TensorBoard logging off ({e.strerror or e}); metrics.jsonl has every record")
 
     def _line(self, msg: str, stream) -> None:
         if not self.enabled:
             return
-        with open(self.text_path, "a", encoding="utf-8") as f:
-            f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + msg + "\n")
+        try:
+            append_log_line(self.text_path, msg)
+        except OSError as e:  # the line still reaches the terminal; say once that the file misses it
+            if not self._text_failed:
+                self._text_failed = True
+                print(f"warning: cannot write {self.text_path} ({e.strerror or e}); its lines go to the terminal "
+                      "only", file=sys.stderr, flush=True)
         if not self.quiet or stream is sys.stderr:
             if self._bar is not None:
                 self._bar.clear()
@@ -147,7 +169,10 @@ class RunLogger:
     def close(self) -> None:
         self.end_epoch()
         if self._tb is not None:
-            self._tb.close()
+            try:
+                self._tb.close()
+            except OSError:  # a full disk: the events already written are kept
+                pass
             self._tb = None
 
 
