@@ -300,30 +300,36 @@ def _model_files(directory: Path) -> list[str]:
     for root, _dirs, names in os.walk(directory):
         for name in names:
             rel = Path(root, name).relative_to(directory).as_posix()
-            if rel != MANIFEST_FILE:
+            if rel not in (MANIFEST_FILE, f".{MANIFEST_FILE}.tmp"):
                 out.append(rel)
     return sorted(out)
 
 
 def write_manifest(directory: str | os.PathLike) -> Path:
-    """Write ``manifest.json``: the SHA-256 and size of every other file of the directory."""
+    """Write ``manifest.json``: the SHA-256 and size of every other file of the directory.
+    Atomically (a kill leaves no manifest, never half of one)."""
     d = Path(directory)
     files = {rel: {"sha256": sha256_file(d / rel), "bytes": (d / rel).stat().st_size} for rel in _model_files(d)}
     path = d / MANIFEST_FILE
-    path.write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=1, sort_keys=True) + "\n")
+    tmp = d / f".{MANIFEST_FILE}.tmp"
+    tmp.write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, path)
     return path
 
 
-def verify_manifest(directory: str | os.PathLike) -> bool:
+MODEL_DIR_FIX = "re-create the model directory (re-convert or re-train), or restore it from a backup"
+
+
+def verify_manifest(directory: str | os.PathLike, fix: str = MODEL_DIR_FIX) -> bool:
     """Check every file listed in ``manifest.json`` (False: no manifest, nothing checked).
 
-    Raises one-line :class:`CheckpointError` naming the first missing or damaged file.
+    Raises one-line :class:`CheckpointError` naming the first missing or damaged file and
+    ending with ``fix`` (what to do).
     """
     d = Path(directory)
     path = d / MANIFEST_FILE
     if not path.exists():
         return False
-    fix = "re-create the model directory (re-convert or re-train), or restore it from a backup"
     try:
         files = json.loads(path.read_text())["files"]
         if not isinstance(files, dict):

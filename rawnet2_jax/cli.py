@@ -164,8 +164,8 @@ def _add_evaluate_command(sub) -> None:
                    help="ASVspoof 2021: score anew instead of continuing an existing score file")
     e.add_argument("--data-dir", required=True, metavar="DIR", help="TFDS data directory the dataset was built in")
     e.add_argument("--asv-scores", metavar="FILE", help="organisers' ASV scores of the same split (for min t-DCF)")
-    e.add_argument("--t-dcf", dest="t_dcf", choices=("2019", "2021"), default="2019",
-                   help="t-DCF formulation (default 2019)")
+    e.add_argument("--t-dcf", dest="t_dcf", choices=("2019", "2021"), default=None,
+                   help="t-DCF formulation of the min t-DCF that --asv-scores gives (default 2019)")
     e.add_argument("--out", required=True, metavar="DIR", help="output directory")
     e.add_argument("--batch-size", type=positive_int, default=32, metavar="N", help="batch size (default 32)")
     e.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -212,6 +212,9 @@ def cmd_score(args) -> int:
     from rawnet2_jax.score_output import ScoreWriter
     from rawnet2_jax.scoring import score_files
 
+    if args.hop is not None and not args.windows:
+        _err("--hop sets the hop of --windows; add --windows (without it one window of each file is scored)")
+        return 1
     out, created = _open_output(args.output)
     writer = ScoreWriter(out, args.format)
     total = 0
@@ -265,6 +268,9 @@ def cmd_evaluate(args) -> int:
     if args.split is None:
         _err(f"--split is required for {args.dataset} (dev or eval)")
         return 1
+    if args.t_dcf is not None and not args.asv_scores:
+        _err("--t-dcf chooses how the min t-DCF is computed from --asv-scores; give the ASV score file too")
+        return 1
     procs = _processes()
     model = _load_model(args.checkpoint)
     with _out_dir(args.out, procs) as out_dir:
@@ -275,7 +281,7 @@ def cmd_evaluate(args) -> int:
             data_dir=args.data_dir,
             out_dir=out_dir,
             asv_scores=args.asv_scores,
-            tdcf_version=args.t_dcf,
+            tdcf_version=args.t_dcf or "2019",
             batch_size=args.batch_size,
             progress=not args.no_progress,
             extra_summary={"checkpoint": os.path.abspath(args.checkpoint)},

@@ -102,6 +102,16 @@ def test_evaluate_missing_data_dir(fake_model, tmp_path, capsys):
     assert rc == 1 and "does not exist" in err and err.count("\n") == 1
 
 
+def test_flags_that_would_do_nothing_are_refused(fake_model, wavs, tmp_path, capsys):
+    rc = cli.main(["score", "--checkpoint", "x", "--hop", "0.5", "--no-progress", str(wavs / "good.wav")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--hop" in err and "--windows" in err and err.count("\n") == 1
+    rc = cli.main(["evaluate", "--checkpoint", "x", "--split", "dev", "--data-dir", str(tmp_path), "--t-dcf", "2021",
+                   "--out", str(tmp_path / "o"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 1 and "--asv-scores" in err and err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
 def test_metrics_alias_and_usage(tmp_path, capsys):
     p = tmp_path / "s.txt"
     p.write_text("a - bonafide 1\nb A01 spoof 0\nc A01 spoof 0.5\n")

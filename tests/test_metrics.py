@@ -280,11 +280,18 @@ def test_report_without_asv_and_fallback_to_pooled_asv_spoofs():
     assert rep.min_tdcf is None and "min_tdcf" not in rep.to_dict()
     assert "min_tdcf" not in rep.to_dict()["per_attack"]["A07"]
     assert "min t-DCF:  -" in rep.format_table()
-    # ASV file of another split: per-attack t-DCF uses the pooled ASV spoofs, with a warning.
+    # The ASV file of another split (attack ids, none shared): an error, not a t-DCF of attacks it never saw.
     asv = parse_asv_scores(_asv_lines(rng, attacks=("A01", "A02")))
+    with pytest.raises(MetricsError, match="another split"):
+        evaluate_scores(cm, asv)
+    # An attack without ASV spoof trials of its own uses the pooled ASV spoofs.
+    asv = parse_asv_scores(_asv_lines(rng, attacks=("A08", "A09")))
     rep = evaluate_scores(cm, asv)
-    assert rep.per_attack["A07"].asv == rep.asv
-    assert any("same split" in w for w in rep.warnings)
+    assert rep.per_attack["A07"].asv == rep.asv and rep.per_attack["A08"].asv != rep.asv
+    assert not rep.warnings
+    # Sources that are not ASVspoof attack ids: a warning only.
+    rep = evaluate_scores(cm, parse_asv_scores(_asv_lines(rng, attacks=("tts", "vc"))))
+    assert rep.per_attack["A07"].asv == rep.asv and any("same split" in w for w in rep.warnings)
 
 
 def test_report_empty_class_and_tie_warnings():

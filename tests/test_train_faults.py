@@ -147,6 +147,24 @@ def test_damaged_latest_checkpoint_falls_back(tmp_path, sources, reference, caps
 
 
 @pytest.mark.slow
+def test_flipped_bytes_in_a_checkpoint_are_caught_by_its_manifest(tmp_path, sources, reference, capsys):
+    """orbax reads changed bytes back as numbers (NaN losses later, blamed on the learning rate);
+    the SHA-256 manifest written after each save catches them and an earlier checkpoint is used."""
+    ref_wd, ref = reference
+    train(CFG, tmp_path, sources=sources, stop_after_steps=9, final_eval=False, quiet=True)  # latest = 8
+    assert (tmp_path / "checkpoints" / "8" / "manifest.json").is_file()
+    ckpt = tmp_path / "checkpoints" / "8" / "state"
+    biggest = max((p for p in ckpt.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+    data = bytearray(biggest.read_bytes())
+    data[len(data) // 2: len(data) // 2 + 64] = bytes(b ^ 0xFF for b in data[len(data) // 2: len(data) // 2 + 64])
+    biggest.write_bytes(bytes(data))  # same size, other bytes
+    resumed = train(CFG, tmp_path, sources=sources, final_eval=False, quiet=False)
+    err = capsys.readouterr().err
+    assert "checkpoint 8" in err and "SHA-256 differs" in err and "newest valid checkpoint" in err, err
+    _same_params(resumed, ref)
+
+
+@pytest.mark.slow
 def test_progress_lines_without_a_terminal(tmp_path, sources, monkeypatch, capsys):
     monkeypatch.setattr(loop.RunLogger, "progress_seconds", 0.0)
     train(CFG.replace(epochs=1), tmp_path, sources=sources, final_eval=False, progress=False)

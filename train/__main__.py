@@ -33,15 +33,20 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=__doc__.split("Examples::", 1)[1],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--config", required=True, choices=sorted(PRESETS), help="training preset")
+    ap.add_argument("--config", required=True, choices=sorted(PRESETS),
+                    help="training preset: caa_plateau (the seed recipe, caa_rawnet2 model), tak2021 (the "
+                         "official RawNet2 recipe), tak2021_rawboost (the same with RawBoost 5), demo (a small "
+                         "model for the synthetic demo corpus, minutes on a CPU)")
     ap.add_argument("--workdir", help="run directory (default runs/<preset>)")
-    ap.add_argument("--data-dir", help="TFDS data dir holding the built dataset")
+    ap.add_argument("--data-dir", help="TFDS data dir holding the built dataset (default: TFDS's, "
+                                         "~/tensorflow_datasets)")
     ap.add_argument(
         "--asv-scores",
-        help="directory holding LA/ASVspoof2019_LA_asv_scores (or that folder itself) for min t-DCF",
+        help="the ASVspoof 2019 ASV score files for min t-DCF: a directory holding them, their "
+             "ASVspoof2019_LA_asv_scores folder or the LA/ folder above it (default: no t-DCF)",
     )
     ap.add_argument("--init-from", help="start from a model dir (load_pretrained) instead of a fresh init")
-    o = ap.add_argument_group("overrides")
+    o = ap.add_argument_group("overrides", "each replaces the preset's value (unset: the preset's)")
     _add_recipe_overrides(o)
     _add_compute_overrides(o)
     _add_augmentation_overrides(o)
@@ -50,25 +55,27 @@ def build_parser() -> argparse.ArgumentParser:
                         "model.fms_mode=mul --set plateau.patience=5 (applied after the flags above)")
     ap.add_argument("--no-final-eval", action="store_true", help="skip scoring the eval split at the end")
     ap.add_argument("--distributed", action="store_true", help="call jax.distributed.initialize (multi-host)")
-    ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--quiet", action="store_true", help="print warnings and errors only (train.log keeps every line)")
     return ap
 
 
 def _add_recipe_overrides(o) -> None:
     """The optimisation recipe and its bookkeeping: epochs, batches, learning rate, stopping, seeds."""
-    o.add_argument("--epochs", type=positive_int)
+    o.add_argument("--epochs", type=positive_int, help="epochs in all (a resumed run trains up to this many)")
     o.add_argument("--batch-size", type=positive_int, help="global batch size (all devices, all hosts)")
-    o.add_argument("--eval-batch-size", type=positive_int)
-    o.add_argument("--lr", "--learning-rate", dest="learning_rate", type=positive_float)
-    o.add_argument("--weight-decay", type=nonneg_float)
+    o.add_argument("--eval-batch-size", type=positive_int, help="global batch size of the dev / eval scoring")
+    o.add_argument("--lr", "--learning-rate", dest="learning_rate", type=positive_float, help="initial learning rate (Adam)")
+    o.add_argument("--weight-decay", type=nonneg_float, help="coupled L2 added to the gradients, as torch's Adam")
     o.add_argument("--grad-clip", dest="grad_clip_norm", type=nonneg_float, help="global-norm clip; 0 disables clipping")
-    o.add_argument("--class-weights", type=positive_float, nargs=2, metavar=("SPOOF", "BONAFIDE"))
+    o.add_argument("--class-weights", type=positive_float, nargs=2, metavar=("SPOOF", "BONAFIDE"),
+                   help="cross-entropy weights of the two classes")
     o.add_argument("--early-stopping", dest="early_stopping_patience", type=nonneg_int, help="epochs without dev-EER improvement; 0 disables")
-    o.add_argument("--plateau-patience", type=nonneg_int)
-    o.add_argument("--seed", type=nonneg_int)
-    o.add_argument("--shuffle-seed", type=nonneg_int)
+    o.add_argument("--plateau-patience", type=nonneg_int,
+                   help="epochs without dev-loss improvement before the learning rate drops (ReduceLROnPlateau)")
+    o.add_argument("--seed", type=nonneg_int, help="seed of the model init and the step keys")
+    o.add_argument("--shuffle-seed", type=nonneg_int, help="seed of the training order")
     o.add_argument("--checkpoint-every", dest="checkpoint_every_steps", type=nonneg_int, help="steps; 0 = epoch ends only")
-    o.add_argument("--max-steps-per-epoch", type=positive_int)
+    o.add_argument("--max-steps-per-epoch", type=positive_int, help="cut every epoch to this many steps (quick trials)")
     o.add_argument("--log-every", dest="log_every_steps", type=positive_int, help="steps between metric fetches / train records")
 
 

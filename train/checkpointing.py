@@ -22,7 +22,8 @@ from typing import Any, Callable
 
 import jax
 
-from rawnet2_jax.errors import TrainingError
+from rawnet2_jax.checkpoint import verify_manifest, write_manifest
+from rawnet2_jax.errors import TrainingError, UserError
 from train.state import HostState, TrainState
 
 BROKEN_DIR = "broken_checkpoints"  # beside checkpoints/: damaged ones moved out of orbax's way
@@ -69,7 +70,10 @@ _STORE_ERRORS = {"RESOURCE_EXHAUSTED": errno.ENOSPC, "PERMISSION_DENIED": errno.
 
 
 def _reason(e: BaseException) -> str:
-    """The innermost OS-level cause of an orbax / tensorstore failure, on one line."""
+    """The innermost OS-level cause of an orbax / tensorstore failure, on one line (our own
+    one-line errors as they are)."""
+    if isinstance(e, UserError):
+        return str(e)
     seen = e
     while seen is not None:
         if isinstance(seen, OSError) and seen.strerror:
@@ -104,6 +108,8 @@ def save_checkpoint(mngr, state: TrainState, host: HostState, step: int) -> int:
             force=True,
         )
         mngr.wait_until_finished()
+        if jax.process_index() == 0:  # after the commit: a kill before it leaves no manifest, not a wrong one
+            write_manifest(Path(mngr.directory) / str(step))
     except Exception as e:  # orbax wraps OS errors in assorted types
         previous = [s for s in mngr.all_steps() if s != step]
         kept = f"checkpoint {max(previous)} is kept" if previous else "no earlier checkpoint exists"
@@ -120,6 +126,10 @@ def restore_checkpoint(mngr, state: TrainState, step: int) -> tuple[TrainState, 
     """Arrays (placed like ``state``'s) and host state of checkpoint ``step``."""
     import orbax.checkpoint as ocp
 
+    # orbax reads flipped bytes back as numbers (the audit's NaN losses blamed on the learning
+    # rate): the SHA-256 manifest written after the save says they changed. Checkpoints
+    # saved without one (before manifests, or killed before it) restore unchecked.
+    verify_manifest(Path(mngr.directory) / str(step), fix="the checkpoint cannot be used")
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state.arrays())
     restored = mngr.restore(
         step,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 
@@ -16,6 +17,9 @@ from rawnet2_jax.metrics.tdcf import (
     asv_error_rates,
     min_tdcf,
 )
+
+
+_ATTACK_ID = re.compile(r"A\d\d")  # ASVspoof 2019 / 2021 attack ids: A01-A19
 
 
 @dataclasses.dataclass
@@ -169,10 +173,14 @@ def evaluate_scores(
         tdcf = _safe_min_tdcf(bona, spoof, trials.pooled, tdcf_version, cost_model, "pooled", warnings)
         attacks = cm.spoof_attacks()
         if attacks and trials.sources and not (set(attacks) & trials.sources):
-            warnings.append(
-                f"none of the CM attacks ({', '.join(attacks)}) is in the ASV score file "
-                f"(which has {', '.join(sorted(trials.sources))}); is it the ASV file of the same split?"
-            )
+            text = (f"none of the CM attacks ({', '.join(attacks)}) is in the ASV score file "
+                    f"(which has {', '.join(sorted(trials.sources))})")
+            if all(_ATTACK_ID.fullmatch(a) for a in (*attacks, *trials.sources)):
+                # ASVspoof attack ids on both sides: the ASV file of another split, whose t-DCF
+                # would be a number for attacks it never saw
+                raise MetricsError(f"{text}: it is the ASV file of another split; give the ASV scores "
+                                   "of the same split (dev for dev, eval for eval)")
+            warnings.append(f"{text}; is it the ASV file of the same split?")
     per_attack: dict[str, AttackResult] = {}
     for attack in cm.spoof_attacks():
         s = cm.spoof_scores(attack)
