@@ -156,7 +156,8 @@ def _add_evaluate_command(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     e.add_argument("--checkpoint", required=True, metavar="DIR", help="model directory")
     e.add_argument("--dataset", default="asvspoof2019_la",
-                   choices=("asvspoof2019_la", "in_the_wild", "asvspoof2021_la", "asvspoof2021_df"))
+                   choices=("asvspoof2019_la", "in_the_wild", "asvspoof2021_la", "asvspoof2021_df"),
+                   help="the built TFDS dataset to score (default asvspoof2019_la)")
     e.add_argument("--split", help="dev or eval (train also works; in_the_wild: eval; 2021: eval, the default)")
     e.add_argument("--subset", choices=("eval", "progress", "hidden"), default="eval",
                    help="ASVspoof 2021: the subset of the organisers' tables (default eval)")
