@@ -117,7 +117,9 @@ def _foreign_pickle_globals(p: Path) -> list[str] | None:
                 if op.name in ("GLOBAL", "INST"):
                     name = str(arg).replace(" ", ".")
                 elif op.name == "STACK_GLOBAL":
-                    name = ".".join(str(x) for x in pushed[-2:])
+                    if len(pushed) < 2 or not all(isinstance(x, str) for x in pushed[-2:]):
+                        raise ValueError("STACK_GLOBAL without its two names: not a pickle")  # e.g. .npy's 0x93
+                    name = ".".join(pushed[-2:])
                 else:
                     if isinstance(arg, str) and ("UNICODE" in op.name or "STRING" in op.name):
                         pushed.append(arg)

@@ -158,6 +158,14 @@ def test_truncated_plain_pickle_is_still_corrupt(tmp_path, capsys):
     assert "unsafe" not in err
 
 
+def test_a_numpy_file_named_pt_is_corrupt_not_unsafe(tmp_path, capsys):
+    src = tmp_path / "npy.pt"  # its magic byte 0x93 reads as a STACK_GLOBAL without names
+    with open(src, "wb") as f:
+        np.save(f, np.zeros(3))
+    err = _fails(capsys, [src, tmp_path / "out"], "corrupt", out=tmp_path / "out")
+    assert "unsafe" not in err and "references" not in err
+
+
 def test_symlink_loop_source(tmp_path, capsys):
     a, b = tmp_path / "a.pt", tmp_path / "b.pt"
     a.symlink_to(b)

@@ -375,3 +375,15 @@ def test_closed_event_loop_errors_of_the_store_are_dropped():
     finally:
         sys.unraisablehook = before
     assert reported == ["something else"]
+
+
+def test_a_batch_larger_than_the_train_split_fails_before_compiling(tmp_path, sources, monkeypatch):
+    from rawnet2_jax.errors import DataError
+
+    def compiled(*a, **k):
+        raise AssertionError("compiled before the batch size was checked")
+
+    monkeypatch.setattr(loop, "_compiled", compiled)
+    with pytest.raises(DataError, match="fewer than one batch"):
+        train(CFG.replace(batch_size=4 * len(sources["train"])), tmp_path, sources=sources, final_eval=False,
+              quiet=True)

@@ -306,6 +306,7 @@ def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quie
     mesh = shd.make_mesh()
     shd.check_batch_size(cfg.batch_size, mesh)
     shd.check_batch_size(cfg.eval_batch_size, mesh, "eval batch size")
+    spe = _steps_per_epoch(cfg, sources["train"])  # before compiling: a batch larger than the split fails at once
     state = _first_state(cfg, mesh, init_variables, restarting)
     model, train_step, eval_step = _compiled(cfg, mesh, state, log)
     mngr, state, host, step = restore_newest_valid(mngr, state, warn=log.warn)
@@ -317,7 +318,6 @@ def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quie
                  else f"{epoch} epoch{'' if epoch == 1 else 's'} done")
         log.info(f"resumed from {workdir / CHECKPOINT_DIR / str(step)}: step {step}, {where}")
         truncate_metrics(workdir / METRICS_FILE, step, epoch)
-    spe = _steps_per_epoch(cfg, sources["train"])
     # Every process gets the whole score files; only the primary's are the run's.
     scores_dir = workdir / SCORES_DIR if shd.is_primary() else Path(tempfile.mkdtemp(prefix="rawnet2-scores-"))
     run = _Run(cfg, workdir, log, mesh, sources, dict(asv_scores or {}), mngr, train_step, eval_step,
