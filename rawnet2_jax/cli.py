@@ -13,7 +13,7 @@ import shutil
 import sys
 import tempfile
 
-from rawnet2_jax.cliutil import nonneg_float, positive_float, positive_int
+from rawnet2_jax.cliutil import nonneg_float, positive_float, positive_int, quiet_broken_pipe
 
 EPILOG = """\
 score convention: log-odds = logit[1] - logit[0], HIGHER = MORE BONA FIDE (index 0 = spoof,
@@ -392,6 +392,7 @@ def cmd_benchmark(args) -> int:
     return 0
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "metrics":

@@ -13,11 +13,15 @@ finite.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
+import os
+import sys
 from typing import Callable
 
 __all__ = [
     "OneLineParser",
+    "quiet_broken_pipe",
     "float_range",
     "fraction",
     "int_range",
@@ -27,6 +31,24 @@ __all__ = [
     "positive_int",
     "unit_interval",
 ]
+
+
+def quiet_broken_pipe(main: Callable[..., int]) -> Callable[..., int]:
+    """A command's ``main`` whose output may go into a reader that stops early (``| head``):
+    it then ends quietly with 141 (what a shell reports for SIGPIPE), not a BrokenPipeError
+    traceback."""
+
+    @functools.wraps(main)
+    def wrapped(*args, **kwargs) -> int:
+        try:
+            rc = main(*args, **kwargs)
+            sys.stdout.flush()
+            return rc
+        except BrokenPipeError:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush at exit
+            return 141
+
+    return wrapped
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -110,3 +110,14 @@ def test_module_entry_point(files):
     )
     assert res.returncode == 0, res.stderr
     assert "per_attack" in json.loads(res.stdout)
+
+
+def test_a_reader_that_stops_early_ends_it_quietly(files):
+    """`... | head`: the reader is gone before the table is written; exit 141, no traceback."""
+    cm, asv, _ = files
+    p = subprocess.Popen([sys.executable, "-m", "rawnet2_jax.metrics", str(cm), "--asv-scores", str(asv)],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before the child writes anything
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=60) == 141, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

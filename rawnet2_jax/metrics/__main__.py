@@ -7,6 +7,8 @@ import argparse
 import json
 import sys
 
+from rawnet2_jax.cliutil import quiet_broken_pipe
+
 DESCRIPTION = """\
 Compute the EER and (with the organisers' ASV scores) the tandem min t-DCF of a
 countermeasure score file, pooled and per attack, as the ASVspoof evaluation defines them.
@@ -93,6 +95,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     return p
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser = build_parser(prog)
     args = parser.parse_args(argv)
