@@ -80,17 +80,23 @@ def _header(path: str) -> sf._SoundFileInfo:
         raise AudioError(f"{path}: cannot read audio ({msg}); is it a WAV/FLAC/OGG/MP3 file?") from e
 
 
-def check_waveform(x: np.ndarray, name: str, *, on_silent: OnSilent = "error") -> None:
-    """Raise AudioError for an empty or non-finite waveform; handle all-zero per ``on_silent``."""
+def check_waveform(x: np.ndarray, name: str, *, on_silent: OnSilent = "error", partial: bool = False,
+                   channels: int = 1) -> None:
+    """Raise AudioError for an empty or non-finite waveform; handle all-zero per ``on_silent``.
+    ``partial``: ``x`` is the part of the file that is scored, not all of it; ``channels``: ``x``
+    is the mean of that many (the messages say both, never "all" of a file they did not see)."""
     if x.size == 0:
         raise AudioError(f"{name}: audio has zero samples")
+    read = f"the {x.size} read, the part scored" if partial else f"{x.size}"
+    mixed = f" after averaging its {channels} channels" if channels > 1 else ""
     if not np.all(np.isfinite(x)):
         bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
-        raise AudioError(f"{name}: audio contains {bad} NaN/Inf sample(s) of {x.size}; the file is corrupt")
+        raise AudioError(f"{name}: audio contains {bad} NaN/Inf sample(s) of {read}{mixed}; the file is corrupt")
     if on_silent != "ignore" and not np.any(x):
-        msg = f"{name}: audio is silent (all {x.size} samples are zero); its score carries no information"
+        which = f"the {x.size} samples read, the part scored, are" if partial else f"all {x.size} samples are"
+        msg = f"{name}: audio is silent ({which} zero{mixed}); its score carries no information"
         if on_silent == "error":
-            raise AudioError(msg + " (to score it anyway: rawnet2-jax score --allow-silent, or on_silent='warn')")
+            raise AudioError(msg + " (rawnet2-jax score --allow-silent scores it anyway)")
         warnings.warn(msg, SilentAudioWarning, stacklevel=3)
 
 
@@ -217,7 +223,8 @@ def read_audio(
         raise AudioError(f"{path}: audio has zero samples")
     x = data[:, 0] if data.shape[1] == 1 else data.mean(axis=1, dtype=np.float32)
     # Check before resampling so NaN/Inf are reported as such (soxr would smear them).
-    check_waveform(x, path, on_silent=on_silent)
+    partial = head_samples is not None and (not known or data.shape[0] < frames)
+    check_waveform(x, path, on_silent=on_silent, partial=partial, channels=data.shape[1])
     x = resample(x, sr, sample_rate)
     if head_samples is not None:
         x = x[:head_samples]

@@ -5,7 +5,7 @@ import pytest
 import soundfile as sf
 
 from rawnet2_jax import audio
-from rawnet2_jax.audio import SilentAudioWarning, fit_length, load_audio
+from rawnet2_jax.audio import SilentAudioWarning, fit_length, load_audio, read_audio
 from rawnet2_jax.errors import AudioError, UserError
 
 
@@ -221,3 +221,19 @@ def test_pcm16_roundtrip_matches_soundfile(tmp_path):
     np.testing.assert_array_equal(audio.pcm16_to_float(pcm.tobytes()), ref)
     np.testing.assert_array_equal(audio.float_to_pcm16(audio.pcm16_to_float(pcm)), pcm)
     np.testing.assert_array_equal(audio.load_pcm16(p), pcm)
+
+
+def test_messages_say_which_samples_they_checked(tmp_path):
+    """A scored part is not "all" of a file; a stereo file is judged by its channels' mean."""
+    long = tmp_path / "long.wav"
+    sf.write(long, np.zeros(48000, np.float32), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError) as e:
+        read_audio(long, head_samples=24000)
+    assert "the 24000 samples read, the part scored, are zero" in str(e.value) and "all 24000" not in str(e.value)
+    with pytest.raises(AudioError, match="all 48000 samples are zero"):
+        read_audio(long)
+    cancel = tmp_path / "cancel.wav"
+    tone = np.sin(np.arange(1600) / 10).astype(np.float32)
+    sf.write(cancel, np.stack([tone, -tone], 1), 16000, subtype="FLOAT")
+    with pytest.raises(AudioError, match="after averaging its 2 channels"):
+        read_audio(cancel)
