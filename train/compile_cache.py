@@ -1,9 +1,9 @@
 """The run's persistent XLA compilation cache: ``WORKDIR/compile_cache``.
 
 A restarted run (after a crash, a preemption or Ctrl-C, or to train for more epochs) builds
-the same programs again: the model init, the train step and the eval step. On 2 CPU cores
-that is most of the time before its first step (the demo preset: 12.9 s to the resume
-instead of 5.4 s with the cache; README "Restarting"). ``python -m train`` therefore points
+the same programs again: the train step and the eval step. On 2 CPU cores that is most of
+the time before its first step (tak2021: 9.0-10.8 s to the resume without the cache, 4.3-4.6 s
+with it; README "Restarts load their compiled programs"). ``python -m train`` therefore points
 JAX's persistent compilation cache at the workdir, so a restart loads the compiled
 programs. The workdir, not a cache shared by all runs: the workdir lock keeps one run at a
 time writing it, it holds only this run's few programs (no eviction needed) and goes when
