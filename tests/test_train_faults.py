@@ -324,6 +324,14 @@ def test_an_unusable_workdir_is_one_line(tmp_path, sources, monkeypatch):
     with pytest.raises(UserError) as e:
         train(CFG, tmp_path / "ro", sources=sources, final_eval=False, quiet=True)
     assert "cannot write its lock file .lock (Read-only file system)" in str(e.value) and "\n" not in str(e.value)
+    monkeypatch.setattr(os, "open", real_open)
+
+    def full(fd, data, offset):  # the disk fills up as the holder is written
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(UserError, match=r"cannot write its lock file \.lock \(No space left on device\)"):
+        train(CFG, tmp_path / "full", sources=sources, final_eval=False, quiet=True)
 
 
 def test_run_outputs_that_cannot_be_written(tmp_path, capsys):

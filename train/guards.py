@@ -41,8 +41,7 @@ class WorkdirLock:
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as e:  # a read-only file system, no permission
-            raise UserError(f"workdir {self.path.parent}: cannot write its lock file {self.path.name} "
-                            f"({e.strerror or e}); give a writable --workdir") from None
+            raise self._unwritable(e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -52,11 +51,19 @@ class WorkdirLock:
                 f"workdir {self.path.parent} is in use by {holder}; wait for that run to end "
                 "(or stop it) or choose another --workdir"
             ) from None
-        os.ftruncate(fd, 0)
         started = time.strftime("%Y-%m-%d %H:%M:%S")
-        os.pwrite(fd, f"PID {os.getpid()} on host {socket.gethostname()} (since {started})\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"PID {os.getpid()} on host {socket.gethostname()} (since {started})\n".encode(), 0)
+        except OSError as e:  # a full disk
+            os.close(fd)
+            raise self._unwritable(e) from None
         self._fd = fd
         return self
+
+    def _unwritable(self, e: OSError) -> UserError:
+        return UserError(f"workdir {self.path.parent}: cannot write its lock file {self.path.name} "
+                         f"({e.strerror or e}); give a writable --workdir")
 
     def __exit__(self, *exc) -> None:
         if self._fd is not None:

@@ -333,7 +333,7 @@ def _first_state(cfg: TrainConfig, mesh, init_variables, restarting: bool) -> Tr
     dtypes, placements): its arrays come from the checkpoint, and a fresh init and optimizer
     state would cost 1-2 s of every restart for nothing."""
     if restarting and init_variables is None:
-        abstract = jax.eval_shape(lambda: create_train_state(_init_variables(cfg), cfg))
+        abstract = _abstract_state(cfg)
         placed = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=shd.replicated(mesh),
                                                              weak_type=a.weak_type), abstract.arrays())
         return abstract.with_arrays(placed)
@@ -342,9 +342,14 @@ def _first_state(cfg: TrainConfig, mesh, init_variables, restarting: bool) -> Tr
     return state.with_arrays(shd.replicate(state.arrays(), mesh))
 
 
+def _abstract_state(cfg: TrainConfig) -> TrainState:
+    """``cfg``'s fresh train state as shapes and dtypes (traced, not computed)."""
+    return jax.eval_shape(lambda: create_train_state(_init_variables(cfg), cfg))
+
+
 def _state_layout(cfg: TrainConfig) -> tuple:
-    """The tree structure, shapes and dtypes of ``cfg``'s train state (traced, not computed)."""
-    arrays = jax.eval_shape(lambda: create_train_state(_init_variables(cfg), cfg)).arrays()
+    """The tree structure, shapes and dtypes of ``cfg``'s train state."""
+    arrays = _abstract_state(cfg).arrays()
     return jax.tree.structure(arrays), [(a.shape, a.dtype) for a in jax.tree.leaves(arrays)]
 
 
