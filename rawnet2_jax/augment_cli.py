@@ -21,6 +21,7 @@ import numpy as np
 
 from rawnet2_jax.augment.config import ALGORITHMS, REFERENCE_NAMES, RawBoostConfig
 from rawnet2_jax.cliutil import OneLineParser, float_range, int_range, nonneg_int, positive_int
+from rawnet2_jax.fsutil import make_out_dir
 
 HELP = """\
 Apply RawBoost (Tak et al., ICASSP 2022: data boosting for raw-waveform anti-spoofing) to
@@ -160,8 +161,7 @@ def augment_file(path: str | os.PathLike, out_dir: str | os.PathLike, *, algo: i
     if not np.any(x):
         raise AudioError(f"{os.fspath(path)}: audio is silent (all {x.size} samples are zero); "
                          "RawBoost of silence is silence")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(out_dir)
     stem = Path(path).stem
     fn = _rawboost_fn()
     keys = jax.random.split(jax.random.key(seed), count)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rawnet2_jax.data import is_built
+from rawnet2_jax.fsutil import make_out_dir
 
 BENCHMARK_DATASETS = ("asvspoof2019_la", "asvspoof2021_la", "asvspoof2021_df", "in_the_wild")
 
@@ -120,8 +121,7 @@ def run_benchmark(
     from rawnet2_jax import plots
 
     primary = processes is None or processes.primary
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(out_dir)
     opts = dict(batch_size=batch_size, resume=resume, progress=progress, run_id=run_id, processes=processes,
                 score_only=not primary, plots=primary)
     results = []

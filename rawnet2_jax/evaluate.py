@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rawnet2_jax.errors import DataError
+from rawnet2_jax.fsutil import make_out_dir
 from rawnet2_jax.scoring import DEFAULT_BATCH_SIZE
 
 
@@ -76,8 +77,7 @@ def evaluate_split(
         source = data_source(dataset, split, data_dir)
     if len(source) == 0:
         raise DataError(f"{dataset} split {split!r} is empty")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_out_dir(out_dir)
 
     score_file = score_split(
         model, source, batch_size=batch_size, out_dir=out, resume=resume, score_file=f"scores_{dataset}_{split}.txt",

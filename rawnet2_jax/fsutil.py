@@ -1,6 +1,6 @@
 """File-system helpers shared by the writers and readers: why a path is unusable, our own
 temporary directories (named so that a later writer can tell a dead writer's leftovers from a
-live one's), SHA-256 of files, and one-line messages for OSErrors (full disk, read-only).
+live one's), SHA-256 of files, output folders, and one-line messages for OSErrors (full disk, read-only).
 """
 
 from __future__ import annotations
@@ -137,6 +137,21 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def make_out_dir(path: str | os.PathLike) -> Path:
+    """Create the output folder ``path`` (and its parents); a file in the way, a full disk or
+    a read-only location is one line (:class:`rawnet2_jax.errors.UserError`)."""
+    from rawnet2_jax.errors import UserError
+
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out} is a file, not a folder; give an output folder (it is created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(os_error_line(e, f"creating the output folder {out}")) from None
+    return out
 
 
 def os_error_line(e: OSError, doing: str) -> str:

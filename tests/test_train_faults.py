@@ -132,6 +132,30 @@ def test_disk_full_during_save_is_one_line_and_resumable(tmp_path, sources, monk
 
 
 @pytest.mark.slow
+def test_disk_full_writing_a_manifest_keeps_the_checkpoint_and_says_so(tmp_path, sources, monkeypatch, reference):
+    import train.checkpointing as ckpt
+
+    real = ckpt.write_manifest
+
+    def full_disk(directory):
+        if Path(directory).name == "4":
+            (Path(directory) / ".manifest.json.tmp").write_text('{"algo')  # torn, as a full disk leaves it
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real(directory)
+
+    monkeypatch.setattr(ckpt, "write_manifest", full_disk)
+    with pytest.raises(CheckpointError) as e:
+        train(CFG, tmp_path, sources=sources, final_eval=False, quiet=True)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("checkpoint 4 in ") and "(No space left on device)" in msg, msg
+    four = tmp_path / "checkpoints" / "4"
+    assert not (four / "manifest.json").exists() and not (four / ".manifest.json.tmp").exists()
+    monkeypatch.setattr(ckpt, "write_manifest", real)
+    resumed = train(CFG, tmp_path, sources=sources, final_eval=False, quiet=True)  # from 4, unchecked
+    _same_params(resumed, reference[1])
+
+
+@pytest.mark.slow
 def test_damaged_latest_checkpoint_falls_back(tmp_path, sources, reference, capsys):
     ref_wd, ref = reference
     train(CFG, tmp_path, sources=sources, stop_after_steps=9, final_eval=False, quiet=True)  # latest = 8
@@ -304,6 +328,8 @@ def test_a_restart_with_other_state_shapes_is_refused_and_keeps_everything(tmp_p
     # The run's own settings (more epochs only) still resume.
     res = train(CFG.replace(epochs=3), wd, sources=sources, final_eval=False, quiet=True)
     assert res.epochs_done == 3
+    note = f"note: settings that differ from the run's saved in {wd / 'config.json'}: epochs; using this command's"
+    assert note in (wd / "train.log").read_text()
 
 
 def test_an_unusable_workdir_is_one_line(tmp_path, sources, monkeypatch):

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import jax
 
-from rawnet2_jax.checkpoint import verify_manifest, write_manifest
+from rawnet2_jax.checkpoint import MANIFEST_FILE, verify_manifest, write_manifest
 from rawnet2_jax.errors import TrainingError, UserError
 from train.state import HostState, TrainState
 
@@ -108,8 +108,6 @@ def save_checkpoint(mngr, state: TrainState, host: HostState, step: int) -> int:
             force=True,
         )
         mngr.wait_until_finished()
-        if jax.process_index() == 0:  # after the commit: a kill before it leaves no manifest, not a wrong one
-            write_manifest(Path(mngr.directory) / str(step))
     except Exception as e:  # orbax wraps OS errors in assorted types
         previous = [s for s in mngr.all_steps() if s != step]
         kept = f"checkpoint {max(previous)} is kept" if previous else "no earlier checkpoint exists"
@@ -119,7 +117,22 @@ def save_checkpoint(mngr, state: TrainState, host: HostState, step: int) -> int:
         ) from None
     finally:
         absl.setLevel(level)
+    if jax.process_index() == 0:  # after the commit: a kill before it leaves no manifest, not a wrong one
+        _write_manifest_of(Path(mngr.directory) / str(step), step)
     return step
+
+
+def _write_manifest_of(directory: Path, step: int) -> None:
+    """The committed checkpoint's manifest; failing, the checkpoint is kept, unchecked."""
+    try:
+        write_manifest(directory)
+    except OSError as e:
+        (directory / f".{MANIFEST_FILE}.tmp").unlink(missing_ok=True)
+        raise CheckpointError(
+            f"checkpoint {step} in {directory.parent} is written but its manifest (the SHA-256 of its files) "
+            f"could not be ({_reason(e)}); the checkpoint restores without that check: fix that (free disk "
+            "space, permissions) and re-run the same command to resume"
+        ) from None
 
 
 def restore_checkpoint(mngr, state: TrainState, step: int) -> tuple[TrainState, HostState]:

@@ -413,8 +413,8 @@ def _write_config(cfg: TrainConfig, workdir: Path, log: RunLogger) -> None:
         except ValueError:
             old = {}
         if old != new:
-            changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            log.info(f"note: config differs from the one saved in {path} ({', '.join(changed)}); using the new one")
+            changed = ", ".join(_changed_fields(old, new))
+            log.info(f"note: settings that differ from the run's saved in {path}: {changed}; using this command's")
     if jax.process_index() == 0:
         _write_json(path, new)
 
