@@ -2,10 +2,10 @@
 
 A restarted run (after a crash, a preemption or Ctrl-C, or to train for more epochs) builds
 the same programs again: the train step and the eval step. On 2 CPU cores that is most of
-the time before its first step (tak2021: 7.2-10.2 s to the resume without the cache, 3.7-3.8 s
-with it; README "Restarts load their compiled programs"). ``python -m train`` therefore points
-JAX's persistent compilation cache at the workdir, so a restart loads the compiled
-programs. The workdir, not a cache shared by all runs: the workdir lock keeps one run at a
+the time before its first step (tak2021 on a 2-core Intel Xeon: 5.3-5.6 s to the resume
+without the cache, 2.35-2.45 s with it; README "Restarts load their compiled programs").
+``python -m train`` therefore points JAX's persistent compilation cache at the workdir, so a
+restart loads the compiled programs. The workdir, not a cache shared by all runs: the workdir lock keeps one run at a
 time writing it, it holds only this run's few programs (no eviction needed) and goes when
 the run is deleted.
 
