@@ -5,9 +5,9 @@ the same programs again: the train step and the eval step. On 2 CPU cores that i
 the time before its first step (tak2021 on a 2-core Intel Xeon: 5.3-5.6 s to the resume
 without the cache, 2.35-2.45 s with it; README "Restarts load their compiled programs").
 ``python -m train`` therefore points JAX's persistent compilation cache at the workdir, so a
-restart loads the compiled programs. The workdir, not a cache shared by all runs: the workdir lock keeps one run at a
-time writing it, it holds only this run's few programs (no eviction needed) and goes when
-the run is deleted.
+restart loads the compiled programs. The workdir, not a cache shared by all runs: the workdir
+lock keeps one run at a time writing it, it holds only this run's few programs (no eviction
+needed) and goes when the run is deleted.
 
 Whatever the user chose wins: ``JAX_COMPILATION_CACHE_DIR=DIR`` (one cache for every run),
 ``JAX_ENABLE_COMPILATION_CACHE=false`` (none) and ``JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS``
