@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import resource
+import subprocess
 import tempfile
 
 import numpy as np
@@ -11,9 +12,10 @@ import soundfile as sf
 
 tfds = pytest.importorskip("tensorflow_datasets")
 
-from rawnet2_jax.data import asvspoof2019_la, asvspoof2021_la, in_the_wild  # noqa: E402
+from rawnet2_jax.data import asvspoof2019_la, asvspoof2021_la, data_source, in_the_wild  # noqa: E402
 from rawnet2_jax.data import tfds_common as C  # noqa: E402
 from rawnet2_jax.errors import AudioError, DataError  # noqa: E402
+from rawnet2_jax.fsutil import temp_prefix  # noqa: E402
 from tensorflow_datasets.core import shuffle as tfds_shuffle  # noqa: E402
 from tests.data_fixtures import (  # noqa: E402
     la21_asv_lines,
@@ -88,6 +90,36 @@ def test_interrupted_build_restarts_cleanly(tmp_path):
     b = asvspoof2019_la.build(tmp_path / "c", tmp_path / "data")
     assert b.info.splits["eval"].num_examples == 5
     assert sorted(p.name for p in ds_dir.iterdir()) == ["1.0.0"]
+
+
+def test_a_failed_overwrite_keeps_the_old_dataset(tmp_path):
+    """--overwrite builds beside the finished dataset and swaps it in only when complete."""
+    write_la_tree(tmp_path / "c")
+    asvspoof2019_la.build(tmp_path / "c", tmp_path / "data")
+    ds_dir = tmp_path / "data" / "asvspoof2019_la"
+    before = {p.relative_to(ds_dir): p.read_bytes() for p in ds_dir.rglob("*") if p.is_file()}
+    bad = sorted((tmp_path / "c/LA/ASVspoof2019_LA_eval/flac").glob("*.flac"))[2]
+    good = bad.read_bytes()
+    bad.write_bytes(b"not audio at all" * 10)
+    with pytest.raises(AudioError, match=bad.name):
+        asvspoof2019_la.build(tmp_path / "c", tmp_path / "data", overwrite=True)
+    assert {p.relative_to(ds_dir): p.read_bytes() for p in ds_dir.rglob("*") if p.is_file()} == before
+    hidden = lambda: [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".")]  # noqa: E731
+    assert hidden() == []  # no scratch data dir left
+    # Killed mid-overwrite (-9): its scratch data dir is removed by the next build.
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # a PID no process has now
+    (tmp_path / "data" / f"{temp_prefix('asvspoof2019_la').rsplit('-', 2)[0]}-{gone.pid}-x").mkdir()
+    bad.write_bytes(good)
+    proto = tmp_path / "c/LA/ASVspoof2019_LA_cm_protocols/ASVspoof2019.LA.cm.eval.trl.txt"
+    proto.write_text("\n".join(proto.read_text().splitlines()[:-1]) + "\n")
+    b = asvspoof2019_la.build(tmp_path / "c", tmp_path / "data", overwrite=True)
+    assert b.info.splits["eval"].num_examples == 4 and b.data_dir == str(ds_dir / "1.0.0")
+    assert len(data_source("asvspoof2019_la", "eval", tmp_path / "data")) == 4
+    assert hidden() == []
+    assert sorted(p.name for p in ds_dir.iterdir()) == ["1.0.0"]
+    with pytest.raises(DataError, match="the data dir is empty"):
+        asvspoof2019_la.build(tmp_path / "c", "")
 
 
 def test_in_the_wild_roundtrip(tmp_path):

@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from rawnet2_jax.errors import DataError
+from rawnet2_jax.fsutil import make_temp_dir, remove_stale_temps
 
 log = logging.getLogger(__name__)
 
@@ -114,25 +115,59 @@ def build(
     overwrite: bool = False,
     **builder_kwargs: Any,
 ):
-    """Build (or reuse) a dataset and check the written counts; returns the builder."""
-    import tensorflow_datasets as tfds
+    """Build (or reuse) a dataset and check the written counts; returns the builder.
 
+    ``overwrite`` of a finished build builds the new one beside it (in a hidden temporary data
+    dir next to ``data_dir/<name>``) and swaps it in only once it is complete and counted: a
+    bad file, a full disk or a kill halfway leaves the old dataset as it was.
+    """
+    if not os.fspath(data_dir).strip():  # Path("") is the current directory
+        raise DataError("the data dir is empty (--data-dir \"\"); give the TFDS data dir to build into")
     data_dir = Path(data_dir).expanduser()
     manual_dir = Path(manual_dir).expanduser()
     if not manual_dir.is_dir():
         raise DataError(f"{manual_dir}: manual dir not found")
     builder_kwargs.setdefault("file_format", "array_record")
-    builder = builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs)
-    removed = remove_stale_incomplete_dirs(data_dir / builder.name)
-    for p in removed:
+    name = builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs).name
+    for p in remove_stale_incomplete_dirs(data_dir / name) + remove_stale_temps(data_dir, name):
         log.warning("removed the leftovers of an interrupted build: %s", p)
-    mode = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
-    if overwrite:
-        mode = tfds.download.GenerateMode.FORCE_REDOWNLOAD
+    if not (overwrite and _finished_versions(data_dir / name)):
+        return _build_into(builder_cls, manual_dir, data_dir, expected_counts, builder_kwargs)
+    scratch = make_temp_dir(data_dir, name)
+    try:
+        fresh = _build_into(builder_cls, manual_dir, scratch, expected_counts, builder_kwargs)
+        _swap_in(scratch / name / str(fresh.version), data_dir / name / str(fresh.version))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs)
+
+
+def _finished_versions(dataset_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in dataset_dir.glob("*/dataset_info.json"))
+
+
+def _swap_in(new: Path, target: Path) -> None:
+    """Replace the finished build ``target`` with ``new`` (two renames; the old one goes last)."""
+    old = make_temp_dir(target.parent.parent, target.parent.name, "old") if target.exists() else None
+    if old is not None:
+        os.rename(target, old / target.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _build_into(builder_cls: type, manual_dir: Path, data_dir: Path, expected_counts: dict[str, int] | None,
+                builder_kwargs: dict[str, Any]):
+    """Build into ``data_dir`` (reusing a finished build there) and check the counts."""
+    import tensorflow_datasets as tfds
+
+    builder = builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs)
     # TFDS prints "Downloading and preparing dataset ..." / "... downloaded and prepared" to
     # stdout itself (before our own errors, too); our command lines say what they do.
     builder._log_download_bytes = lambda: None
     builder._log_download_done = lambda: None
+    mode = tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS
     builder.download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir), download_mode=mode),
     )
