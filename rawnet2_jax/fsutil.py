@@ -36,6 +36,19 @@ def make_temp_dir(parent: Path, name: str, kind: str = "tmp") -> Path:
     return Path(tempfile.mkdtemp(prefix=temp_prefix(name, kind), dir=parent))
 
 
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the finished directory ``new`` at ``target``, replacing what is there: two renames,
+    the old one moved aside (``.NAME.old-*`` beside ``target``) and deleted last, so a failure
+    before that leaves it whole."""
+    old = make_temp_dir(target.parent, target.name, "old") if target.exists() else None
+    if old is not None:
+        os.rename(target, old / target.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(new, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def _process_start_time() -> float:
     """Wall-clock start of this process (from /proc; import time of this module elsewhere)."""
     try:

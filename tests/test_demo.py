@@ -78,3 +78,69 @@ def test_cli_demo_and_build(tmp_path, capsys):
     assert "asvspoof2019_la/train: 6 utterances" in out
     assert main(["build", "asvspoof2019_la", "--manual-dir", str(tmp_path / "none"), "--data-dir", str(tmp_path / "d")]) == 1
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_demo_never_overwrites_a_real_corpus_and_leaves_no_half_one(tmp_path, monkeypatch, capsys):
+    import errno
+    import os
+
+    import pytest
+
+    from rawnet2_jax.data.__main__ import main
+    from rawnet2_jax.errors import DataError
+
+    real = tmp_path / "real" / "LA"
+    (real / "ASVspoof2019_LA_cm_protocols").mkdir(parents=True)
+    (real / "ASVspoof2019_LA_cm_protocols" / "ASVspoof2019.LA.cm.train.trn.txt").write_text("LA_0079 LA_T_1 - - bonafide\n")
+    with pytest.raises(DataError, match=r"exists and is not a demo corpus .* remove .* to write the demo corpus"):
+        demo.make_demo_corpus(tmp_path / "real", TINY, progress=False)
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["LA"]
+    assert sorted(p.name for p in real.rglob("*")) == ["ASVspoof2019.LA.cm.train.trn.txt", "ASVspoof2019_LA_cm_protocols"]
+
+    calls = {"n": 0}
+    write = sf.write
+
+    def full_disk(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return write(*a, **k)
+
+    monkeypatch.setattr(demo.sf, "write", full_disk)
+    out = tmp_path / "out"
+    args = ["demo", str(out), "--num-train", "16", "--num-dev", "8", "--num-eval", "8", "--seconds", "0.5"]
+    assert main(args) == 1
+    assert "no space left on the device" in capsys.readouterr().err
+    assert list(out.iterdir()) == []  # neither LA nor the scratch folder it was written in
+    monkeypatch.setattr(demo.sf, "write", write)
+    la = demo.make_demo_corpus(out, TINY, progress=False)
+    first = _digest(la)
+    assert demo.make_demo_corpus(out, TINY, progress=False) == la and _digest(la) == first  # its own: rewritten
+    assert sorted(p.name for p in out.iterdir()) == ["LA"]
+
+
+def test_build_failures_and_interrupts_are_one_line(tmp_path, monkeypatch, capsys):
+    import signal
+
+    import rawnet2_jax.data.__main__ as cli
+
+    def fails_with(exc):
+        def build(*a, **k):
+            raise exc
+        return build
+
+    argv = ["build", "asvspoof2019_la", "--manual-dir", str(tmp_path), "--data-dir", str(tmp_path / "t")]
+    cases = [  # what array_record, libsndfile and the signals raise
+        (RuntimeError("write() failed: No space left on device; writing /t/x.array_record; Failed to close"), 1,
+         f"error: writing {tmp_path / 't'} failed: no space left on the device; free space or choose another location"),
+        (RuntimeError("Error : flac encoder\nfailed"), 1,
+         f"error: writing {tmp_path / 't'} failed (RuntimeError: Error : flac encoder failed)"),
+        (KeyboardInterrupt(), 130, "error: interrupted: nothing finished was changed; re-run the same command"),
+        (cli._Terminated(), 143, "error: terminated (SIGTERM): nothing finished was changed"),
+    ]
+    for exc, rc, line in cases:
+        monkeypatch.setattr(cli, "build_dataset", fails_with(exc))
+        assert cli.main(argv) == rc
+        err = capsys.readouterr().err
+        assert err.startswith(line) and err.count("\n") == 1, err
+    assert signal.getsignal(signal.SIGTERM) is not cli._on_sigterm  # the caller's handler is back

@@ -122,6 +122,25 @@ def test_a_failed_overwrite_keeps_the_old_dataset(tmp_path):
         asvspoof2019_la.build(tmp_path / "c", "")
 
 
+def test_a_damaged_or_missing_shard_is_one_line_that_says_to_rebuild(tmp_path):
+    write_la_tree(tmp_path / "c")
+    asvspoof2019_la.build(tmp_path / "c", tmp_path / "data")
+    shard = next((tmp_path / "data" / "asvspoof2019_la" / "1.0.0").glob("*-train.array_record-*"))
+    src = data_source("asvspoof2019_la", "train", tmp_path / "data")
+    assert src[0]["utt_id"] and len(src.__getitems__([0, 1])) == 2  # reads as before
+    shard.write_bytes(shard.read_bytes()[:200])  # truncated
+    src = data_source("asvspoof2019_la", "train", tmp_path / "data")
+    for read in (lambda: src[len(src) - 1], lambda: src.__getitems__(list(range(len(src))))):
+        with pytest.raises(DataError) as e:
+            read()
+        msg = str(e.value)
+        assert "\n" not in msg and "asvspoof2019_la split 'train'" in msg and "damaged" in msg, msg
+        assert msg.endswith("--overwrite`"), msg
+    shard.unlink()
+    with pytest.raises(DataError, match=r"misses 1 of its files \(asvspoof2019_la-train\.array_record.*--overwrite`$"):
+        data_source("asvspoof2019_la", "train", tmp_path / "data")
+
+
 def test_in_the_wild_roundtrip(tmp_path):
     recs = write_wild_tree(tmp_path / "w")
     b = in_the_wild.build(tmp_path / "w", tmp_path / "data")

@@ -80,13 +80,54 @@ def data_source(name: str, split: str, data_dir: str | os.PathLike) -> Any:
         ) from None
     if split not in splits:
         raise DataError(f"{name} in {data_dir} has no split {split!r}; its splits are: {', '.join(splits)}")
+    rebuild = f"rebuild it with `{build_cmd} --overwrite`"
+    missing = [f for f in builder.info.splits[split].filenames if not os.path.isfile(os.path.join(builder.data_dir, f))]
+    if missing:
+        raise DataError(f"{name} split {split!r} under {data_dir} misses {len(missing)} of its files "
+                        f"({missing[0]}...); {rebuild}")
     try:
-        return builder.as_data_source(split=split)
+        return CheckedSource(builder.as_data_source(split=split), f"{name} split {split!r} under {data_dir}", rebuild)
     except Exception as e:
         raise DataError(
             f"cannot open {name} split {split!r} under {data_dir} ({type(e).__name__}: {first_line(e)[:200]}); "
-            f"rebuild it with `{build_cmd} --overwrite`"
+            f"{rebuild}"
         ) from None
+
+
+class CheckedSource:
+    """A TFDS data source whose read failures (array_record's ``RuntimeError`` for a truncated
+    or overwritten shard: "Corrupted Riegeli/records file", "open() failed") are one-line
+    :class:`~rawnet2_jax.errors.DataError` s that name the split and say to rebuild it."""
+
+    def __init__(self, source: Any, what: str, fix: str):
+        self.source, self.what, self.fix = source, what, fix
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, i):
+        return self._read(self.source.__getitem__, i)
+
+    def __getitems__(self, indices):
+        getitems = getattr(self.source, "__getitems__", None)
+        if getitems is None:
+            return [self[i] for i in indices]
+        return self._read(getitems, indices)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def __repr__(self) -> str:
+        return f"CheckedSource({self.what}, {len(self)} records)"
+
+    def _read(self, read, arg):
+        from rawnet2_jax.errors import DataError, first_line
+
+        try:
+            return read(arg)
+        except (RuntimeError, OSError) as e:
+            raise DataError(f"{self.what} cannot be read, its files are damaged ({first_line(e)[:200]}); "
+                            f"{self.fix}") from None
 
 
 def __getattr__(name: str) -> Any:

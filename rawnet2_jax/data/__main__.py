@@ -9,11 +9,16 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import signal
 import sys
+import threading
 
 from rawnet2_jax.cliutil import OneLineParser, fraction, nonneg_int, positive_float, positive_int
 from rawnet2_jax.data import DATASETS, build_dataset
 from rawnet2_jax.errors import UserError
+from rawnet2_jax.fsutil import os_error_line
 
 _EPILOG = """examples:
   # 1. a small synthetic corpus in the ASVspoof 2019 LA layout (seconds on a laptop)
@@ -94,23 +99,47 @@ def _build(args: argparse.Namespace) -> None:
     print(f"data_dir: {args.data_dir}")
 
 
+class _Terminated(Exception):
+    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    where = args.out_dir if args.cmd == "demo" else args.data_dir
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
+        else None
     try:
         if args.cmd == "demo":
             _demo(args)
         else:
             _build(args)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return _fail(str(e))
     except OSError as e:  # a read-only or full output location
-        from rawnet2_jax.fsutil import os_error_line
-
-        where = args.out_dir if args.cmd == "demo" else args.data_dir
-        print(f"error: {os_error_line(e, f'writing {where}')}", file=sys.stderr)
-        return 1
+        return _fail(os_error_line(e, f"writing {where}"))
+    except RuntimeError as e:  # array_record and libsndfile say a failed write this way
+        text = " ".join(str(e).split())[:300] or type(e).__name__
+        if "No space left" in text:
+            return _fail(os_error_line(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), f"writing {where}"))
+        return _fail(f"writing {where} failed ({type(e).__name__}: {text})")
+    except (KeyboardInterrupt, _Terminated) as e:
+        term = isinstance(e, _Terminated)
+        _fail(f"{'terminated (SIGTERM)' if term else 'interrupted'}: nothing finished was changed; re-run the "
+              "same command (what this one left is removed then)")
+        return 143 if term else 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _fail(line: str) -> int:
+    print(f"error: {line}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

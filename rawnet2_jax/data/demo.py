@@ -40,13 +40,17 @@ Everything is a function of ``seed`` (each utterance has its own generator keyed
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from rawnet2_jax.data import protocols as P
+from rawnet2_jax.errors import DataError
+from rawnet2_jax.fsutil import make_temp_dir, remove_stale_temps, replace_dir
 from rawnet2_jax.data.synth import SR, Speaker, random_speaker, voiced_speech
 
 TRAIN_ATTACKS = ("A01", "A02", "A03", "A04")
@@ -54,6 +58,7 @@ EVAL_ATTACKS = ("A07", "A08", "A16")
 _PREFIX = {"train": "T", "dev": "D", "eval": "E"}
 EVAL_CHANNEL_MODES = ("clean", "codecs")
 CHANNEL_FILE = "ASVspoof2019.LA.cm.eval.channel.txt"
+MARKER = ".rawnet2_demo.json"  # in LA/: this corpus is ours to rewrite (its DemoConfig)
 
 @dataclasses.dataclass(frozen=True)
 class DemoConfig:
@@ -165,8 +170,30 @@ def _through_channel(x: np.ndarray, channel: str) -> np.ndarray:
 
 
 def make_demo_corpus(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(), *, progress: bool = True) -> Path:
-    """Write the demo corpus under ``out_dir/LA`` and return that ``LA`` path."""
-    la = Path(out_dir) / "LA"
+    """Write the demo corpus as ``out_dir/LA`` and return that path.
+
+    It is written beside ``LA`` and renamed into place when complete, so a kill or a full disk
+    leaves no half corpus. An existing ``LA`` is replaced only when this function wrote it (its
+    :data:`MARKER` file): never a real corpus that ``out_dir`` happens to hold.
+    """
+    out = Path(out_dir)
+    la = out / "LA"
+    if la.exists() and not (la / MARKER).is_file():
+        raise DataError(f"{la} exists and is not a demo corpus (no {MARKER} in it); choose another output "
+                        f"folder, or remove {la} to write the demo corpus there")
+    out.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(out, "LA")
+    scratch = make_temp_dir(out, "LA")
+    try:
+        _write_corpus(scratch / "LA", cfg, progress)
+        (scratch / "LA" / MARKER).write_text(json.dumps(dataclasses.asdict(cfg), sort_keys=True) + "\n")
+        replace_dir(scratch / "LA", la)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return la
+
+
+def _write_corpus(la: Path, cfg: DemoConfig, progress: bool) -> None:
     (la / "ASVspoof2019_LA_cm_protocols").mkdir(parents=True, exist_ok=True)
     (la / "ASVspoof2019_LA_asv_scores").mkdir(parents=True, exist_ok=True)
     for si, split in enumerate(P.LA_SPLITS):
@@ -205,9 +232,6 @@ def make_demo_corpus(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(),
         P.la_protocol_path(la, split).write_text("\n".join(lines) + "\n")
         if channels:
             channel_path(la).write_text("\n".join(channel_lines) + "\n")
-        elif split == "eval":
-            channel_path(la).unlink(missing_ok=True)  # a clean rewrite of a codecs corpus
         if split != "train":
             P.la_asv_scores_path(la, split).write_text("\n".join(_asv_scores(rng, entries)) + "\n")
-    return la
 

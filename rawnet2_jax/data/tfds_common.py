@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from rawnet2_jax.errors import DataError
-from rawnet2_jax.fsutil import make_temp_dir, remove_stale_temps
+from rawnet2_jax.fsutil import make_temp_dir, remove_stale_temps, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,8 @@ def shard_generators(
 
 
 def remove_stale_incomplete_dirs(dataset_dir: Path) -> list[Path]:
-    """Delete ``incomplete.*`` dirs a killed build left in ``data_dir/<name>/``.
+    """Delete what killed builds left in ``data_dir/<name>/``: ``incomplete.*`` dirs, and
+    version dirs without ``dataset_info.json`` (which TFDS would take as built).
 
     TFDS writes into ``incomplete.XXXXXX_<version>`` and renames it when done; a normal
     exception removes it, but SIGKILL / power loss leaves it. A new build never reuses it,
@@ -99,8 +100,10 @@ def remove_stale_incomplete_dirs(dataset_dir: Path) -> list[Path]:
     """
     removed = []
     if dataset_dir.is_dir():
-        for p in dataset_dir.glob("incomplete.*"):
-            if p.is_dir():
+        for p in sorted(dataset_dir.iterdir()):
+            unfinished = p.name.startswith("incomplete.") or (
+                p.name[:1].isdigit() and not (p / "dataset_info.json").is_file())
+            if p.is_dir() and unfinished:
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p)
     return removed
@@ -136,7 +139,7 @@ def build(
     scratch = make_temp_dir(data_dir, name)
     try:
         fresh = _build_into(builder_cls, manual_dir, scratch, expected_counts, builder_kwargs)
-        _swap_in(scratch / name / str(fresh.version), data_dir / name / str(fresh.version))
+        replace_dir(scratch / name / str(fresh.version), data_dir / name / str(fresh.version))
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs)
@@ -144,17 +147,6 @@ def build(
 
 def _finished_versions(dataset_dir: Path) -> list[Path]:
     return sorted(p.parent for p in dataset_dir.glob("*/dataset_info.json"))
-
-
-def _swap_in(new: Path, target: Path) -> None:
-    """Replace the finished build ``target`` with ``new`` (two renames; the old one goes last)."""
-    old = make_temp_dir(target.parent.parent, target.parent.name, "old") if target.exists() else None
-    if old is not None:
-        os.rename(target, old / target.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _build_into(builder_cls: type, manual_dir: Path, data_dir: Path, expected_counts: dict[str, int] | None,
