@@ -305,10 +305,16 @@ def load_pcm16(
     """Decode to int16 mono at ``sample_rate`` (for dataset builders).
 
     16-bit mono files already at ``sample_rate`` (all of ASVspoof 2019 LA) are read as int16
-    directly, bit-exact; anything else goes through :func:`load_audio` and is re-quantised.
+    directly, bit-exact; anything else goes through :func:`load_audio` and is re-quantised. A
+    WAV shorter than its header says is refused (``load_audio`` would read what is there).
     """
     path = os.fspath(path)
     info = _header(path)
+    declared = _wav_declared_frames(path, info)
+    if declared is not None and declared[0] > declared[1] + 1:  # a dataset keeps no cut-off file
+        sr = int(info.samplerate)
+        raise AudioError(f"{path}: the header promises {declared[0] / sr:.2f} s but the file holds "
+                         f"{declared[1] / sr:.2f} s (a truncated copy or extraction?); re-copy or re-extract it")
     if info.samplerate == sample_rate and info.channels == 1 and info.subtype in ("PCM_16",):
         frames = int(info.frames)
         if frames == 0:

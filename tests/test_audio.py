@@ -125,6 +125,20 @@ def test_truncated_flac(tmp_path):
     _assert_one_line(e, p)
 
 
+def test_a_dataset_refuses_a_cut_off_wav(tmp_path):
+    """load_pcm16 (the builders') refuses what load_audio (scoring) reads with a note."""
+    from rawnet2_jax import audio
+
+    for name, rate in (("direct.wav", 16000), ("resampled.wav", 22050)):  # both of load_pcm16's paths
+        p = tmp_path / name
+        sf.write(p, _tone(rate, 1.0), rate, subtype="PCM_16")
+        p.write_bytes(p.read_bytes()[: 44 + rate // 2])  # half of the data chunk
+        with pytest.raises(AudioError, match=r"promises 1\.00 s but the file holds 0\.2[45] s .*re-extract it") as e:
+            audio.load_pcm16(p)
+        _assert_one_line(e, p)
+        assert load_audio(p).size > 0  # scoring reads what is there
+
+
 def test_zero_length_wav(tmp_path):
     p = tmp_path / "zero.wav"
     sf.write(p, np.zeros((0,)), 16000, subtype="PCM_16")

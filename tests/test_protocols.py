@@ -85,6 +85,12 @@ def test_in_the_wild_meta(tmp_path):
     p.write_text("name,who\n0.wav,A\n")
     with pytest.raises(DataError, match="header"):
         P.parse_in_the_wild_meta(p)
+    for rows, match in (("3.wav,A,spoof\n3.flac,B,spoof\n", r"meta.csv:3: utterance 3 \(3.flac\) is listed twice"),
+                        ("/data/1.wav,A,spoof\n", r"meta.csv:2: file /data/1.wav is not inside the corpus"),
+                        ("../1.wav,A,spoof\n", r"meta.csv:2: file ../1.wav is not inside the corpus")):
+        p.write_text("file,speaker,label\n" + rows)
+        with pytest.raises(DataError, match=match):
+            P.parse_in_the_wild_meta(p)
 
 
 def test_la_layout(tmp_path):

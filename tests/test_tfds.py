@@ -136,6 +136,11 @@ def test_a_damaged_or_missing_shard_is_one_line_that_says_to_rebuild(tmp_path):
         msg = str(e.value)
         assert "\n" not in msg and "asvspoof2019_la split 'train'" in msg and "damaged" in msg, msg
         assert msg.endswith("--overwrite`"), msg
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(DataError, match=r"afile is a file, not a directory; give the TFDS data dir"):
+        data_source("asvspoof2019_la", "train", tmp_path / "afile")
+    with pytest.raises(DataError, match=r"nowhere does not exist; build the dataset there first"):
+        data_source("asvspoof2019_la", "train", tmp_path / "nowhere")
     shard.unlink()
     with pytest.raises(DataError, match=r"misses 1 of its files \(asvspoof2019_la-train\.array_record.*--overwrite`$"):
         data_source("asvspoof2019_la", "train", tmp_path / "data")

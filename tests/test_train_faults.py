@@ -418,6 +418,8 @@ def test_a_batch_larger_than_the_train_split_fails_before_compiling(tmp_path, so
         raise AssertionError("compiled before the batch size was checked")
 
     monkeypatch.setattr(loop, "_compiled", compiled)
-    with pytest.raises(DataError, match="fewer than one batch"):
-        train(CFG.replace(batch_size=4 * len(sources["train"])), tmp_path, sources=sources, final_eval=False,
-              quiet=True)
+    n = len(sources["train"])
+    with pytest.raises(DataError, match=rf"fewer than one batch of {4 * n}; lower --batch-size \(to at most {n}\)"):
+        train(CFG.replace(batch_size=4 * n), tmp_path / "wd", sources=sources, final_eval=False, quiet=True)
+    wd = tmp_path / "wd"  # holds no run (a restart with a smaller batch sees no changed settings): the error line only
+    assert sorted(p.name for p in wd.iterdir()) == [".lock", "train.log"], sorted(wd.iterdir())

@@ -298,16 +298,16 @@ def _log_end(workdir: Path, e: UserError, primary: bool) -> None:
 
 def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quiet, stop) -> _Run:
     """Config file, mesh, state (fresh or restored), compiled steps, checked best model."""
+    mesh = shd.make_mesh()  # the batch checks first: a batch that cannot work leaves the workdir as it was
+    shd.check_batch_size(cfg.batch_size, mesh)
+    shd.check_batch_size(cfg.eval_batch_size, mesh, "eval batch size")
+    spe = _steps_per_epoch(cfg, sources["train"])  # before compiling: a batch larger than the split fails at once
     log = RunLogger(workdir / METRICS_FILE, workdir / "tensorboard", quiet=quiet, progress_bar=progress)
     mngr = make_checkpoint_manager(workdir / CHECKPOINT_DIR)
     restarting = bool(mngr.all_steps())
     if restarting:
         _refuse_another_state_layout(cfg, workdir)  # before the config or a checkpoint is touched
     _write_config(cfg, workdir, log)
-    mesh = shd.make_mesh()
-    shd.check_batch_size(cfg.batch_size, mesh)
-    shd.check_batch_size(cfg.eval_batch_size, mesh, "eval batch size")
-    spe = _steps_per_epoch(cfg, sources["train"])  # before compiling: a batch larger than the split fails at once
     state = _first_state(cfg, mesh, init_variables, restarting)
     (model, train_step, eval_step), (mngr, state, host, step) = _compile_and_restore(cfg, mesh, mngr, state, log,
                                                                                      restarting)
@@ -424,7 +424,8 @@ def _steps_per_epoch(cfg: TrainConfig, source: Any) -> int:
 
     spe = steps_per_epoch(len(source), cfg.batch_size)
     if spe == 0:
-        raise DataError(f"the train split has {len(source)} utterances, fewer than one batch of {cfg.batch_size}")
+        raise DataError(f"the train split has {len(source)} utterances, fewer than one batch of {cfg.batch_size}; "
+                        f"lower --batch-size (to at most {len(source)})")
     return min(spe, cfg.max_steps_per_epoch) if cfg.max_steps_per_epoch else spe
 
 

@@ -60,6 +60,9 @@ def data_source(name: str, split: str, data_dir: str | os.PathLike) -> Any:
     if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; use one of {', '.join(DATASETS)}")
     data_dir = os.fspath(data_dir)
+    if os.path.exists(data_dir) and not os.path.isdir(data_dir):
+        raise DataError(f"data directory {data_dir} is a file, not a directory; give the TFDS data dir the "
+                        "dataset was built into")
     if not os.path.isdir(data_dir):
         raise DataError(f"data directory {data_dir} does not exist; build the dataset there first")
     build_cmd = f"python -m rawnet2_jax.data build {name} --manual-dir CORPUS --data-dir {data_dir}"

@@ -148,10 +148,14 @@ def parse_in_the_wild_meta(path: str | os.PathLike) -> list[WildEntry]:
         norm = lab.lower().replace("-", "").replace("_", "")
         if norm not in ("bonafide", "spoof"):
             raise DataError(f"{path}:{i}: label must be 'bona-fide' or 'spoof', got {lab!r}")
-        if f in seen:
-            raise DataError(f"{path}:{i}: file {f} is listed twice")
-        seen.add(f)
-        out.append(WildEntry(file=f, speaker=spk, key=norm))
+        entry = WildEntry(file=f, speaker=spk, key=norm)
+        if os.path.isabs(f) or ".." in Path(f).parts:
+            raise DataError(f"{path}:{i}: file {f} is not inside the corpus (give its path relative to meta.csv's folder)")
+        if entry.utt_id in seen:  # score files are keyed by it: two files, one id, would collide
+            raise DataError(f"{path}:{i}: utterance {entry.utt_id} ({f}) is listed twice (ids are file names "
+                            "without their extension)")
+        seen.add(entry.utt_id)
+        out.append(entry)
     if not out:
         raise DataError(f"{path}: meta.csv has no entries")
     return out
