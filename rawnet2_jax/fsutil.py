@@ -1,11 +1,12 @@
 """File-system helpers shared by the writers and readers: why a path is unusable, our own
 temporary directories (named so that a later writer can tell a dead writer's leftovers from a
-live one's), SHA-256 of files, output folders, and one-line messages for OSErrors (full disk, read-only).
+live one's), SHA-256 of files, output folders, directory locks, and one-line messages for OSErrors (full disk, read-only).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import os
 import shutil
@@ -179,3 +180,53 @@ def os_error_line(e: OSError, doing: str) -> str:
     if e.errno == errno.ENOTDIR:
         return f"{doing} failed: a part of the path is a file, not a folder{where}; choose another location"
     return f"{doing} failed: {e.strerror or e}{where}"
+
+
+class DirLock:
+    """An exclusive ``flock`` on ``directory/filename`` (released by the kernel when the holder
+    dies, even by kill -9) holding the holder's PID, host and start time, so that a second
+    writer of the same place stops with one line naming the first (:class:`UserError`)."""
+
+    def __init__(self, directory: str | os.PathLike, filename: str, *, subject: str, busy_fix: str,
+                 unwritable_fix: str, enabled: bool = True):
+        self.path = Path(directory) / filename
+        self.subject, self.busy_fix, self.unwritable_fix = subject, busy_fix, unwritable_fix
+        self.enabled = enabled
+        self._fd: int | None = None
+
+    def __enter__(self) -> "DirLock":
+        from rawnet2_jax.errors import UserError
+
+        if not self.enabled:
+            return self
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:  # a read-only file system, no permission
+            raise self._unwritable(e) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise UserError(f"{self.subject} is in use by {holder}; {self.busy_fix}") from None
+        started = time.strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"PID {os.getpid()} on host {socket.gethostname()} (since {started})\n".encode(), 0)
+        except OSError as e:  # a full disk
+            os.close(fd)
+            raise self._unwritable(e) from None
+        self._fd = fd
+        return self
+
+    def _unwritable(self, e: OSError):
+        from rawnet2_jax.errors import UserError
+
+        return UserError(f"{self.subject}: cannot write its lock file {self.path.name} ({e.strerror or e}); "
+                         f"{self.unwritable_fix}")
+
+    def __exit__(self, *exc) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing releases the flock
+            self._fd = None

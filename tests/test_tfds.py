@@ -104,7 +104,8 @@ def test_a_failed_overwrite_keeps_the_old_dataset(tmp_path):
     with pytest.raises(AudioError, match=bad.name):
         asvspoof2019_la.build(tmp_path / "c", tmp_path / "data", overwrite=True)
     assert {p.relative_to(ds_dir): p.read_bytes() for p in ds_dir.rglob("*") if p.is_file()} == before
-    hidden = lambda: [p.name for p in (tmp_path / "data").iterdir() if p.name.startswith(".")]  # noqa: E731
+    hidden = lambda: [p.name for p in (tmp_path / "data").iterdir()  # noqa: E731
+                      if p.name.startswith(".") and p.name != ".asvspoof2019_la.lock"]
     assert hidden() == []  # no scratch data dir left
     # Killed mid-overwrite (-9): its scratch data dir is removed by the next build.
     gone = subprocess.Popen(["true"])
@@ -120,6 +121,15 @@ def test_a_failed_overwrite_keeps_the_old_dataset(tmp_path):
     assert sorted(p.name for p in ds_dir.iterdir()) == ["1.0.0"]
     with pytest.raises(DataError, match="the data dir is empty"):
         asvspoof2019_la.build(tmp_path / "c", "")
+    # A second build of the same dataset into the same data dir while one runs: refused, nothing touched.
+    from rawnet2_jax.errors import UserError
+    from rawnet2_jax.fsutil import DirLock
+
+    with DirLock(tmp_path / "data", ".asvspoof2019_la.lock", subject="x", busy_fix="", unwritable_fix=""):
+        with pytest.raises(UserError, match=r"data dir .* \(asvspoof2019_la\) is in use by PID \d+ .* another --data-dir"):
+            asvspoof2019_la.build(tmp_path / "c", tmp_path / "data", overwrite=True)
+        assert len(data_source("asvspoof2019_la", "eval", tmp_path / "data")) == 4  # reuse needs no lock
+        assert asvspoof2019_la.build(tmp_path / "c", tmp_path / "data").info.splits["eval"].num_examples == 4
 
 
 def test_a_damaged_or_missing_shard_is_one_line_that_says_to_rebuild(tmp_path):

@@ -16,60 +16,22 @@
 
 from __future__ import annotations
 
-import fcntl
 import os
 import signal
-import socket
 import threading
-import time
 from pathlib import Path
 
-from rawnet2_jax.errors import TrainingError, UserError
+from rawnet2_jax.errors import TrainingError
+from rawnet2_jax.fsutil import DirLock
 
 LOCK_FILE = ".lock"
 
 
-class WorkdirLock:
+class WorkdirLock(DirLock):
     def __init__(self, workdir: Path, enabled: bool = True):
-        self.path = Path(workdir) / LOCK_FILE
-        self.enabled = enabled
-        self._fd: int | None = None
-
-    def __enter__(self) -> "WorkdirLock":
-        if not self.enabled:
-            return self
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:  # a read-only file system, no permission
-            raise self._unwritable(e) from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 512, 0).decode("utf-8", "replace").strip() or "another process"
-            os.close(fd)
-            raise UserError(
-                f"workdir {self.path.parent} is in use by {holder}; wait for that run to end "
-                "(or stop it) or choose another --workdir"
-            ) from None
-        started = time.strftime("%Y-%m-%d %H:%M:%S")
-        try:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"PID {os.getpid()} on host {socket.gethostname()} (since {started})\n".encode(), 0)
-        except OSError as e:  # a full disk
-            os.close(fd)
-            raise self._unwritable(e) from None
-        self._fd = fd
-        return self
-
-    def _unwritable(self, e: OSError) -> UserError:
-        return UserError(f"workdir {self.path.parent}: cannot write its lock file {self.path.name} "
-                         f"({e.strerror or e}); give a writable --workdir")
-
-    def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            os.ftruncate(self._fd, 0)
-            os.close(self._fd)  # closing releases the flock
-            self._fd = None
+        super().__init__(workdir, LOCK_FILE, subject=f"workdir {Path(workdir)}", enabled=enabled,
+                         busy_fix="wait for that run to end (or stop it) or choose another --workdir",
+                         unwritable_fix="give a writable --workdir")
 
 
 class Stopped(TrainingError):

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from rawnet2_jax.errors import DataError
-from rawnet2_jax.fsutil import make_temp_dir, remove_stale_temps, replace_dir
+from rawnet2_jax.fsutil import DirLock, make_temp_dir, remove_stale_temps, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +95,7 @@ def remove_stale_incomplete_dirs(dataset_dir: Path) -> list[Path]:
 
     TFDS writes into ``incomplete.XXXXXX_<version>`` and renames it when done; a normal
     exception removes it, but SIGKILL / power loss leaves it. A new build never reuses it,
-    so it only wastes disk; we remove it before building (do not run two builds of the
-    same dataset into the same data_dir at once).
+    so it only wastes disk; we remove it before building, holding the build's lock.
     """
     removed = []
     if dataset_dir.is_dir():
@@ -132,16 +131,22 @@ def build(
         raise DataError(f"{manual_dir}: manual dir not found")
     builder_kwargs.setdefault("file_format", "array_record")
     name = builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs).name
-    for p in remove_stale_incomplete_dirs(data_dir / name) + remove_stale_temps(data_dir, name):
-        log.warning("removed the leftovers of an interrupted build: %s", p)
-    if not (overwrite and _finished_versions(data_dir / name)):
+    if _finished_versions(data_dir / name) and not overwrite:  # reused: nothing is written (read-only works)
         return _build_into(builder_cls, manual_dir, data_dir, expected_counts, builder_kwargs)
-    scratch = make_temp_dir(data_dir, name)
-    try:
-        fresh = _build_into(builder_cls, manual_dir, scratch, expected_counts, builder_kwargs)
-        replace_dir(scratch / name / str(fresh.version), data_dir / name / str(fresh.version))
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with DirLock(data_dir, f".{name}.lock", subject=f"data dir {data_dir} ({name})",
+                 busy_fix="wait for that build to end (or stop it), or build into another --data-dir",
+                 unwritable_fix="give a writable --data-dir"):
+        for p in remove_stale_incomplete_dirs(data_dir / name) + remove_stale_temps(data_dir, name):
+            log.warning("removed the leftovers of an interrupted build: %s", p)
+        if not (overwrite and _finished_versions(data_dir / name)):  # a build that ended meanwhile is reused
+            return _build_into(builder_cls, manual_dir, data_dir, expected_counts, builder_kwargs)
+        scratch = make_temp_dir(data_dir, name)
+        try:
+            fresh = _build_into(builder_cls, manual_dir, scratch, expected_counts, builder_kwargs)
+            replace_dir(scratch / name / str(fresh.version), data_dir / name / str(fresh.version))
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
     return builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs)
 
 
