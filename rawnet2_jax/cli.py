@@ -13,7 +13,9 @@ import shutil
 import sys
 import tempfile
 
-from rawnet2_jax.cliutil import nonneg_float, positive_float, positive_int, quiet_broken_pipe
+from rawnet2_jax.cliutil import (
+    interrupt_status, nonneg_float, positive_float, positive_int, quiet_broken_pipe, sigterm_as_interrupt,
+)
 
 EPILOG = """\
 score convention: log-odds = logit[1] - logit[0], HIGHER = MORE BONA FIDE (index 0 = spoof,
@@ -44,9 +46,11 @@ line on stderr and the others are still scored; the exit status is then 1. Witho
 --windows only the first window's frames are decoded (a 3-hour file costs its first
 seconds); --max-seconds is still checked from the header.
 
-Rows are written (and flushed) as each file is scored, in input order; --output is opened
-before anything else. After Ctrl-C the finished rows stay (JSON is closed with
-"interrupted": true), stderr says how many, and the exit status is 130.
+Rows are written (and flushed) as each file is scored, in input order: to stdout, or with
+--output to a new file beside it (.NAME.tmp-...), opened before anything else and renamed to
+--output when the run ends, so an existing --output is replaced only by this run's rows. After
+Ctrl-C or SIGTERM the finished rows stay (JSON is closed with "interrupted": true), stderr
+says how many, and the exit status is 130 (143 for SIGTERM).
 
 Degenerate audio is refused (one line, counted as failed): shorter than the model's
 minimum input (config.min_num_samples, before padding), constant, DC only, below -90 dBFS,
@@ -195,18 +199,37 @@ def _load_model(directory: str):
     return load_pretrained(directory)
 
 
-def _open_output(path: str | None):
-    """``(stream, created)``: the --output file opened for writing before any work, or stdout."""
-    if not path:
-        return sys.stdout, False
-    created = not os.path.exists(path)
-    try:
-        return open(path, "w", encoding="utf-8", newline=""), created
-    except OSError as e:
-        from rawnet2_jax.errors import UserError
-        from rawnet2_jax.fsutil import os_error_line
+def _open_output(path: str | None, inputs: list[str]):
+    """``(stream, scratch)``: stdout, or a new file beside ``--output`` (``scratch``) opened
+    before any work, which :func:`_close_output` renames to it. An existing ``--output`` is
+    thus replaced only by rows of this run, never emptied by one that fails first."""
+    from rawnet2_jax.errors import UserError
+    from rawnet2_jax.fsutil import os_error_line, remove_stale_temps, temp_prefix
 
+    if not path:
+        return sys.stdout, None
+    if os.path.exists(path) and any(os.path.exists(p) and os.path.samefile(p, path) for p in inputs):
+        raise UserError(f"--output {path} is also an input file; write the scores to another file")
+    parent, name = os.path.split(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise UserError(f"--output {path} is a folder; give a file name")
+    remove_stale_temps(parent, name)
+    try:
+        fd, scratch = tempfile.mkstemp(prefix=temp_prefix(name), dir=parent)
+        return open(fd, "w", encoding="utf-8", newline=""), scratch
+    except OSError as e:
         raise UserError(os_error_line(e, f"opening --output {path}").replace(" failed:", ":", 1)) from None
+
+
+def _close_output(out, scratch: str | None, path: str | None, keep: bool) -> None:
+    """Close the ``--output`` scratch file and rename it to ``path`` (``keep``) or delete it."""
+    if scratch is None:
+        return
+    out.close()
+    if keep:
+        os.replace(scratch, path)
+    else:
+        os.unlink(scratch)  # nothing was scored: the old --output (if any) stays as it was
 
 
 def cmd_score(args) -> int:
@@ -216,7 +239,7 @@ def cmd_score(args) -> int:
     if args.hop is not None and not args.windows:
         _err("--hop sets the hop of --windows; add --windows (without it one window of each file is scored)")
         return 1
-    out, created = _open_output(args.output)
+    out, scratch = _open_output(args.output, args.paths)
     writer = ScoreWriter(out, args.format)
     total = 0
 
@@ -242,19 +265,17 @@ def cmd_score(args) -> int:
                 on_start=on_start,
                 on_result=writer.write,
             )
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             writer.close(interrupted=True)
+            rc, what = interrupt_status(e)
             done = len(writer.rows)
             where = args.output or "stdout"
-            _err(f"interrupted after {done} of {total} files ({sum(r.ok for r in writer.rows)} scored); "
-                 f"their rows are in {where}; re-run for the rest")
-            return 130
+            _err(f"{what} after {done} of {total} files ({sum(r.ok for r in writer.rows)} scored); "
+                 f"their rows are in {where}; score the other files to finish")
+            return rc
         writer.close()
     finally:
-        if out is not sys.stdout:
-            out.close()
-            if created and not writer.started:
-                os.unlink(args.output)  # nothing was scored: do not leave an empty file behind
+        _close_output(out, scratch, args.output, keep=writer.started)
     failed = sum(not r.ok for r in writer.rows)
     if failed:
         print(f"{failed} of {len(writer.rows)} files failed", file=sys.stderr)
@@ -274,7 +295,7 @@ def cmd_evaluate(args) -> int:
         return 1
     procs = _processes()
     model = _load_model(args.checkpoint)
-    with _out_dir(args.out, procs) as out_dir:
+    with _out_dir(args.out, procs, replace=True) as out_dir:
         outputs = evaluate_split(
             model,
             dataset=args.dataset,
@@ -294,7 +315,8 @@ def cmd_evaluate(args) -> int:
     for w in outputs.report.warnings:
         print(f"warning: {w}", file=sys.stderr)
     print(outputs.report.format_table())
-    print(f"\nwrote {outputs.score_file}, {outputs.summary_json.name}, per_attack.txt/.csv and PNGs in {args.out}")
+    print(f"\nwrote {os.path.join(args.out, outputs.score_file.name)}, {outputs.summary_json.name}, "
+          f"per_attack.txt/.csv and PNGs in {args.out}")
     return 0
 
 
@@ -315,11 +337,31 @@ def _primary(procs) -> bool:
 
 
 @contextlib.contextmanager
-def _out_dir(out: str, procs):
-    """``--out`` on the primary; a scratch folder, removed afterwards, on the other processes
-    (their copies of the score files are needed while scoring, never kept)."""
+def _out_dir(out: str, procs, *, replace: bool = False):
+    """``--out`` on the primary, locked (a second run on it stops with one line); a scratch
+    folder, removed afterwards, on the other processes (their copies of the score files are
+    needed while scoring, never kept).
+
+    ``replace``: the run writes into a hidden folder inside ``--out`` whose files replace the
+    old ones only when it is complete, so a failed, killed or interrupted re-run leaves the
+    earlier results as they were (for commands that do not resume)."""
     if _primary(procs):
-        yield out
+        from rawnet2_jax.fsutil import DirLock, make_out_dir, make_temp_dir, remove_stale_temps
+
+        target = make_out_dir(out)
+        with DirLock(target, ".lock", subject=f"--out {target}", unwritable_fix="give a writable --out",
+                     busy_fix="wait for that run to end (or stop it), or choose another --out"):
+            if not replace:
+                yield out
+                return
+            remove_stale_temps(target, "results")
+            scratch = make_temp_dir(target, "results")
+            try:
+                yield scratch
+                for f in sorted(scratch.iterdir()):
+                    os.replace(f, target / f.name)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
         return
     from rawnet2_jax.processes import cleanup_on_abrupt_exit
 
@@ -411,23 +453,29 @@ def main(argv: list[str] | None = None) -> int:
     from rawnet2_jax.errors import UserError, first_line
 
     try:
-        if args.command == "score":
-            return cmd_score(args)
-        if args.command == "benchmark":
-            return cmd_benchmark(args)
-        return cmd_evaluate(args)
+        with sigterm_as_interrupt():  # a scheduler's SIGTERM ends it like Ctrl-C: what is done is kept, said
+            if args.command == "score":
+                return cmd_score(args)
+            if args.command == "benchmark":
+                return cmd_benchmark(args)
+            return cmd_evaluate(args)
     except UserError as e:
         from rawnet2_jax.processes import report_failure
 
         report_failure(first_line(e))  # several processes: the others stop with this line at once
         _err(first_line(e))
         return 1
-    except OSError as e:  # e.g. --output in a folder that does not exist
-        _err(f"{e.filename or ''}: {e.strerror or e}".lstrip(": "))
+    except OSError as e:  # a full disk while writing the results
+        from rawnet2_jax.fsutil import os_error_line
+
+        where = getattr(args, "output", None) or getattr(args, "out", None)
+        _err(os_error_line(e, f"writing {where}" if where else args.command))
         return 1
-    except KeyboardInterrupt:
-        _err("interrupted")
-        return 130
+    except KeyboardInterrupt as e:
+        rc, what = interrupt_status(e)
+        _err(f"{what}; re-run the same command (an evaluation's earlier results in --out are kept until a run "
+             "completes; benchmark and ASVspoof 2021 evaluations continue where they stopped)")
+        return rc
 
 
 if __name__ == "__main__":

@@ -13,14 +13,20 @@ finite.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import math
 import os
+import signal
 import sys
+import threading
 from typing import Callable
 
 __all__ = [
     "OneLineParser",
+    "Terminated",
+    "interrupt_status",
+    "sigterm_as_interrupt",
     "quiet_broken_pipe",
     "float_range",
     "fraction",
@@ -49,6 +55,33 @@ def quiet_broken_pipe(main: Callable[..., int]) -> Callable[..., int]:
             return 141
 
     return wrapped
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (what schedulers and ``kill`` send), raised in the main thread like Ctrl-C, so the
+    same handlers save what is done and say so; the exit status is then 143, not 130."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """While active (main thread only), SIGTERM raises :class:`Terminated`."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def interrupt_status(e: KeyboardInterrupt) -> tuple[int, str]:
+    """(exit status, what happened) of a Ctrl-C or a :class:`Terminated`."""
+    return (143, "terminated (SIGTERM)") if isinstance(e, Terminated) else (130, "interrupted")
 
 
 class OneLineParser(argparse.ArgumentParser):

@@ -206,6 +206,26 @@ def test_evaluate_end_to_end_on_built_tfds_split(tmp_path, tiny_model_dir, capsy
     summary = json.loads((out / "summary.json").read_text())
     assert {"eer", "min_tdcf", "per_attack"} <= set(summary)
     assert set(summary["per_attack"]) == {r["attack"] for r in recs if r["attack"] != "-"}
+    # A re-run into the same --out that fails after scoring (ASV scores of another split) keeps
+    # the earlier results whole; one that completes replaces them; a second run at once is refused.
+    files = lambda: {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name != ".lock"}  # noqa: E731
+    before = files()
+    other = tmp_path / "asv_other.txt"
+    other.write_text("bonafide target 1.0\nbonafide nontarget -1.0\nA01 spoof 0.5\n")
+    argv = ["evaluate", "--checkpoint", str(tiny_model_dir), "--split", "eval", "--data-dir", str(tmp_path / "data"),
+            "--out", str(out), "--batch-size", "4", "--no-progress"]
+    assert cli.main(argv + ["--asv-scores", str(other)]) == 1
+    assert capsys.readouterr().err.count("\n") == 1
+    assert files() == before and not [p for p in out.iterdir() if p.is_dir()]
+    from rawnet2_jax.fsutil import DirLock
+
+    with DirLock(out, ".lock", subject="x", busy_fix="", unwritable_fix=""):
+        assert cli.main(argv) == 1
+    assert "is in use by PID" in capsys.readouterr().err and files() == before
+    assert cli.main(argv) == 0  # without --asv-scores: no min t-DCF in the new summary
+    capsys.readouterr()
+    assert json.loads(before["summary.json"]).get("min_tdcf") is not None
+    assert json.loads((out / "summary.json").read_text()).get("min_tdcf") is None
 
 
 @pytest.mark.slow

@@ -123,6 +123,7 @@ def test_build_failures_and_interrupts_are_one_line(tmp_path, monkeypatch, capsy
     import signal
 
     import rawnet2_jax.data.__main__ as cli
+    from rawnet2_jax.cliutil import Terminated, _raise_terminated
 
     def fails_with(exc):
         def build(*a, **k):
@@ -136,11 +137,11 @@ def test_build_failures_and_interrupts_are_one_line(tmp_path, monkeypatch, capsy
         (RuntimeError("Error : flac encoder\nfailed"), 1,
          f"error: writing {tmp_path / 't'} failed (RuntimeError: Error : flac encoder failed)"),
         (KeyboardInterrupt(), 130, "error: interrupted: nothing finished was changed; re-run the same command"),
-        (cli._Terminated(), 143, "error: terminated (SIGTERM): nothing finished was changed"),
+        (Terminated(), 143, "error: terminated (SIGTERM): nothing finished was changed"),
     ]
     for exc, rc, line in cases:
         monkeypatch.setattr(cli, "build_dataset", fails_with(exc))
         assert cli.main(argv) == rc
         err = capsys.readouterr().err
         assert err.startswith(line) and err.count("\n") == 1, err
-    assert signal.getsignal(signal.SIGTERM) is not cli._on_sigterm  # the caller's handler is back
+    assert signal.getsignal(signal.SIGTERM) is not _raise_terminated  # the caller's handler is back

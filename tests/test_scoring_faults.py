@@ -86,8 +86,10 @@ def test_rows_are_flushed_as_files_are_scored(files, tmp_path, monkeypatch, caps
     out = tmp_path / f"s.{fmt}"
     seen = []
 
-    def look(call):  # called before batch `call`: the rows of every earlier batch are on disk
-        seen.append(out.read_text())
+    def look(call):  # called before batch `call`: the rows of every earlier batch are on disk, beside --output
+        assert not out.exists()  # it appears when the run ends, renamed from there
+        (scratch,) = tmp_path.glob(f".{out.name}.tmp-*")
+        seen.append(scratch.read_text())
 
     monkeypatch.setattr(cli, "_load_model", lambda d: _Model(on_call=look))
     argv = ["score", "--checkpoint", "m", *map(str, files), "--batch-size", "1", "-o", str(out), "--no-progress"]
@@ -102,6 +104,22 @@ def test_rows_are_flushed_as_files_are_scored(files, tmp_path, monkeypatch, caps
         assert [json.loads(line)["path"] for line in final.splitlines()] == list(map(str, files))
     elif fmt == "csv":
         assert final.splitlines()[0].endswith(",error,warning") and len(final.splitlines()) == 6
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(f".{out.name}")) == []
+
+
+def test_an_existing_output_is_replaced_only_by_a_run_that_scores(files, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "s.csv"
+    out.write_text("earlier,results\n")
+    rc = cli.main(["score", "--checkpoint", str(tmp_path / "nomodel"), "--csv", "-o", str(out), str(files[0])])
+    assert rc == 1 and out.read_text() == "earlier,results\n"
+    _one_error_line(capsys.readouterr().err, "does not exist")
+    monkeypatch.setattr(cli, "_load_model", lambda d: _Model())
+    before = files[1].read_bytes()
+    assert cli.main(["score", "--checkpoint", "m", "--csv", "-o", str(files[1]), str(files[0]), str(files[1])]) == 1
+    _one_error_line(capsys.readouterr().err, "is also an input file; write the scores to another file")
+    assert files[1].read_bytes() == before
+    assert cli.main(["score", "--checkpoint", "m", "--csv", "-o", str(out), "--no-progress", str(files[0])]) == 0
+    assert len(out.read_text().splitlines()) == 2 and "earlier" not in out.read_text()
 
 
 @pytest.mark.parametrize("fmt", ["csv", "json"])
@@ -143,7 +161,9 @@ SLOW_SCORER = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_sigint_to_a_scoring_process_keeps_its_rows(tmp_path):
+@pytest.mark.parametrize("sig, rc, what", [(signal.SIGINT, 130, "interrupted"),
+                                          (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_sigint_or_sigterm_to_a_scoring_process_keeps_its_rows(tmp_path, sig, rc, what):
     d = tmp_path / "many"
     d.mkdir()
     for i in range(40):
@@ -153,22 +173,28 @@ def test_sigint_to_a_scoring_process_keeps_its_rows(tmp_path):
     p = subprocess.Popen([sys.executable, "-c", SLOW_SCORER, "score", "--checkpoint", "m", str(d), "--jsonl",
                           "--batch-size", "1", "-o", str(out), "--no-progress"],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def rows_so_far() -> int:  # in the file beside --output until the run ends
+        scratch = list(tmp_path.glob(".scores.jsonl.tmp-*"))
+        return len(scratch[0].read_text().splitlines()) if scratch else 0
+
     try:
         deadline = time.time() + 120
-        while time.time() < deadline and (not out.exists() or len(out.read_text().splitlines()) < 3):
+        while time.time() < deadline and rows_so_far() < 3:
             assert p.poll() is None, p.communicate()
             time.sleep(0.05)
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         _, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
             p.kill()
-    assert p.returncode == 130, err
+    assert p.returncode == rc, err
     rows = [json.loads(line) for line in out.read_text().splitlines()]  # every line complete
     assert 3 <= len(rows) < 40
     assert [r["path"] for r in rows] == [str(d / f"u{i:02d}.wav") for i in range(len(rows))]
-    line = _one_error_line(err, f"interrupted after {len(rows)} of 40 files")
+    line = _one_error_line(err, f"{what} after {len(rows)} of 40 files")
     assert "Traceback" not in err, line
+    assert not list(tmp_path.glob(".scores.jsonl.tmp-*"))
 
 
 # ----------------------------------------------------------------------------- decoding

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import errno
 import os
-import signal
 import sys
-import threading
 
-from rawnet2_jax.cliutil import OneLineParser, fraction, nonneg_int, positive_float, positive_int
+from rawnet2_jax.cliutil import (
+    OneLineParser, fraction, interrupt_status, nonneg_int, positive_float, positive_int, sigterm_as_interrupt,
+)
 from rawnet2_jax.data import DATASETS, build_dataset
 from rawnet2_jax.errors import UserError
 from rawnet2_jax.fsutil import os_error_line
@@ -99,24 +99,15 @@ def _build(args: argparse.Namespace) -> None:
     print(f"data_dir: {args.data_dir}")
 
 
-class _Terminated(Exception):
-    """SIGTERM, raised in the main thread like Ctrl-C's KeyboardInterrupt."""
-
-
-def _on_sigterm(signum, frame):
-    raise _Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     where = args.out_dir if args.cmd == "demo" else args.data_dir
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
-        else None
     try:
-        if args.cmd == "demo":
-            _demo(args)
-        else:
-            _build(args)
+        with sigterm_as_interrupt():
+            if args.cmd == "demo":
+                _demo(args)
+            else:
+                _build(args)
     except UserError as e:
         return _fail(str(e))
     except OSError as e:  # a read-only or full output location
@@ -126,14 +117,10 @@ def main(argv: list[str] | None = None) -> int:
         if "No space left" in text:
             return _fail(os_error_line(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), f"writing {where}"))
         return _fail(f"writing {where} failed ({type(e).__name__}: {text})")
-    except (KeyboardInterrupt, _Terminated) as e:
-        term = isinstance(e, _Terminated)
-        _fail(f"{'terminated (SIGTERM)' if term else 'interrupted'}: nothing finished was changed; re-run the "
-              "same command (what this one left is removed then)")
-        return 143 if term else 130
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+    except KeyboardInterrupt as e:
+        rc, what = interrupt_status(e)
+        _fail(f"{what}: nothing finished was changed; re-run the same command (what this one left is removed then)")
+        return rc
     return 0
 
 
