@@ -39,6 +39,7 @@ from rawnet2_jax.fsutil import (
     missing_reason,
     os_error_line,
     remove_stale_temps,
+    replace_dir,
     sha256_file,
     stale_temps,
 )
@@ -178,10 +179,17 @@ def save_model(
 
     if directory.exists() and not directory.is_dir():
         raise CheckpointError(f"{directory} exists and is not a directory; choose another output path")
-    if directory.exists() and any(directory.iterdir()) and not overwrite:
-        raise CheckpointError(
-            f"{directory} exists and is not empty; choose another output directory or pass --force"
-        )
+    if directory.exists() and any(directory.iterdir()):
+        if not overwrite:
+            raise CheckpointError(
+                f"{directory} exists and is not empty; choose another output directory or pass --force"
+            )
+        if not is_model_dir(directory):  # --force replaces a model, never a folder of other files
+            first = sorted(p.name for p in directory.iterdir())[0]
+            raise CheckpointError(
+                f"{directory} holds files that are not a model directory ({first}, ...); --force replaces only "
+                "a model directory: choose another output directory"
+            )
 
     meta = dict(metadata or {})
     meta["format_version"] = FORMAT_VERSION
@@ -204,7 +212,7 @@ def save_model(
         (tmp / METADATA_FILE).write_text(meta_text + "\n")
         _save_variables(tmp / VARIABLES_DIR, variables, directory)
         write_manifest(tmp)
-        _replace_dir(tmp, directory)
+        replace_dir(tmp, directory)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         raise CheckpointError(os_error_line(e, f"writing model {directory}") + "; nothing was replaced") from None
@@ -254,7 +262,7 @@ def _save_variables(vdir: Path, variables: Mapping[str, Any], directory: Path) -
 def recover_moved_aside(directory: str | os.PathLike) -> bool:
     """Put back a model that a writer killed between its two renames left moved aside.
 
-    :func:`_replace_dir` renames the old model to ``.NAME.old-*`` and then the new one into
+    :func:`rawnet2_jax.fsutil.replace_dir` renames the old model to ``.NAME.old-*`` and then the new one into
     place; a kill in between leaves no ``NAME``. If ``NAME`` is missing and such a leftover of
     a dead writer is a complete model directory, it is renamed back (True).
     """
@@ -269,26 +277,6 @@ def recover_moved_aside(directory: str | os.PathLike) -> bool:
             except OSError:
                 return False
     return False
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Rename ``src`` to ``dst``; an existing ``dst`` is moved aside first and removed after."""
-    if not dst.exists():
-        os.rename(src, dst)
-        return
-    if not any(dst.iterdir()):
-        dst.rmdir()
-        os.rename(src, dst)
-        return
-    old = make_temp_dir(dst.parent, dst.name, "old")
-    old.rmdir()
-    os.rename(dst, old)
-    try:
-        os.rename(src, dst)
-    except BaseException:
-        os.rename(old, dst)  # put the previous model back
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- manifest

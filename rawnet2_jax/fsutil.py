@@ -37,17 +37,31 @@ def make_temp_dir(parent: Path, name: str, kind: str = "tmp") -> Path:
     return Path(tempfile.mkdtemp(prefix=temp_prefix(name, kind), dir=parent))
 
 
-def replace_dir(new: Path, target: Path) -> None:
-    """Put the finished directory ``new`` at ``target``, replacing what is there: two renames,
-    the old one moved aside (``.NAME.old-*`` beside ``target``) and deleted last, so a failure
-    before that leaves it whole."""
-    old = make_temp_dir(target.parent, target.name, "old") if target.exists() else None
-    if old is not None:
-        os.rename(target, old / target.name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    os.rename(new, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def replace_dir(src: Path, dst: Path) -> None:
+    """Rename the finished directory ``src`` to ``dst``. An existing ``dst`` is moved aside first
+    (``.NAME.old-*`` beside it, put back if the second rename fails) and removed last. ``src``
+    gets the permissions of a directory made by ``mkdir`` (``mkdtemp`` made it 0700, which
+    would keep other users on a shared machine out)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(src, 0o777 & ~umask)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if not dst.exists():
+        os.rename(src, dst)
+        return
+    if dst.is_dir() and not any(dst.iterdir()):
+        dst.rmdir()
+        os.rename(src, dst)
+        return
+    old = make_temp_dir(dst.parent, dst.name, "old")
+    old.rmdir()
+    os.rename(dst, old)
+    try:
+        os.rename(src, dst)
+    except BaseException:
+        os.rename(old, dst)  # put the previous one back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def _process_start_time() -> float:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import jax
@@ -113,11 +114,18 @@ def test_save_overwrite_rules(tmp_path, tiny_vars):
     with pytest.raises(CheckpointError, match="not empty"):
         ck.save_model(d, tiny_vars, TINY, overwrite=False)
     assert (d / "junk.txt").exists()
+    with pytest.raises(CheckpointError, match=r"holds files that are not a model directory \(junk.txt, ...\); "
+                                              "--force replaces only a model directory"):
+        ck.save_model(d, tiny_vars, TINY, overwrite=True)  # e.g. `convert best.pt . --force`
+    assert [p.name for p in d.iterdir()] == ["junk.txt"]
+    (d / "junk.txt").unlink()
     ck.save_model(d, tiny_vars, TINY, {"epoch": 1}, overwrite=True)
-    ck.save_model(d, tiny_vars, TINY, {"epoch": 2}, overwrite=True)
+    ck.save_model(d, tiny_vars, TINY, {"epoch": 2}, overwrite=True)  # a model dir: replaced
     assert ck.load_metadata(d)["epoch"] == 2
-    assert not (d / "junk.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["m"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert d.stat().st_mode & 0o777 == 0o777 & ~umask  # not mkdtemp's 0700: others can load it
 
 
 def test_save_rejects_wrong_shapes(tmp_path, tiny_vars):

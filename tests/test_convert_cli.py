@@ -286,8 +286,14 @@ def test_refuses_non_empty_out_dir_unless_force(tmp_path, capsys):
     (out / "keep.txt").write_text("precious")
     _fails(capsys, [src, out, "--preset", "caa_rawnet2", *_sets(TINY_SEED)], "not empty", "--force")
     assert (out / "keep.txt").read_text() == "precious"
-    assert main([str(src), str(out), "--preset", "caa_rawnet2", *_sets(TINY_SEED), "--force"]) == 0
-    assert not (out / "keep.txt").exists() and (out / "config.json").exists()
+    # --force replaces a model directory only: not a folder of other files, nor the source's own folder.
+    _fails(capsys, [src, out, "--preset", "caa_rawnet2", *_sets(TINY_SEED), "--force"], "not a model directory")
+    _fails(capsys, [src, tmp_path, "--preset", "caa_rawnet2", *_sets(TINY_SEED), "--force"], "not a model directory")
+    assert (out / "keep.txt").read_text() == "precious" and src.is_file()
+    (out / "keep.txt").unlink()
+    assert main([str(src), str(out), "--preset", "caa_rawnet2", *_sets(TINY_SEED)]) == 0  # empty: no --force needed
+    assert main([str(src), str(out), "--preset", "caa_rawnet2", *_sets(TINY_SEED), "--force"]) == 0  # a model: replaced
+    assert (out / "config.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt", "out"]
 
 

@@ -44,7 +44,7 @@ def is_built(name: str, data_dir: str | os.PathLike) -> bool:
     """Whether ``data_dir/<name>/<version>/dataset_info.json`` exists (no TFDS import)."""
     root = os.path.join(os.fspath(data_dir), name)
     return os.path.isdir(root) and any(
-        os.path.isfile(os.path.join(root, v, "dataset_info.json")) for v in os.listdir(root)
+        os.path.isfile(os.path.join(root, v, "dataset_info.json")) for v in os.listdir(root) if not v.startswith(".")
     )
 
 

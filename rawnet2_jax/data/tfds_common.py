@@ -130,14 +130,16 @@ def build(
     if not manual_dir.is_dir():
         raise DataError(f"{manual_dir}: manual dir not found")
     builder_kwargs.setdefault("file_format", "array_record")
-    name = builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs).name
+    probe = builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs)
+    name, version = probe.name, str(probe.version)
     if _finished_versions(data_dir / name) and not overwrite:  # reused: nothing is written (read-only works)
         return _build_into(builder_cls, manual_dir, data_dir, expected_counts, builder_kwargs)
     data_dir.mkdir(parents=True, exist_ok=True)
     with DirLock(data_dir, f".{name}.lock", subject=f"data dir {data_dir} ({name})",
                  busy_fix="wait for that build to end (or stop it), or build into another --data-dir",
                  unwritable_fix="give a writable --data-dir"):
-        for p in remove_stale_incomplete_dirs(data_dir / name) + remove_stale_temps(data_dir, name):
+        leftovers = remove_stale_temps(data_dir / name, version) + remove_stale_incomplete_dirs(data_dir / name)
+        for p in leftovers + remove_stale_temps(data_dir, name):  # the last: a killed --overwrite's scratch
             log.warning("removed the leftovers of an interrupted build: %s", p)
         if not (overwrite and _finished_versions(data_dir / name)):  # a build that ended meanwhile is reused
             return _build_into(builder_cls, manual_dir, data_dir, expected_counts, builder_kwargs)
@@ -151,7 +153,7 @@ def build(
 
 
 def _finished_versions(dataset_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in dataset_dir.glob("*/dataset_info.json"))
+    return sorted(p.parent for p in dataset_dir.glob("*/dataset_info.json") if not p.parent.name.startswith("."))
 
 
 def _build_into(builder_cls: type, manual_dir: Path, data_dir: Path, expected_counts: dict[str, int] | None,
