@@ -177,19 +177,7 @@ def save_model(
     if validate:
         check_variables(variables, config)
 
-    if directory.exists() and not directory.is_dir():
-        raise CheckpointError(f"{directory} exists and is not a directory; choose another output path")
-    if directory.exists() and any(directory.iterdir()):
-        if not overwrite:
-            raise CheckpointError(
-                f"{directory} exists and is not empty; choose another output directory or pass --force"
-            )
-        if not is_model_dir(directory):  # --force replaces a model, never a folder of other files
-            first = sorted(p.name for p in directory.iterdir())[0]
-            raise CheckpointError(
-                f"{directory} holds files that are not a model directory ({first}, ...); --force replaces only "
-                "a model directory: choose another output directory"
-            )
+    _check_replaceable(directory, overwrite)
 
     meta = dict(metadata or {})
     meta["format_version"] = FORMAT_VERSION
@@ -220,6 +208,22 @@ def save_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return directory
+
+
+def _check_replaceable(directory: Path, overwrite: bool) -> None:
+    """A model may be written at ``directory``: missing, empty, or a model dir with ``overwrite``."""
+    if directory.exists() and not directory.is_dir():
+        raise CheckpointError(f"{directory} exists and is not a directory; choose another output path")
+    if not directory.exists() or not any(directory.iterdir()):
+        return
+    if not overwrite:
+        raise CheckpointError(f"{directory} exists and is not empty; choose another output directory or pass --force")
+    if not is_model_dir(directory):  # --force replaces a model, never a folder of other files
+        first = sorted(p.name for p in directory.iterdir())[0]
+        raise CheckpointError(
+            f"{directory} holds files that are not a model directory ({first}, ...); --force replaces only "
+            "a model directory: choose another output directory"
+        )
 
 
 def _local_checkpointer():
