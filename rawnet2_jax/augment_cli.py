@@ -23,6 +23,8 @@ from rawnet2_jax.augment.config import ALGORITHMS, REFERENCE_NAMES, RawBoostConf
 from rawnet2_jax.cliutil import OneLineParser, float_range, int_range, nonneg_int, positive_int
 from rawnet2_jax.fsutil import make_out_dir
 
+MIN_SECONDS = 0.064  # two frames of the spectrogram plot (32 ms each)
+
 HELP = """\
 Apply RawBoost (Tak et al., ICASSP 2022: data boosting for raw-waveform anti-spoofing) to
 one audio file and write COUNT augmented versions as float32 WAV files, plus a PNG with
@@ -161,6 +163,10 @@ def augment_file(path: str | os.PathLike, out_dir: str | os.PathLike, *, algo: i
     if not np.any(x):
         raise AudioError(f"{os.fspath(path)}: audio is silent (all {x.size} samples are zero); "
                          "RawBoost of silence is silence")
+    shortest = int(round(MIN_SECONDS * cfg.fs))
+    if x.size < shortest:  # the filters and the spectrogram plot need a few frames
+        raise AudioError(f"{os.fspath(path)}: audio has {x.size} samples, under the {shortest} ({MIN_SECONDS * 1000:g} ms) "
+                         "that augmenting needs; use a longer file")
     out = make_out_dir(out_dir)
     stem = Path(path).stem
     fn = _rawboost_fn()

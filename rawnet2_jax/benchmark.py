@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rawnet2_jax.data import is_built
+from rawnet2_jax.errors import DataError
 from rawnet2_jax.fsutil import make_out_dir
 
 BENCHMARK_DATASETS = ("asvspoof2019_la", "asvspoof2021_la", "asvspoof2021_df", "in_the_wild")
@@ -121,11 +122,15 @@ def run_benchmark(
     from rawnet2_jax import plots
 
     primary = processes is None or processes.primary
+    built = _built(datasets, data_dir, processes)
+    if not any(built):  # a mistyped --data-dir would otherwise look like a finished benchmark
+        raise DataError(f"none of {', '.join(datasets)} is built in {data_dir}; build them with "
+                        f"`{build_command(datasets[0], data_dir)}` (and the others likewise), or fix --data-dir")
     out = make_out_dir(out_dir)
     opts = dict(batch_size=batch_size, resume=resume, progress=progress, run_id=run_id, processes=processes,
                 score_only=not primary, plots=primary)
     results = []
-    for name, built in zip(datasets, _built(datasets, data_dir, processes)):
+    for name, built in zip(datasets, built):
         if not built:
             results.append(DatasetResult(name, "skipped", note=build_command(name, data_dir)))
             continue

@@ -471,6 +471,12 @@ def main(argv: list[str] | None = None) -> int:
         where = getattr(args, "output", None) or getattr(args, "out", None)
         _err(os_error_line(e, f"writing {where}" if where else args.command))
         return 1
+    except Exception as e:  # XLA's out of memory (jax.errors.JaxRuntimeError; jax is not imported here)
+        if "RESOURCE_EXHAUSTED" not in str(e) or "memory" not in str(e).lower():
+            raise
+        _err(f"out of memory at --batch-size {getattr(args, 'batch_size', '?')} "
+             f"({' '.join(str(e).split())[:160]}); lower --batch-size")
+        return 1
     except KeyboardInterrupt as e:
         rc, what = interrupt_status(e)
         _err(f"{what}; re-run the same command (an evaluation's earlier results in --out are kept until a run "

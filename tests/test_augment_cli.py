@@ -27,6 +27,7 @@ def inputs(tmp_path_factory):
     sf.write(d / "clip.wav", x, 16000, subtype="PCM_16")
     sf.write(d / "stereo.flac", np.stack([x, 0.5 * x], axis=1), 16000)  # any format the scorer reads
     sf.write(d / "silent.wav", np.zeros(T, np.float32), 16000)
+    sf.write(d / "short.wav", x[:100], 16000, subtype="PCM_16")
     return d
 
 
@@ -85,9 +86,11 @@ def test_bad_parameters_one_line(inputs, tmp_path, capsys, extra, needle):
 
 
 def test_bad_inputs_one_line(inputs, tmp_path, capsys):
-    for path, needle in ((tmp_path / "missing.wav", "not found"), (inputs / "silent.wav", "silent")):
+    for path, needle in ((tmp_path / "missing.wav", "not found"), (inputs / "silent.wav", "silent"),
+                         (inputs / "short.wav", "audio has 100 samples, under the 1024 (64 ms) that augmenting needs")):
         rc, out = _run([path, "-o", tmp_path / "o"], capsys)
         assert rc == 1 and needle in out.err and out.err.count("\n") == 1, out.err
+    assert not (tmp_path / "o").exists()  # nothing written for an input that cannot be used
     with pytest.raises(SystemExit) as e:
         cli.main(["augment", str(inputs / "clip.wav"), "-o", str(tmp_path), "--rawboost", "9"])
     assert e.value.code == 2 and "--rawboost" in capsys.readouterr().err

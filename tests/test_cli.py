@@ -252,3 +252,24 @@ def test_evaluate_end_to_end_on_in_the_wild(tmp_path, tiny_model_dir, capsys):
     assert np.all(np.isfinite(cm.scores))
     summary = json.loads((out / "summary.json").read_text())
     assert "eer" in summary and "min_tdcf" not in summary
+
+
+def test_out_of_memory_says_to_lower_the_batch_size(monkeypatch, capsys):
+    def oom(args):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 256441601200 bytes.\nmore")
+
+    monkeypatch.setattr(cli, "cmd_evaluate", oom)
+    rc = cli.main(["evaluate", "--checkpoint", "m", "--split", "eval", "--data-dir", "d", "--out", "o",
+                   "--batch-size", "100000"])
+    err = capsys.readouterr().err
+    assert rc == 1 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("error: out of memory at --batch-size 100000 (RESOURCE_EXHAUSTED: Out of memory") and \
+        err.rstrip().endswith("; lower --batch-size"), err
+
+    def other(args):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(cli, "cmd_evaluate", other)
+    with pytest.raises(RuntimeError, match="something else"):  # not swallowed
+        cli.main(["evaluate", "--checkpoint", "m", "--split", "eval", "--data-dir", "d", "--out", "o"])
+

@@ -190,3 +190,8 @@ def test_benchmark_built_and_skipped(tmp_path, monkeypatch, capsys):
     assert md.startswith("| dataset | trials | pooled EER (%) |") and "| asvspoof2019_la | - | - | - | not built |" in md
     assert (out / "benchmark.png").stat().st_size > 5000
     assert np.isfinite(res["in_the_wild"]["eer"])
+    # Nothing built there (a mistyped --data-dir): one error line, not an empty "finished" table.
+    assert cli.main(["benchmark", "--checkpoint", "x", "--data-dir", str(tmp_path / "typo"), "--out",
+                     str(tmp_path / "bench2"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: none of asvspoof2019_la, ") and "is built in" in err and err.count("\n") == 1, err
