@@ -396,10 +396,10 @@ def test_evaluate_and_benchmark_on_two_processes_then_one_fails(cli_data):
         bench_file = two / "bench" / dataset / f
         assert bench_file.read_bytes() == (two / name / f).read_bytes(), bench_file  # benchmark scores alike
     assert sorted(p.name for p in (two / "la19").iterdir()) == sorted(
-        ["scores_asvspoof2019_la_eval.txt", "summary.json", "per_attack.txt", "per_attack.csv", "det.png",
-         "det_per_attack.png", "score_histogram.png"])
+        [".lock", "scores_asvspoof2019_la_eval.txt", "summary.json", "per_attack.txt", "per_attack.csv", "det.png",
+         "det_per_attack.png", "score_histogram.png"])  # .lock: the primary held --out while it ran
     assert sorted(p.name for p in (two / "la21").iterdir()) == sorted(
-        ["scores_asvspoof2021_la.txt", "scores_asvspoof2021_la.txt.run", "tables_eval.txt", "tables_eval.csv",
+        [".lock", "scores_asvspoof2021_la.txt", "scores_asvspoof2021_la.txt.run", "tables_eval.txt", "tables_eval.csv",
          "tables_eval.json", "eer_by_condition_eval.png", "summary_eval.json"])
     bench = {r["dataset"]: r for r in json.loads((two / "bench" / "benchmark.json").read_text())["results"]}
     assert bench["asvspoof2019_la"]["eer"] == json.loads((two / "la19" / "summary.json").read_text())["eer"]  # %
