@@ -263,6 +263,8 @@ class ModelConfig(ConfigMixin):
             raise ValueError(f"sinc_kernel_size must be odd, got {self.sinc_kernel_size}")
         if self.num_samples <= 0:
             raise ValueError(f"num_samples must be positive, got {self.num_samples}")
+        if self.sample_rate <= 0:
+            raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
         if self.stored_class_weights is not None:
             # JSON gives a list back; keep the frozen dataclass hashable.
             object.__setattr__(

@@ -172,3 +172,11 @@ def test_computation_neutral_keeps_the_architecture_only(cfg):
     defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
     assert all(getattr(neutral, f) == defaults[f] == "auto" for f in COMPUTATION_FIELDS)
     assert cfg.replace(gru_hidden=cfg.gru_hidden + 1).computation_neutral() != neutral
+
+
+def test_lengths_and_rates_must_be_positive():
+    base = MODEL_PRESETS["caa_rawnet2"]
+    for field in ("sample_rate", "num_samples"):
+        for bad in (0, -16000):
+            with pytest.raises(ValueError, match=rf"{field} must be positive, got {bad}"):
+                base.replace(**{field: bad})

@@ -40,6 +40,7 @@ def test_cm_protocol_eval_and_blank_lines(tmp_path):
         ("LA_0079 LA_T_1 - A01 fake\n", "key must be"),
         ("LA_0079 LA_T_1 - A01 bonafide\n", "bona fide line has attack"),
         ("LA_0079 LA_T_1 - A01 spoof\nLA_0079 LA_T_1 - A02 spoof\n", "listed twice"),
+        ("LA_0079 LA_T_1 - - spoof\n", "spoof line has no attack id"),
         ("\n", "no entries"),
     ],
 )
@@ -113,3 +114,10 @@ def test_check_files_exist(tmp_path):
     P.check_files_exist([a], "x")
     with pytest.raises(DataError, match=r"missing audio file .*b.flac \(and 1 more\)"):
         P.check_files_exist([a, tmp_path / "b.flac", tmp_path / "c.flac"], "asvspoof2019_la/train")
+
+
+def test_a_byte_order_mark_is_not_part_of_the_first_speaker(tmp_path):
+    p = tmp_path / "p.txt"
+    p.write_bytes("\ufeffLA_0033 LA_T_1 - - bonafide\n".encode("utf-8"))
+    assert P.parse_cm_protocol(p)[0].speaker == "LA_0033"
+

@@ -77,7 +77,7 @@ def _read_lines(path: str | os.PathLike, what: str) -> list[str]:
     if not path.is_file():
         raise DataError(f"{path}: {what} not found")
     try:
-        return path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8-sig").splitlines()  # a BOM (Windows editors) is not text
     except UnicodeDecodeError as e:
         raise DataError(f"{path}: {what} is not a text file ({e.reason})") from e
 
@@ -100,6 +100,8 @@ def parse_cm_protocol(path: str | os.PathLike) -> list[CmEntry]:
         if key == "bonafide" and attack != "-":
             # The official files use '-' for bona fide; tolerate but keep the data honest.
             raise DataError(f"{path}:{i}: bona fide line has attack {attack!r}, expected '-'")
+        if key == "spoof" and attack == "-":  # the per-attack tables would drop it silently
+            raise DataError(f"{path}:{i}: spoof line has no attack id ('-'); give its attack (A01-A19)")
         if utt in seen:
             raise DataError(f"{path}:{i}: utterance {utt} is listed twice (first on line {seen[utt]})")
         seen[utt] = i
