@@ -43,6 +43,9 @@ def read_torch_file(path: str | os.PathLike) -> Any:
         raise CheckpointError(f"{p} is a directory; pass the PyTorch .pt/.pth file")
     if p.stat().st_size == 0:
         raise CheckpointError(f"{p}: file is empty (truncated download or failed save?)")
+    kind = _other_format(p)
+    if kind:
+        raise CheckpointError(f"{p} is {kind}, not a PyTorch checkpoint; pass the .pt/.pth file that torch.save wrote")
     try:
         with warnings.catch_warnings():  # "Detected pickle protocol 4": we explain failures ourselves
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
@@ -55,6 +58,21 @@ def read_torch_file(path: str | os.PathLike) -> Any:
             f"{p}: truncated or corrupt checkpoint, torch cannot read it "
             f"({type(e).__name__}: {first_line(e, sentence=True)[:160]}); re-download or re-save it"
         ) from None
+
+
+# Files that are sometimes passed by mistake, by their first bytes (a torch file is a zip archive
+# or a pickle; anything else is left to torch.load, which also reads legacy formats).
+_OTHER_FORMATS = ((b"RIFF", "a WAV (RIFF) audio file"), (b"fLaC", "a FLAC audio file"), (b"OggS", "an Ogg file"),
+                  (b"ID3", "an MP3 file"), (b"\x93NUMPY", "a NumPy .npy file"), (b"\x89HDF", "an HDF5 file"))
+
+
+def _other_format(p: Path) -> str | None:
+    try:
+        with open(p, "rb") as f:
+            head = f.read(8)
+    except OSError:
+        return None  # torch.load says what is wrong
+    return next((kind for magic, kind in _OTHER_FORMATS if head.startswith(magic)), None)
 
 
 def _unpickling_error(p: Path, e: Exception) -> CheckpointError:

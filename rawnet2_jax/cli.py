@@ -375,14 +375,15 @@ def _out_dir(out: str, procs, *, replace: bool = False):
 
 
 def _run_id(checkpoint: str) -> str:
-    """Checkpoint path + a digest of its manifest (if any): resumed score files must match it."""
+    """What a resumed score file must have been written by: the model's contents (a digest of its
+    manifest, so a copied or moved model continues), else its path (models saved without one)."""
     import hashlib
 
     path = os.path.abspath(checkpoint)
     for m in (os.path.join(path, "manifest.json"), os.path.join(path, "best_model", "manifest.json")):
         if os.path.isfile(m):
             with open(m, "rb") as f:
-                return f"{path} (manifest sha256 {hashlib.sha256(f.read()).hexdigest()[:16]})"
+                return f"the model with manifest sha256 {hashlib.sha256(f.read()).hexdigest()[:16]}"
     return path
 
 

@@ -273,3 +273,19 @@ def test_out_of_memory_says_to_lower_the_batch_size(monkeypatch, capsys):
     with pytest.raises(RuntimeError, match="something else"):  # not swallowed
         cli.main(["evaluate", "--checkpoint", "m", "--split", "eval", "--data-dir", "d", "--out", "o"])
 
+
+
+def test_a_resumed_score_file_belongs_to_the_models_contents_not_its_path(tmp_path):
+    import shutil
+
+    a = tmp_path / "a"
+    a.mkdir()
+    (a / "manifest.json").write_text('{"files": {"x": 1}}')
+    shutil.copytree(a, tmp_path / "copy")
+    assert cli._run_id(str(a)) == cli._run_id(str(tmp_path / "copy")) != str(a)  # a copy or a move continues
+    (tmp_path / "copy" / "manifest.json").write_text('{"files": {"x": 2}}')
+    assert cli._run_id(str(a)) != cli._run_id(str(tmp_path / "copy"))  # other weights: --restart
+    (tmp_path / "run" / "best_model").mkdir(parents=True)
+    shutil.copy(a / "manifest.json", tmp_path / "run" / "best_model" / "manifest.json")
+    assert cli._run_id(str(tmp_path / "run")) == cli._run_id(str(a))  # a workdir: its best model
+    assert cli._run_id(str(tmp_path / "none")) == str(tmp_path / "none")  # no manifest: the path

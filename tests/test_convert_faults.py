@@ -158,12 +158,17 @@ def test_truncated_plain_pickle_is_still_corrupt(tmp_path, capsys):
     assert "unsafe" not in err
 
 
-def test_a_numpy_file_named_pt_is_corrupt_not_unsafe(tmp_path, capsys):
-    src = tmp_path / "npy.pt"  # its magic byte 0x93 reads as a STACK_GLOBAL without names
+def test_a_numpy_or_audio_file_named_pt_is_called_what_it_is(tmp_path, capsys):
+    import soundfile as sf
+
+    src = tmp_path / "npy.pt"  # its magic byte 0x93 would read as a STACK_GLOBAL without names
     with open(src, "wb") as f:
         np.save(f, np.zeros(3))
-    err = _fails(capsys, [src, tmp_path / "out"], "corrupt", out=tmp_path / "out")
+    err = _fails(capsys, [src, tmp_path / "out"], "is a NumPy .npy file, not a PyTorch checkpoint", out=tmp_path / "out")
     assert "unsafe" not in err and "references" not in err
+    wav = tmp_path / "clip.pt"
+    sf.write(wav, np.zeros(1600), 16000, format="WAV")
+    _fails(capsys, [wav, tmp_path / "out"], "is a WAV (RIFF) audio file, not a PyTorch checkpoint", out=tmp_path / "out")
 
 
 def test_symlink_loop_source(tmp_path, capsys):
