@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from rawnet2_jax.cliutil import OneLineParser, nonneg_float, positive_int
+from rawnet2_jax.cliutil import OneLineParser, nonneg_float, positive_int, quiet_store_shutdown
 
 DESCRIPTION = """\
 Convert a PyTorch RawNet2 checkpoint into a Flax model directory that
@@ -100,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    quiet_store_shutdown()  # a full disk during the orbax write: our one line, not tensorstore's tracebacks
     from convert.converter import convert_checkpoint
     from convert.verify import DEFAULT_TOLERANCE
     from rawnet2_jax.errors import UserError

@@ -245,7 +245,12 @@ def _local_checkpointer():
 
 
 def _save_variables(vdir: Path, variables: Mapping[str, Any], directory: Path) -> None:
+    import logging
+
     ckptr = _local_checkpointer()
+    absl = logging.getLogger("absl")
+    level = absl.level
+    absl.setLevel(logging.CRITICAL)  # orbax logs a failed write with tracebacks; the caller says it once
     try:
         ckptr.save(vdir, variables)
         ckptr.wait_until_finished()
@@ -261,6 +266,7 @@ def _save_variables(vdir: Path, variables: Mapping[str, Any], directory: Path) -
         raise CheckpointError(f"writing model {directory} failed ({type(e).__name__}: {first}); nothing was replaced") from None
     finally:
         ckptr.close()
+        absl.setLevel(level)
 
 
 def recover_moved_aside(directory: str | os.PathLike) -> bool:

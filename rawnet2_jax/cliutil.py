@@ -28,6 +28,7 @@ __all__ = [
     "interrupt_status",
     "sigterm_as_interrupt",
     "quiet_broken_pipe",
+    "quiet_store_shutdown",
     "float_range",
     "fraction",
     "int_range",
@@ -55,6 +56,20 @@ def quiet_broken_pipe(main: Callable[..., int]) -> Callable[..., int]:
             return 141
 
     return wrapped
+
+
+def quiet_store_shutdown() -> None:
+    """Drop the "Event loop is closed" errors that tensorstore's callbacks raise, hundreds of
+    tracebacks, after orbax gave up a write (a full disk): the command says that in one line.
+    Every other unraisable error is reported as before. For commands that write with orbax."""
+    default = sys.unraisablehook
+
+    def hook(u):
+        if isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed":
+            return
+        default(u)
+
+    sys.unraisablehook = hook
 
 
 class Terminated(KeyboardInterrupt):

@@ -391,7 +391,7 @@ def test_store_errors_name_their_os_cause():
 
 
 def test_closed_event_loop_errors_of_the_store_are_dropped():
-    from train.__main__ import _quiet_store_shutdown
+    from rawnet2_jax.cliutil import quiet_store_shutdown
 
     class Raises:
         def __init__(self, e):
@@ -403,7 +403,7 @@ def test_closed_event_loop_errors_of_the_store_are_dropped():
     before, reported = sys.unraisablehook, []
     try:
         sys.unraisablehook = lambda u: reported.append(str(u.exc_value))  # what the default hook gets
-        _quiet_store_shutdown()
+        quiet_store_shutdown()
         Raises(RuntimeError("Event loop is closed"))
         Raises(ValueError("something else"))
     finally:

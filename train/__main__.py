@@ -19,7 +19,9 @@ import argparse
 import os
 import sys
 
-from rawnet2_jax.cliutil import OneLineParser, nonneg_float, nonneg_int, positive_float, positive_int, unit_interval
+from rawnet2_jax.cliutil import (
+    OneLineParser, nonneg_float, nonneg_int, positive_float, positive_int, quiet_store_shutdown, unit_interval,
+)
 from rawnet2_jax.errors import UserError
 from train.guards import Stopped
 
@@ -197,23 +199,9 @@ def run(cfg, workdir, **train_kwargs) -> int:
     return 0
 
 
-def _quiet_store_shutdown() -> None:
-    """Drop the "Event loop is closed" errors that tensorstore's callbacks raise, hundreds of
-    tracebacks, after orbax gave up a checkpoint write (a full disk): the run says that in one
-    line. Every other unraisable error is reported as before."""
-    default = sys.unraisablehook
-
-    def hook(u):
-        if isinstance(u.exc_value, RuntimeError) and str(u.exc_value) == "Event loop is closed":
-            return
-        default(u)
-
-    sys.unraisablehook = hook
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    _quiet_store_shutdown()
+    quiet_store_shutdown()
     try:
         from rawnet2_jax.processes import maybe_initialize_distributed
 
