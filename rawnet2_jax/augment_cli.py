@@ -123,8 +123,12 @@ def write_float_wav(path: str | os.PathLike, x: np.ndarray, sample_rate: int) ->
     chunks = (b"fmt " + struct.pack("<I", len(fmt)) + fmt
               + b"fact" + struct.pack("<II", 4, len(data) // 4)
               + b"data" + struct.pack("<I", len(data)) + data)
-    with open(path, "wb") as f:
-        f.write(b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks)
+    try:
+        with open(path, "wb") as f:
+            f.write(b"RIFF" + struct.pack("<I", 4 + len(chunks)) + b"WAVE" + chunks)
+    except OSError:
+        Path(path).unlink(missing_ok=True)  # a full disk: no empty or cut-off WAV left behind
+        raise
 
 
 _JITTED = {}
@@ -199,8 +203,10 @@ def main(argv: list[str] | None = None, prog: str = "rawnet2-jax augment") -> in
     except UserError as e:
         print(f"error: {first_line(e)}", file=sys.stderr)
         return 1
-    except OSError as e:  # e.g. an output folder that cannot be created
-        print(f"error: {e.filename or ''}: {e.strerror or e}".replace("error: : ", "error: "), file=sys.stderr)
+    except OSError as e:  # a full disk
+        from rawnet2_jax.fsutil import os_error_line
+
+        print(f"error: {os_error_line(e, f'writing {args.out}')}", file=sys.stderr)
         return 1
     print(f"wrote {len(res.wavs)} file(s) to {args.out}: {res.wavs[0].name} .. {res.wavs[-1].name}")
     if res.png is not None:

@@ -105,3 +105,25 @@ def test_help_teaches(capsys):
     with pytest.raises(SystemExit):
         cli.main(["--help"])
     assert "augment" in capsys.readouterr().out
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_cut_off_wav(inputs, tmp_path, capsys, monkeypatch):
+    import builtins
+    import errno
+    import os
+
+    real_open = builtins.open
+
+    def full(path, mode="r", *a, **k):
+        f = real_open(path, mode, *a, **k)
+        if "w" in mode and str(path).endswith("_001.wav"):
+            f.close()
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return f
+
+    monkeypatch.setattr(builtins, "open", full)
+    rc, out = _run([inputs / "clip.wav", "-o", tmp_path / "o", "--count", "3"], capsys)
+    assert rc == 1 and out.err.count("\n") == 1, out.err
+    assert out.err.startswith(f"error: writing {tmp_path / 'o'} failed: no space left on the device"), out.err
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["clip_rawboost5_000.wav"]  # the finished one
+
