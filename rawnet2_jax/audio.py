@@ -46,6 +46,10 @@ DEFAULT_MAX_SECONDS = 600.0
 _UNKNOWN_FRAMES = 1 << 62
 #: Audio whose RMS (or, around a DC offset, whose AC RMS) is below this level is "degenerate".
 DEGENERATE_DBFS = -90.0
+#: A peak above this (full scale is 1.0) is no recording the model was trained on: a float file
+#: holding int16 values (peaks near 32767) or audio scaled up by mistake. Float WAVs with some
+#: headroom over 1.0 stay under it.
+DEGENERATE_PEAK = 2.0
 _WAV_FORMATS = ("WAV", "WAVEX", "RF64")
 
 
@@ -241,7 +245,8 @@ def degenerate_reason(x: np.ndarray, min_samples: int = 1, sample_rate: int = DE
 
     Shorter than ``min_samples`` (after padding the model would see mostly padding), constant
     (every sample equal, e.g. a 1e-30 "signal"), DC only (an offset with nothing above
-    :data:`DEGENERATE_DBFS` around it) or quieter than :data:`DEGENERATE_DBFS` overall.
+    :data:`DEGENERATE_DBFS` around it), quieter than :data:`DEGENERATE_DBFS` overall, or with
+    a peak over :data:`DEGENERATE_PEAK` (full scale is 1).
     """
     x = np.asarray(x, dtype=np.float64)
     n = int(x.size)
@@ -256,6 +261,10 @@ def degenerate_reason(x: np.ndarray, min_samples: int = 1, sample_rate: int = DE
         return f"DC only (offset {np.mean(x):.3g}, the rest at {_dbfs(ac):.0f} dBFS)"
     if total < floor:
         return f"below {DEGENERATE_DBFS:g} dBFS (RMS {_dbfs(total):.0f} dBFS)"
+    peak = float(np.max(np.abs(x))) if n else 0.0
+    if peak > DEGENERATE_PEAK:
+        hint = "; integer sample values in a float file? divide them by 32768" if peak > 1000 else ""
+        return f"at a peak of {peak:.4g}, far beyond full scale (1.0){hint}"
     return None
 
 

@@ -54,7 +54,8 @@ says how many, and the exit status is 130 (143 for SIGTERM).
 
 Degenerate audio is refused (one line, counted as failed): shorter than the model's
 minimum input (config.min_num_samples, before padding), constant, DC only, below -90 dBFS,
-or a WAV whose header promises more audio than the file holds. --allow-degenerate scores
+peaks over 2 (full scale is 1: e.g. int16 values in a float file), or a WAV whose header
+promises more audio than the file holds. --allow-degenerate scores
 it anyway and fills the row's "warning" column (--allow-silent: only all-zero files).
 
 examples:

@@ -255,6 +255,10 @@ DEGENERATE = {
     "quiet.wav": (lambda p: sf.write(p, (1e-6 * _speechy(SR)).astype(np.float32), SR, subtype="FLOAT"),
                   "below -90 dBFS"),
     "truncated.wav": (_truncated_wav, "promises 3.00 s but the file holds 1.00 s"),
+    "int16_in_float.wav": (lambda p: sf.write(p, (32767 * _speechy(SR) / np.max(np.abs(_speechy(SR)))).astype(
+        np.float32), SR, subtype="FLOAT"), "audio is at a peak of 2.9"),
+    "loud.wav": (lambda p: sf.write(p, (5 * _speechy(SR) / np.max(np.abs(_speechy(SR)))).astype(np.float32), SR,
+                                    subtype="FLOAT"), "far beyond full scale (1.0);"),
 }
 
 
@@ -275,6 +279,8 @@ def test_degenerate_audio_is_refused_unless_forced(tmp_path, capsys, monkeypatch
 
 def test_normal_speech_is_not_degenerate():
     assert audio.degenerate_reason(_speechy(SR), 729) is None
+    hot = 1.5 * _speechy(SR) / np.max(np.abs(_speechy(SR)))  # a float file with headroom over full scale
+    assert audio.degenerate_reason(hot, 729) is None
     assert audio.degenerate_reason(_speechy(800), 729) is None
     assert "728 sample" in audio.degenerate_reason(_speechy(728), 729)
 
