@@ -253,6 +253,8 @@ class _RowBatcher:
             err = None
         except Exception as e:  # mark these files, keep scoring the others
             lo, err = None, f"model failed ({type(e).__name__}: {first_line(e)})"
+            if "RESOURCE_EXHAUSTED" in str(e) and "memory" in str(e).lower():
+                err += f"; out of memory at --batch-size {self.batch_size}: lower --batch-size"
         i = 0
         for fs, k in owners:
             if err is not None:
@@ -271,7 +273,8 @@ class _RowBatcher:
         if fs.error is None:
             lo = np.concatenate(parts)
             if not np.all(np.isfinite(lo)):
-                fs.error = f"{fs.path}: the model produced non-finite logits for this file"
+                fs.error = (f"{fs.path}: the model produced non-finite logits for this file (when every file "
+                            "fails so, the model's weights are damaged: re-convert or re-copy it)")
             else:
                 fs.log_odds = float(np.mean(lo))
                 fs.spoof_probability = float(spoof_probability(fs.log_odds))

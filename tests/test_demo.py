@@ -145,3 +145,16 @@ def test_build_failures_and_interrupts_are_one_line(tmp_path, monkeypatch, capsy
         err = capsys.readouterr().err
         assert err.startswith(line) and err.count("\n") == 1, err
     assert signal.getsignal(signal.SIGTERM) is not _raise_terminated  # the caller's handler is back
+
+
+def test_demo_refuses_clips_longer_than_ten_minutes(tmp_path, capsys):
+    import pytest
+
+    from rawnet2_jax.data.__main__ import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["demo", str(tmp_path / "c"), "--seconds", "1e6"])  # 105 GiB of audio per split
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("error: argument --seconds:") and err.count("\n") == 1, err
+    assert not (tmp_path / "c").exists()
+

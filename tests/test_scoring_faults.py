@@ -325,3 +325,21 @@ def test_evaluate_on_an_unbuilt_dataset_builds_nothing(tmp_path, capsys, monkeyp
     cap = capsys.readouterr()
     _one_error_line(cap.err, "not built", "python -m rawnet2_jax.data build asvspoof2019_la")
     assert "Downloading" not in cap.out + cap.err
+
+
+def test_out_of_memory_and_broken_weights_say_what_to_do(files, tmp_path, monkeypatch, capsys):
+    def oom(call):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory allocating 256441601200 bytes.")
+
+    monkeypatch.setattr(cli, "_load_model", lambda d: _Model(on_call=oom))
+    assert cli.main(["score", "--checkpoint", "m", str(files[0]), "--batch-size", "4096", "--no-progress"]) == 1
+    _one_error_line(capsys.readouterr().err, "model failed (RuntimeError: RESOURCE_EXHAUSTED",
+                    "out of memory at --batch-size 4096: lower --batch-size")
+
+    class Broken(_Model):
+        def logits(self, x):
+            return np.full((x.shape[0], 2), np.nan, np.float32)
+
+    monkeypatch.setattr(cli, "_load_model", lambda d: Broken())
+    assert cli.main(["score", "--checkpoint", "m", str(files[0]), "--no-progress"]) == 1
+    _one_error_line(capsys.readouterr().err, "non-finite logits", "the model's weights are damaged")

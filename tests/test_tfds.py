@@ -151,6 +151,11 @@ def test_a_damaged_or_missing_shard_is_one_line_that_says_to_rebuild(tmp_path):
         data_source("asvspoof2019_la", "train", tmp_path / "afile")
     with pytest.raises(DataError, match=r"nowhere does not exist; build the dataset there first"):
         data_source("asvspoof2019_la", "train", tmp_path / "nowhere")
+    version = tmp_path / "data" / "asvspoof2019_la" / "1.0.0"
+    version.rename(version.with_name("2.0.0"))  # a build of another version of the builder
+    with pytest.raises(DataError, match=r"holds no build of version 1\.0\.0 \(found: 2\.0\.0\); build it with `python -m rawnet2_jax"):
+        data_source("asvspoof2019_la", "train", tmp_path / "data")
+    version.with_name("2.0.0").rename(version)
     shard.unlink()
     with pytest.raises(DataError, match=r"misses 1 of its files \(asvspoof2019_la-train\.array_record.*--overwrite`$"):
         data_source("asvspoof2019_la", "train", tmp_path / "data")

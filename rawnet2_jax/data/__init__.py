@@ -81,6 +81,10 @@ def data_source(name: str, split: str, data_dir: str | os.PathLike) -> Any:
             f"cannot read {name} under {data_dir} ({type(e).__name__}: {first_line(e)[:200]}); "
             f"rebuild it with `{build_cmd} --overwrite`"
         ) from None
+    if not splits:  # built, but as another version than this code's builder reads
+        found = sorted(v for v in os.listdir(os.path.join(data_dir, name)) if not v.startswith("."))
+        raise DataError(f"{name} in {data_dir} holds no build of version {builder.version} (found: "
+                        f"{', '.join(found)}); build it with `{build_cmd}`")
     if split not in splits:
         raise DataError(f"{name} in {data_dir} has no split {split!r}; its splits are: {', '.join(splits)}")
     rebuild = f"rebuild it with `{build_cmd} --overwrite`"

@@ -14,7 +14,7 @@ import os
 import sys
 
 from rawnet2_jax.cliutil import (
-    OneLineParser, fraction, interrupt_status, nonneg_int, positive_float, positive_int, sigterm_as_interrupt,
+    OneLineParser, float_range, fraction, interrupt_status, nonneg_int, positive_int, sigterm_as_interrupt,
 )
 from rawnet2_jax.data import DATASETS, build_dataset
 from rawnet2_jax.errors import UserError
@@ -62,7 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--num-train", type=positive_int, default=400, help="utterances in train (default 400)")
     d.add_argument("--num-dev", type=positive_int, default=300, help="utterances in dev (default 300)")
     d.add_argument("--num-eval", type=positive_int, default=400, help="utterances in eval (default 400)")
-    d.add_argument("--seconds", type=positive_float, default=2.0, help="mean clip length in seconds (default 2)")
+    d.add_argument("--seconds", type=float_range(0, 600, lo_open=True), default=2.0,
+                   help="mean clip length in seconds, up to 600 (default 2)")
     d.add_argument("--bonafide-fraction", type=fraction, default=0.25,
                    help="share of bona fide utterances, 0 < F < 1 (default 0.25)")
     d.add_argument("--eval-channel", choices=("clean", "codecs"), default="clean",
