@@ -26,6 +26,7 @@ __all__ = [
     "OneLineParser",
     "Terminated",
     "interrupt_status",
+    "one_line_warnings",
     "sigterm_as_interrupt",
     "quiet_broken_pipe",
     "quiet_store_shutdown",
@@ -70,6 +71,26 @@ def quiet_store_shutdown() -> None:
         default(u)
 
     sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def one_line_warnings():
+    """While active, a warning is printed as one ``warning: ...`` line above any progress bar
+    (not Python's ``file:line: Category: ...`` with the source line, which garbles the bar)."""
+    import warnings
+
+    previous = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = previous
 
 
 class Terminated(KeyboardInterrupt):

@@ -158,3 +158,26 @@ def test_demo_refuses_clips_longer_than_ten_minutes(tmp_path, capsys):
     assert e.value.code == 2 and err.startswith("error: argument --seconds:") and err.count("\n") == 1, err
     assert not (tmp_path / "c").exists()
 
+
+def test_a_warning_during_a_build_is_one_line(tmp_path, monkeypatch, capsys):
+    import warnings
+
+    import rawnet2_jax.data.__main__ as cli
+    from rawnet2_jax.audio import SilentAudioWarning
+
+    class Info:
+        splits = {}
+
+    class Builder:
+        info = Info()
+
+    def build(*a, **k):
+        warnings.warn("x.flac: audio is silent (all 16000 samples are zero)", SilentAudioWarning)
+        return Builder()
+
+    monkeypatch.setattr(cli, "build_dataset", build)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        assert cli.main(["build", "asvspoof2019_la", "--manual-dir", str(tmp_path), "--data-dir", str(tmp_path)]) == 0
+    assert capsys.readouterr().err == "warning: x.flac: audio is silent (all 16000 samples are zero)\n"
+

@@ -63,6 +63,18 @@ def test_la_missing_file_named(tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_an_utterance_in_two_splits_is_refused(tmp_path):
+    write_la_tree(tmp_path / "c")
+    protos = tmp_path / "c/LA/ASVspoof2019_LA_cm_protocols"
+    train = protos / "ASVspoof2019.LA.cm.train.trn.txt"
+    dev = protos / "ASVspoof2019.LA.cm.dev.trl.txt"
+    utt = dev.read_text().splitlines()[0].split()[1]
+    train.write_text(train.read_text() + dev.read_text().splitlines()[0] + "\n")  # a dev line in train
+    with pytest.raises(DataError, match=rf"utterance {utt} is in both the train and the dev protocol"):
+        asvspoof2019_la.build(tmp_path / "c", tmp_path / "data")
+    assert not (tmp_path / "data").exists()
+
+
 def test_la_count_mismatch(tmp_path):
     write_la_tree(tmp_path / "c")
     asvspoof2019_la.build(tmp_path / "c", tmp_path / "data")

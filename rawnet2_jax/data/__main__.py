@@ -14,7 +14,8 @@ import os
 import sys
 
 from rawnet2_jax.cliutil import (
-    OneLineParser, float_range, fraction, interrupt_status, nonneg_int, positive_int, sigterm_as_interrupt,
+    OneLineParser, float_range, fraction, interrupt_status, nonneg_int, one_line_warnings, positive_int,
+    sigterm_as_interrupt,
 )
 from rawnet2_jax.data import DATASETS, build_dataset
 from rawnet2_jax.errors import UserError
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     where = args.out_dir if args.cmd == "demo" else args.data_dir
     try:
-        with sigterm_as_interrupt():
+        with sigterm_as_interrupt(), one_line_warnings():  # e.g. a silent file, said once, above the bar
             if args.cmd == "demo":
                 _demo(args)
             else:

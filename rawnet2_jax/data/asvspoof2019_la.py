@@ -26,6 +26,7 @@ import tensorflow_datasets as tfds
 from rawnet2_jax.audio import load_pcm16
 from rawnet2_jax.data import protocols as P
 from rawnet2_jax.data import tfds_common as C
+from rawnet2_jax.errors import DataError
 
 DOWNLOAD_URL = "https://datashare.ed.ac.uk/handle/10283/3336"
 
@@ -85,8 +86,17 @@ class Asvspoof2019La(tfds.core.ShardBasedBuilder):
 
 
 def protocol_counts(manual_dir: str | os.PathLike) -> dict[str, int]:
+    """Utterances per split; an utterance listed in two splits' protocols (train in dev: a
+    leak that would make the dev EER meaningless) is a DataError."""
     la_root = P.find_la_root(manual_dir)
-    return {s: len(P.parse_cm_protocol(P.la_protocol_path(la_root, s))) for s in P.LA_SPLITS}
+    entries = {s: P.parse_cm_protocol(P.la_protocol_path(la_root, s)) for s in P.LA_SPLITS}
+    first: dict[str, str] = {}
+    for split, es in entries.items():
+        for e in es:
+            if first.setdefault(e.utt_id, split) != split:
+                raise DataError(f"utterance {e.utt_id} is in both the {first[e.utt_id]} and the {split} protocol "
+                                f"of {la_root}; each utterance belongs to one split (check the protocol files)")
+    return {s: len(es) for s, es in entries.items()}
 
 
 def build(manual_dir: str | os.PathLike, data_dir: str | os.PathLike, *, overwrite: bool = False):
