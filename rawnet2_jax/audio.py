@@ -57,6 +57,10 @@ class SilentAudioWarning(UserWarning):
     """An audio file whose samples are all zero (scored anyway with ``on_silent="warn"``)."""
 
 
+class ShortAudioWarning(UserWarning):
+    """A file a dataset stores although it is under 0.1 s (:func:`load_pcm16`)."""
+
+
 def resample(x: np.ndarray, orig_sr: int, target_sr: int) -> np.ndarray:
     """Resample a 1-D (or (frames, channels)) float signal with soxr (high quality)."""
     if int(orig_sr) == int(target_sr):
@@ -340,5 +344,13 @@ def load_pcm16(
         if data.size == 0:
             raise AudioError(f"{path}: audio has zero samples")
         check_waveform(data, path, on_silent=on_silent)
-        return np.ascontiguousarray(data, dtype=np.int16)
-    return float_to_pcm16(load_audio(path, sample_rate=sample_rate, max_seconds=max_seconds, on_silent=on_silent))
+        return _warn_if_short(np.ascontiguousarray(data, dtype=np.int16), path, sample_rate)
+    pcm = float_to_pcm16(load_audio(path, sample_rate=sample_rate, max_seconds=max_seconds, on_silent=on_silent))
+    return _warn_if_short(pcm, path, sample_rate)
+
+
+def _warn_if_short(pcm: np.ndarray, path: str, sample_rate: int) -> np.ndarray:
+    if pcm.size < sample_rate // 10:  # no corpus utterance is this short: a cut file, or a mistake
+        warnings.warn(f"{path}: only {pcm.size} samples ({1000 * pcm.size / sample_rate:.1f} ms), stored as they "
+                      "are; a model sees it as mostly padding", ShortAudioWarning, stacklevel=3)
+    return pcm

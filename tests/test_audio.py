@@ -139,6 +139,19 @@ def test_a_dataset_refuses_a_cut_off_wav(tmp_path):
         assert load_audio(p).size > 0  # scoring reads what is there
 
 
+def test_a_dataset_warns_of_a_file_under_a_tenth_of_a_second(tmp_path):
+    from rawnet2_jax import audio
+
+    p = tmp_path / "three.flac"
+    sf.write(p, _tone(16000, 1.0)[:3], 16000, subtype="PCM_16")
+    with pytest.warns(audio.ShortAudioWarning, match=r"three.flac: only 3 samples \(0\.2 ms\), stored as they are"):
+        assert audio.load_pcm16(p).size == 3
+    sf.write(p, _tone(16000, 1.0)[:1600], 16000, subtype="PCM_16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert audio.load_pcm16(p).size == 1600
+
+
 def test_zero_length_wav(tmp_path):
     p = tmp_path / "zero.wav"
     sf.write(p, np.zeros((0,)), 16000, subtype="PCM_16")
