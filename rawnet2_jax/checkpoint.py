@@ -41,8 +41,8 @@ from rawnet2_jax.fsutil import (
     remove_stale_temps,
     replace_dir,
     sha256_file,
-    stale_temps,
 )
+from rawnet2_jax.fsutil import recover_moved_aside as fs_recover_moved_aside
 from rawnet2_jax.treecheck import raise_problems, shape_problems, summarize
 
 FORMAT_VERSION = 1
@@ -270,23 +270,9 @@ def _save_variables(vdir: Path, variables: Mapping[str, Any], directory: Path) -
 
 
 def recover_moved_aside(directory: str | os.PathLike) -> bool:
-    """Put back a model that a writer killed between its two renames left moved aside.
-
-    :func:`rawnet2_jax.fsutil.replace_dir` renames the old model to ``.NAME.old-*`` and then the new one into
-    place; a kill in between leaves no ``NAME``. If ``NAME`` is missing and such a leftover of
-    a dead writer is a complete model directory, it is renamed back (True).
-    """
-    d = Path(directory).absolute()
-    if os.path.lexists(d):
-        return False
-    for old in sorted(stale_temps(d.parent, d.name, "old"), key=lambda p: p.stat().st_mtime, reverse=True):
-        if is_model_dir(old):
-            try:
-                os.rename(old, d)
-                return True
-            except OSError:
-                return False
-    return False
+    """Put back a model that a writer killed between :func:`rawnet2_jax.fsutil.replace_dir`'s
+    two renames left moved aside (True); see :func:`rawnet2_jax.fsutil.recover_moved_aside`."""
+    return fs_recover_moved_aside(directory, is_model_dir)
 
 
 # ----------------------------------------------------------------------------- manifest

@@ -64,6 +64,25 @@ def replace_dir(src: Path, dst: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_moved_aside(directory: str | os.PathLike, is_complete) -> bool:
+    """Put back what a writer killed between :func:`replace_dir`'s two renames left moved aside.
+
+    A kill there leaves no ``NAME``, only ``.NAME.old-*``: if such a leftover of a dead writer
+    passes ``is_complete(path)``, it is renamed back (True). Call it before writing ``NAME``.
+    """
+    d = Path(directory).absolute()
+    if os.path.lexists(d):
+        return False
+    for old in sorted(stale_temps(d.parent, d.name, "old"), key=lambda p: p.stat().st_mtime, reverse=True):
+        if is_complete(old):
+            try:
+                os.rename(old, d)
+                return True
+            except OSError:
+                return False
+    return False
+
+
 def _process_start_time() -> float:
     """Wall-clock start of this process (from /proc; import time of this module elsewhere)."""
     try:

@@ -131,6 +131,11 @@ def test_a_failed_overwrite_keeps_the_old_dataset(tmp_path):
     assert len(data_source("asvspoof2019_la", "eval", tmp_path / "data")) == 4
     assert hidden() == []
     assert sorted(p.name for p in ds_dir.iterdir()) == ["1.0.0"]
+    # Killed between the swap's two renames: the old build waits aside and is put back.
+    aside = ds_dir / f"{temp_prefix('1.0.0', 'old').rsplit('-', 2)[0]}-{gone.pid}-x"
+    (ds_dir / "1.0.0").rename(aside)
+    assert asvspoof2019_la.build(tmp_path / "c", tmp_path / "data").info.splits["eval"].num_examples == 4  # reused
+    assert sorted(p.name for p in ds_dir.iterdir()) == ["1.0.0"]
     with pytest.raises(DataError, match="the data dir is empty"):
         asvspoof2019_la.build(tmp_path / "c", "")
     # A second build of the same dataset into the same data dir while one runs: refused, nothing touched.

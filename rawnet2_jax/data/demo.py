@@ -50,7 +50,7 @@ import soundfile as sf
 
 from rawnet2_jax.data import protocols as P
 from rawnet2_jax.errors import DataError
-from rawnet2_jax.fsutil import make_temp_dir, remove_stale_temps, replace_dir
+from rawnet2_jax.fsutil import make_temp_dir, recover_moved_aside, remove_stale_temps, replace_dir
 from rawnet2_jax.data.synth import SR, Speaker, random_speaker, voiced_speech
 
 TRAIN_ATTACKS = ("A01", "A02", "A03", "A04")
@@ -178,6 +178,7 @@ def make_demo_corpus(out_dir: str | os.PathLike, cfg: DemoConfig = DemoConfig(),
     """
     out = Path(out_dir)
     la = out / "LA"
+    recover_moved_aside(la, lambda p: (p / MARKER).is_file())  # a kill between replace_dir's renames
     if la.exists() and not (la / MARKER).is_file():
         raise DataError(f"{la} exists and is not a demo corpus (no {MARKER} in it); choose another output "
                         f"folder, or remove {la} to write the demo corpus there")

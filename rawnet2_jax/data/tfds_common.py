@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from rawnet2_jax.errors import DataError
-from rawnet2_jax.fsutil import DirLock, make_temp_dir, remove_stale_temps, replace_dir
+from rawnet2_jax.fsutil import DirLock, make_temp_dir, recover_moved_aside, remove_stale_temps, replace_dir
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,8 @@ def build(
     with DirLock(data_dir, f".{name}.lock", subject=f"data dir {data_dir} ({name})",
                  busy_fix="wait for that build to end (or stop it), or build into another --data-dir",
                  unwritable_fix="give a writable --data-dir"):
+        if recover_moved_aside(data_dir / name / version, lambda p: (p / "dataset_info.json").is_file()):
+            log.warning("put back %s, which a build killed while swapping it left aside", data_dir / name / version)
         leftovers = remove_stale_temps(data_dir / name, version) + remove_stale_incomplete_dirs(data_dir / name)
         for p in leftovers + remove_stale_temps(data_dir, name):  # the last: a killed --overwrite's scratch
             log.warning("removed the leftovers of an interrupted build: %s", p)
