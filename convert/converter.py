@@ -241,6 +241,13 @@ def _config_and_tensors(
     cnotes += wnotes
     check_state_dict(shapes, config, str(src))
     np_sd = to_numpy(sd)
+    ints = [k for k, v in np_sd.items() if v.dtype.kind in "iub" and not k.endswith("num_batches_tracked")]
+    if ints:  # RawNet2's only integer tensors are BatchNorm's step counters
+        raise CheckpointError(
+            f"{src}: {len(ints)} tensor(s) hold integers where RawNet2 has float weights: {summarize(ints, 6)} "
+            f"({np_sd[ints[0]].dtype}); the file is not a float checkpoint of this model: re-save it from "
+            "the trained model"
+        )
     bad = nonfinite_tensors(np_sd)
     if bad and not allow_nonfinite:
         raise CheckpointError(

@@ -67,6 +67,15 @@ def _leaves(tree, prefix=()):
 
 
 @pytest.mark.slow
+def test_integer_weights_are_refused(tmp_path, capsys, tiny_sd):
+    sd = dict(tiny_sd)
+    name = next(k for k, v in sd.items() if v.dtype == torch.float32 and v.ndim == 2)
+    sd[name] = sd[name].to(torch.int64)
+    torch.save(sd, tmp_path / "int.pt")
+    _fails(capsys, [tmp_path / "int.pt", tmp_path / "out", *ARGS], f"1 tensor(s) hold integers where RawNet2 has "
+           f"float weights: {name}", "(int64)", out=tmp_path / "out")
+
+
 def test_nonfinite_weights_are_refused_unless_allowed(tmp_path, capsys, tiny_sd):
     sd = dict(tiny_sd)
     sd["fc.weight"] = sd["fc.weight"].clone()
