@@ -29,6 +29,7 @@ Presets
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal
 
 from rawnet2_jax.augment.codec import CodecAugConfig
@@ -50,8 +51,11 @@ class PlateauConfig:
     eps: float = 1e-8
 
     def __post_init__(self):
-        if not self.factor < 1.0:
-            raise ValueError("plateau factor should be < 1.0")
+        if not 0.0 < self.factor < 1.0:
+            raise ValueError(f"plateau factor must be > 0 and < 1, got {self.factor}")
+        for field in ("patience", "cooldown", "threshold", "min_lr", "eps"):
+            if not getattr(self, field) >= 0:
+                raise ValueError(f"plateau {field} must be >= 0, got {getattr(self, field)}")
         if self.mode not in ("min", "max"):
             raise ValueError(f"plateau mode must be 'min' or 'max', got {self.mode!r}")
         if self.threshold_mode not in ("rel", "abs"):
@@ -123,6 +127,31 @@ class TrainConfig(ConfigMixin):
             raise ValueError(f"matmul_precision must be default, high or highest, got {self.matmul_precision!r}")
         if not 0 <= self.rawboost <= 8:
             raise ValueError(f"rawboost must be 0 (off) or an algorithm 1..8, got {self.rawboost}")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """What the flags' types check, for ``--set`` and config files too (a negative learning
+        rate trained by gradient ascent; epochs=0 "finished" with nothing trained)."""
+        checks = [
+            ("epochs", self.epochs >= 1, ">= 1"),
+            ("early_stopping_patience", self.early_stopping_patience is None or self.early_stopping_patience >= 1,
+             ">= 1 (or none: no early stopping)"),
+            ("learning_rate", 0 < self.learning_rate < math.inf, "> 0"),
+            ("weight_decay", 0 <= self.weight_decay < math.inf, ">= 0"),
+            ("adam_b1", 0 <= self.adam_b1 < 1, ">= 0 and < 1"),
+            ("adam_b2", 0 <= self.adam_b2 < 1, ">= 0 and < 1"),
+            ("adam_eps", 0 < self.adam_eps < math.inf, "> 0"),
+            ("grad_clip_norm", self.grad_clip_norm is None or 0 < self.grad_clip_norm < math.inf,
+             "> 0 (or none: no clipping)"),
+            ("class_weights", all(0 < w < math.inf for w in self.class_weights), "> 0 each"),
+            ("checkpoint_every_steps", self.checkpoint_every_steps >= 0, ">= 0 (0: only at epoch ends)"),
+            ("max_steps_per_epoch", self.max_steps_per_epoch is None or self.max_steps_per_epoch >= 1,
+             ">= 1 (or none: whole epochs)"),
+            ("log_every_steps", self.log_every_steps >= 0, ">= 0 (0: no per-step records)"),
+        ]
+        for name, ok, want in checks:
+            if not ok:
+                raise ValueError(f"{name} must be {want}, got {getattr(self, name)}")
 
     @classmethod
     def _decode_fields(cls, d: dict[str, Any]) -> dict[str, Any]:
