@@ -427,3 +427,36 @@ def test_a_batch_larger_than_the_train_split_fails_before_compiling(tmp_path, so
         train(CFG.replace(batch_size=4 * n), tmp_path / "wd", sources=sources, final_eval=False, quiet=True)
     wd = tmp_path / "wd"  # holds no run (a restart with a smaller batch sees no changed settings): the error line only
     assert sorted(p.name for p in wd.iterdir()) == [".lock", "train.log"], sorted(wd.iterdir())
+
+
+def test_dev_min_tdcf_and_an_asv_file_of_another_split(tmp_path, sources):
+    """The dev min t-DCF is the metrics report's (the same numbers as computing it directly);
+    an ASV file of another split stops the run at the first dev evaluation, in one line."""
+    from rawnet2_jax.metrics import asv_error_rates, min_tdcf, read_asv_scores
+    from rawnet2_jax.metrics.report import MetricsError
+    from train.evaluation import read_score_file
+
+    rng = np.random.default_rng(0)
+
+    def asv_file(name, attack):
+        lines = ([f"bonafide target {rng.normal(3, 1):.3f}" for _ in range(30)]
+                 + [f"bonafide nontarget {rng.normal(-2, 1):.3f}" for _ in range(30)]
+                 + [f"{attack} spoof {rng.normal(0, 2):.3f}" for _ in range(30)])
+        (tmp_path / name).write_text("\n".join(lines) + "\n")
+        return tmp_path / name
+
+    cfg = tiny_train_config(epochs=1, checkpoint_every_steps=0)
+    same = asv_file("dev_asv.txt", "A01")  # the synthetic dev split's attack
+    train(cfg, tmp_path / "ok", sources=sources, asv_scores={"dev": str(same)}, final_eval=False, quiet=True)
+    (rec,) = [r for r in read_metrics(tmp_path / "ok" / "metrics.jsonl") if r["type"] == "epoch"]
+    labels, scores = read_score_file(tmp_path / "ok" / "scores" / "dev_scores.txt")
+    asv = read_asv_scores(same)
+    want = min_tdcf(scores[labels == 1], scores[labels == 0],
+                    asv_error_rates(asv.of_key("target"), asv.of_key("nontarget"), asv.of_key("spoof")))[0]
+    assert rec["dev_min_tdcf"] == pytest.approx(want, rel=1e-12), (rec["dev_min_tdcf"], want)
+
+    other = asv_file("eval_asv.txt", "A07")
+    with pytest.raises(MetricsError) as e:
+        train(cfg, tmp_path / "bad", sources=sources, asv_scores={"dev": str(other)}, final_eval=False, quiet=True)
+    msg = str(e.value)
+    assert "\n" not in msg and "none of the CM attacks (A01)" in msg and "another split" in msg, msg

@@ -18,7 +18,6 @@ import jax
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from rawnet2_jax.errors import UserError
 from rawnet2_jax.processes import distributed_timeout
 from train import sharding as shd
 from train.state import TrainState
@@ -78,7 +77,7 @@ def evaluate_source(run: _RunView, state: TrainState, split: str, asv_path: str 
     """Scores of one split through ``rawnet2_jax.split_eval.score_split`` (the function
     behind ``rawnet2-jax evaluate``) into ``scores/<split>_scores.txt``, then the weighted
     loss, EER and min t-DCF computed from that file."""
-    from rawnet2_jax.metrics import asv_error_rates, compute_eer, min_tdcf, read_asv_scores
+    from rawnet2_jax.metrics import compute_eer, evaluate_scores, read_asv_scores, read_cm_scores
     from rawnet2_jax.split_eval import score_split
 
     scored = score_split(
@@ -92,12 +91,13 @@ def evaluate_source(run: _RunView, state: TrainState, split: str, asv_path: str 
     bona, spoof = scores[labels == 1], scores[labels == 0]
     out["eer"] = compute_eer(bona, spoof)[0] if len(bona) and len(spoof) else float("nan")
     if asv_path and len(bona) and len(spoof):
-        asv = read_asv_scores(asv_path)
-        rates = asv_error_rates(asv.of_key("target"), asv.of_key("nontarget"), asv.of_key("spoof"))
-        try:
-            out["min_tdcf"] = min_tdcf(bona, spoof, rates)[0]
-        except UserError as e:
-            run.log.warn(f"warning: min t-DCF not computed: {e}")
+        # The same report as `rawnet2-jax metrics`: the ASV file of another split is refused at
+        # the first dev evaluation, not after the last epoch (it gave a dev t-DCF every epoch).
+        report = evaluate_scores(read_cm_scores(scored.score_file), read_asv_scores(asv_path))
+        out["min_tdcf"] = report.min_tdcf
+        for w in report.warnings:
+            if "(pooled)" in w or "ASV" in w:  # not the per-attack ones, every epoch
+                run.log.warn(f"warning: {split}: {w}")
     return out
 
 
