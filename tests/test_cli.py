@@ -289,3 +289,19 @@ def test_a_resumed_score_file_belongs_to_the_models_contents_not_its_path(tmp_pa
     shutil.copy(a / "manifest.json", tmp_path / "run" / "best_model" / "manifest.json")
     assert cli._run_id(str(tmp_path / "run")) == cli._run_id(str(a))  # a workdir: its best model
     assert cli._run_id(str(tmp_path / "none")) == str(tmp_path / "none")  # no manifest: the path
+
+
+def test_asv_scores_folder_finds_both_files_and_warns_of_a_missing_one(tmp_path, capsys):
+    from rawnet2_jax.errors import UserError
+    from train.__main__ import find_asv_scores
+
+    d = tmp_path / "LA" / "ASVspoof2019_LA_asv_scores"
+    d.mkdir(parents=True)
+    (d / "ASVspoof2019.LA.asv.dev.gi.trl.scores.txt").write_text("x\n")
+    assert find_asv_scores(str(tmp_path)) == {"dev": str(d / "ASVspoof2019.LA.asv.dev.gi.trl.scores.txt")}
+    assert capsys.readouterr().err == (f"warning: no ASVspoof2019.LA.asv.eval.gi.trl.scores.txt in {d}: the eval "
+                                       "split gets no min t-DCF\n")
+    (d / "ASVspoof2019.LA.asv.eval.gi.trl.scores.txt").write_text("x\n")
+    assert sorted(find_asv_scores(str(d))) == ["dev", "eval"] and capsys.readouterr().err == ""
+    with pytest.raises(UserError, match="no ASVspoof2019.LA.asv"):
+        find_asv_scores(str(tmp_path / "nowhere"))
