@@ -318,3 +318,9 @@ def test_cli_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["s.txt", "--asvspoof2021", "k", "--track", "LA", "--asv-scores", "a.txt"])
     assert e.value.code == 2 and "--asv-scores is for 2019" in capsys.readouterr().err
+    for extra, needle in ((["--conditions", "c.txt"], "--conditions is for 2019 score files"),
+                          (["--t-dcf", "2019"], "drop --t-dcf 2019")):  # were ignored without a word
+        with pytest.raises(SystemExit) as e:
+            main(["s.txt", "--asvspoof2021", "k", "--track", "LA", *extra])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and needle in err and err.count("\n") == 1, err

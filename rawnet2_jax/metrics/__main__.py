@@ -76,8 +76,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         "--t-dcf",
         dest="t_dcf",
         choices=("2019", "2021"),
-        default="2019",
-        help="t-DCF formulation (default 2019, the ASVspoof 2019 'legacy' one)",
+        help="t-DCF formulation of a 2019 score file (default 2019, the ASVspoof 2019 'legacy' one; "
+             "--asvspoof2021 always computes the 2021 one)",
     )
     p.add_argument("--asvspoof2021", metavar="KEYS_DIR",
                    help="ASVspoof 2021 key directory (keys/ of the organisers' key packages)")
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     try:
         cm = read_cm_scores(args.cm_scores)
         asv = read_asv_scores(args.asv_scores) if args.asv_scores else None
-        report = evaluate_scores(cm, asv, tdcf_version=args.t_dcf)
+        report = evaluate_scores(cm, asv, tdcf_version=args.t_dcf or "2019")
         per_condition = None
         if args.conditions:
             from rawnet2_jax.metrics.conditions import condition_eers, read_conditions
@@ -142,6 +142,10 @@ def _main_2021(parser, args) -> int:
         parser.error("--asvspoof2021 KEYS_DIR and --track LA|DF go together")
     if args.asv_scores:
         parser.error("--asv-scores is for 2019 score files; with --asvspoof2021 the ASV scores come from KEYS_DIR")
+    if args.conditions:
+        parser.error("--conditions is for 2019 score files; with --asvspoof2021 the conditions come from KEYS_DIR")
+    if args.t_dcf == "2019":
+        parser.error("--asvspoof2021 computes the 2021 t-DCF (its tables are defined with it); drop --t-dcf 2019")
     try:
         tables = evaluate_2021(args.cm_scores, args.asvspoof2021, args.track, args.subset)
     except UserError as e:
