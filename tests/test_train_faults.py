@@ -302,7 +302,8 @@ def test_init_from_a_training_workdir(reference):
     want = load_pretrained(wd / "best_model").variables
     for x, y in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
-    with pytest.raises(UserError, match="holds model"):
+    with pytest.raises(UserError, match=r"holds another network than this run's model .* \(gru_hidden 8 there, 16 here\); "
+                                        r"match it with --set model\.gru_hidden=8, or start without --init-from"):
         _init_variables(args, CFG.replace(model=CFG.model.replace(gru_hidden=16)))
 
 

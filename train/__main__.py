@@ -231,9 +231,19 @@ def _init_variables(args, cfg):
 
     pre = load_pretrained(args.init_from)
     # name and how things are computed (sinc_conv_impl, remat) do not change the model
-    if pre.config.architecture() != cfg.model.architecture():
-        raise UserError(f"{args.init_from} holds model {pre.config.name!r}, the preset trains {cfg.model.name!r}")
+    theirs, ours = pre.config.architecture(), cfg.model.architecture()
+    if theirs != ours:
+        diff = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
+        shown = ", ".join(f"{k} {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in diff[:4])
+        sets = " ".join(f"--set model.{k}={_set_value(theirs.get(k))}" for k in diff[:4])
+        raise UserError(f"{args.init_from} holds another network than this run's model {cfg.model.name!r} ({shown}"
+                        f"{', ...' if len(diff) > 4 else ''}); match it with {sets}, or start without --init-from")
     return pre.variables
+
+
+def _set_value(v) -> str:
+    """``v`` as a ``--set`` value (a tuple as comma-separated items)."""
+    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
 
 
 if __name__ == "__main__":
