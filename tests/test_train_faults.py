@@ -461,3 +461,18 @@ def test_dev_min_tdcf_and_an_asv_file_of_another_split(tmp_path, sources):
         train(cfg, tmp_path / "bad", sources=sources, asv_scores={"dev": str(other)}, final_eval=False, quiet=True)
     msg = str(e.value)
     assert "\n" not in msg and "none of the CM attacks (A01)" in msg and "another split" in msg, msg
+
+
+def test_final_json_holds_the_model_selection_without_a_final_eval(tmp_path, sources):
+    import json
+
+    cfg = tiny_train_config(epochs=1, checkpoint_every_steps=0)
+    res = train(cfg, tmp_path, sources=sources, final_eval=False, quiet=True)
+    final = json.loads((tmp_path / "final.json").read_text())
+    assert final == {"best_epoch": res.best_epoch, "best_step": res.best_step, "best_dev_eer": res.best_dev_eer,
+                     "eval": None}
+    scored = train(cfg, tmp_path, sources=sources, final_eval=True, quiet=True)  # not taken as already scored
+    final = json.loads((tmp_path / "final.json").read_text())
+    assert final["eval"]["eer"] == scored.eval["eer"] and final["best_step"] == res.best_step
+    train(cfg, tmp_path, sources=sources, final_eval=False, quiet=True)  # keeps the eval of the same best step
+    assert json.loads((tmp_path / "final.json").read_text()) == final

@@ -264,6 +264,10 @@ def train(
             if not interrupted:
                 if final_eval:
                     result.eval = _final_eval(run)
+                else:  # an eval scored earlier for this same best checkpoint is kept
+                    done = _read_json(workdir / FINAL_FILE) or {}
+                    _write_final(run, done.get("eval") if done.get("best_step") == run.host.early_stop.best_step
+                                 else None)
                 _write_outputs(run)
         except jax.errors.JaxRuntimeError as e:
             # The collectives (gloo, the coordination service) fail this way when a peer is
@@ -681,7 +685,7 @@ def _final_eval(run: _Run) -> dict[str, Any] | None:
         return None
     final_path = run.workdir / FINAL_FILE
     done = _read_json(final_path)
-    if _primary_says(done is not None and done.get("best_step") == best_step):
+    if _primary_says(done is not None and done.get("best_step") == best_step and done.get("eval") is not None):
         run.log.info(f"eval split already scored for the best checkpoint (see {final_path})")
         return (done or {}).get("eval")
     from rawnet2_jax.evaluate import evaluate_split
@@ -700,12 +704,19 @@ def _final_eval(run: _Run) -> dict[str, Any] | None:
           "num_trials": int(len(cm[1])), "score_file": str(outputs.score_file)}
     run.log.log({"type": "eval", "epoch": run.host.early_stop.best_epoch, "step": best_step,
                  "eval_eer": 100.0 * ev["eer"], "eval_min_tdcf": ev["min_tdcf"], "eval_loss": ev["loss"]})
-    if jax.process_index() == 0:
-        _write_json(final_path, {"best_epoch": run.host.early_stop.best_epoch, "best_step": best_step,
-                                 "best_dev_eer": run.host.early_stop.best, "eval": ev})
+    _write_final(run, ev)
     tdcf = f", min t-DCF {ev['min_tdcf']:.4f}" if ev.get("min_tdcf") is not None else ""
     run.log.info(f"eval (best epoch {run.host.early_stop.best_epoch}): EER {100 * ev['eer']:.2f}%{tdcf}")
     return ev
+
+
+def _write_final(run: _Run, ev: dict[str, Any] | None) -> None:
+    """``final.json``: the best checkpoint's epoch, step and dev EER, and its eval results
+    (null with ``final_eval=False``: the model selection is there for scripts all the same)."""
+    best_step = run.host.early_stop.best_step
+    if jax.process_index() == 0 and best_step is not None:
+        _write_json(run.workdir / FINAL_FILE, {"best_epoch": run.host.early_stop.best_epoch, "best_step": best_step,
+                                               "best_dev_eer": run.host.early_stop.best, "eval": ev})
 
 
 # --------------------------------------------------------------------------- outputs
