@@ -168,3 +168,13 @@ def test_tensorboard_logging_does_not_import_torch(tmp_path):
     assert "torch loaded: False" in out.stdout and "torch imported: 2.0" in out.stdout, out.stdout
     events = [p for p in (tmp_path / "tensorboard").iterdir() if p.name.startswith("events")]
     assert events and b"train/loss" in events[0].read_bytes()
+
+
+def test_help_says_what_the_workdir_holds():
+    from train.__main__ import build_parser
+    from train.loop import BEST_MODEL_DIR, CHECKPOINT_DIR, CURVES_FILE, FINAL_FILE, METRICS_FILE, SCORES_DIR
+
+    text = build_parser().format_help()
+    for name in ("config.json", "train.log", METRICS_FILE, "tensorboard/", CHECKPOINT_DIR, BEST_MODEL_DIR,
+                 FINAL_FILE, SCORES_DIR, CURVES_FILE, "compile_cache/"):
+        assert name in text.split("What WORKDIR holds:")[1], name

@@ -11,6 +11,18 @@ Examples::
     python -m train --config caa_plateau --data-dir ~/tfds --asv-scores /data/LA --workdir runs/caa
 
 Re-running the same command in the same workdir resumes from the latest checkpoint.
+
+What WORKDIR holds:
+    config.json          the run's settings (rewritten by each command; train.log notes changes)
+    train.log            every line the run printed, ending with how it stopped
+    metrics.jsonl        one JSON record per log interval, epoch (dev loss, EER, min t-DCF), eval
+    tensorboard/         the same records for TensorBoard
+    checkpoints/<step>/  the latest and the best (by dev EER) checkpoints, for resuming
+    best_model/          the best model: rawnet2-jax score/evaluate --checkpoint, load_pretrained
+    final.json           best epoch, step, dev EER and the eval split's results (null with --no-final-eval)
+    scores/              dev and eval score files; the eval's per-attack tables, DET and histogram PNGs
+    learning_curves.png  train and dev loss, dev EER (and min t-DCF), learning rate per epoch
+    compile_cache/       compiled programs, so that a restart starts sooner
 """
 
 from __future__ import annotations
