@@ -331,6 +331,11 @@ def test_a_restart_with_other_state_shapes_is_refused_and_keeps_everything(tmp_p
     assert res.epochs_done == 3
     note = f"note: settings that differ from the run's saved in {wd / 'config.json'}: epochs; using this command's"
     assert note in (wd / "train.log").read_text()
+    import json
+
+    (record,) = [json.loads(line) for line in (wd / "config_history.jsonl").read_text().splitlines()]
+    assert record["config"] == json.loads(saved) and record["trained_to_step"] == max(int(s) for s in steps)
+    assert json.loads((wd / "config.json").read_text())["epochs"] == 3
 
 
 def test_an_unusable_workdir_is_one_line(tmp_path, sources, monkeypatch):

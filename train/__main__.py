@@ -13,7 +13,8 @@ Examples::
 Re-running the same command in the same workdir resumes from the latest checkpoint.
 
 What WORKDIR holds:
-    config.json          the run's settings (rewritten by each command; train.log notes changes)
+    config.json          the run's settings, this command's
+    config_history.jsonl the settings each changed command replaced, with the step they trained to
     train.log            every line the run printed, ending with how it stopped
     metrics.jsonl        one JSON record per log interval, epoch (dev loss, EER, min t-DCF), eval
     tensorboard/         the same records for TensorBoard

@@ -4,7 +4,8 @@
 
     workdir/
       .lock                  held while a run is active (PID and host of the holder)
-      config.json            the TrainConfig of the run
+      config.json            the TrainConfig of the run (this command's)
+      config_history.jsonl   the TrainConfigs that changed commands replaced, with their last step
       checkpoints/<step>/    orbax CheckpointManager: the LATEST and the BEST (by dev EER)
                              checkpoints (arrays: params, batch_stats, buffers, opt_state,
                              rng, step, epoch; JSON: plateau, early stopping, data position,
@@ -311,7 +312,7 @@ def _start_run(cfg, workdir, sources, asv_scores, init_variables, progress, quie
     restarting = bool(mngr.all_steps())
     if restarting:
         _refuse_another_state_layout(cfg, workdir)  # before the config or a checkpoint is touched
-    _write_config(cfg, workdir, log)
+    _write_config(cfg, workdir, log, mngr.latest_step())
     state = _first_state(cfg, mesh, init_variables, restarting)
     (model, train_step, eval_step), (mngr, state, host, step) = _compile_and_restore(cfg, mesh, mngr, state, log,
                                                                                      restarting)
@@ -408,9 +409,16 @@ def _refuse_another_state_layout(cfg: TrainConfig, workdir: Path) -> None:
                     "to resume it, or choose another --workdir")
 
 
-def _write_config(cfg: TrainConfig, workdir: Path, log: RunLogger) -> None:
+CONFIG_HISTORY_FILE = "config_history.jsonl"
+
+
+def _write_config(cfg: TrainConfig, workdir: Path, log: RunLogger, latest_step: int | None) -> None:
+    """``config.json`` = this command's settings; the settings it replaces are appended to
+    ``config_history.jsonl`` with the step they had trained to, so the record of what trained
+    each part of a run survives a restart with other settings."""
     path = workdir / "config.json"
     new = json.loads(cfg.to_json())
+    old = None
     if path.exists():
         try:
             old = json.loads(path.read_text())
@@ -419,8 +427,13 @@ def _write_config(cfg: TrainConfig, workdir: Path, log: RunLogger) -> None:
         if old != new:
             changed = ", ".join(_changed_fields(old, new))
             log.info(f"note: settings that differ from the run's saved in {path}: {changed}; using this command's")
-    if jax.process_index() == 0:
-        _write_json(path, new)
+    if jax.process_index() != 0:
+        return
+    if old and old != new:
+        record = {"replaced_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "trained_to_step": latest_step, "config": old}
+        with open(workdir / CONFIG_HISTORY_FILE, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+    _write_json(path, new)
 
 
 def _steps_per_epoch(cfg: TrainConfig, source: Any) -> int:
