@@ -65,7 +65,8 @@ def test_selection_early_stopping_and_outputs(tmp_path):
         assert (tmp_path / "scores" / name).stat().st_size > 0
     assert len(lines) == 10 and lines[0].split()[2] in ("bonafide", "spoof")
     assert (tmp_path / "learning_curves.png").stat().st_size > 0
-    assert any(p.name.startswith("events") for p in (tmp_path / "tensorboard").iterdir())
+    events = [p for p in (tmp_path / "tensorboard").iterdir() if p.name.startswith("events")]
+    assert events and b"eval/eval_eer" in b"".join(p.read_bytes() for p in events)  # the final eval too
     # The scores in the file are those of the best model.
     x = np.stack([np.asarray(r["audio"], np.float32) / 32768.0 for r in synthetic_sources()["eval"]])[:, :810]
     s = pre.scores(x)

@@ -710,7 +710,8 @@ def _final_eval(run: _Run) -> dict[str, Any] | None:
           "loss": weighted_ce_from_scores(cm[1], cm[0], run.cfg.class_weights),
           "num_trials": int(len(cm[1])), "score_file": str(outputs.score_file)}
     run.log.log({"type": "eval", "epoch": run.host.early_stop.best_epoch, "step": best_step,
-                 "eval_eer": 100.0 * ev["eer"], "eval_min_tdcf": ev["min_tdcf"], "eval_loss": ev["loss"]})
+                 "eval_eer": 100.0 * ev["eer"], "eval_min_tdcf": ev["min_tdcf"], "eval_loss": ev["loss"]},
+                "eval", best_step)  # TensorBoard too, at the best checkpoint's step
     _write_final(run, ev)
     tdcf = f", min t-DCF {ev['min_tdcf']:.4f}" if ev.get("min_tdcf") is not None else ""
     run.log.info(f"eval (best epoch {run.host.early_stop.best_epoch}): EER {100 * ev['eer']:.2f}%{tdcf}")
