@@ -132,7 +132,8 @@ def build(
     builder_kwargs.setdefault("file_format", "array_record")
     probe = builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs)
     name, version = probe.name, str(probe.version)
-    if _finished_versions(data_dir / name) and not overwrite:  # reused: nothing is written (read-only works)
+    marker = data_dir / name / version / "dataset_info.json"  # TFDS's "this version is built"
+    if marker.is_file() and not overwrite:  # reused: nothing is written (read-only works)
         return _build_into(builder_cls, manual_dir, data_dir, expected_counts, builder_kwargs)
     data_dir.mkdir(parents=True, exist_ok=True)
     with DirLock(data_dir, f".{name}.lock", subject=f"data dir {data_dir} ({name})",
@@ -143,7 +144,7 @@ def build(
         leftovers = remove_stale_temps(data_dir / name, version) + remove_stale_incomplete_dirs(data_dir / name)
         for p in leftovers + remove_stale_temps(data_dir, name):  # the last: a killed --overwrite's scratch
             log.warning("removed the leftovers of an interrupted build: %s", p)
-        if not (overwrite and _finished_versions(data_dir / name)):  # a build that ended meanwhile is reused
+        if not (overwrite and marker.is_file()):  # a build that ended meanwhile is reused
             return _build_into(builder_cls, manual_dir, data_dir, expected_counts, builder_kwargs)
         scratch = make_temp_dir(data_dir, name)
         try:
@@ -152,10 +153,6 @@ def build(
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
     return builder_cls(data_dir=os.fspath(data_dir), **builder_kwargs)
-
-
-def _finished_versions(dataset_dir: Path) -> list[Path]:
-    return sorted(p.parent for p in dataset_dir.glob("*/dataset_info.json") if not p.parent.name.startswith("."))
 
 
 def _build_into(builder_cls: type, manual_dir: Path, data_dir: Path, expected_counts: dict[str, int] | None,
