@@ -291,12 +291,16 @@ def _model_files(directory: Path) -> list[str]:
 
 def write_manifest(directory: str | os.PathLike) -> Path:
     """Write ``manifest.json``: the SHA-256 and size of every other file of the directory.
-    Atomically (a kill leaves no manifest, never half of one)."""
+    Atomically (a kill leaves no manifest, never half of one; a failed write no temporary)."""
     d = Path(directory)
     files = {rel: {"sha256": sha256_file(d / rel), "bytes": (d / rel).stat().st_size} for rel in _model_files(d)}
     path = d / MANIFEST_FILE
     tmp = d / f".{MANIFEST_FILE}.tmp"
-    tmp.write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=1, sort_keys=True) + "\n")
+    try:
+        tmp.write_text(json.dumps({"algorithm": "sha256", "files": files}, indent=1, sort_keys=True) + "\n")
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no torn temporary either
+        raise
     os.replace(tmp, path)
     return path
 

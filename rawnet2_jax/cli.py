@@ -452,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from rawnet2_jax.errors import UserError, first_line
+    from rawnet2_jax.errors import UserError, first_line, is_out_of_memory
 
     try:
         with sigterm_as_interrupt():  # a scheduler's SIGTERM ends it like Ctrl-C: what is done is kept, said
@@ -474,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         _err(os_error_line(e, f"writing {where}" if where else args.command))
         return 1
     except Exception as e:  # XLA's out of memory (jax.errors.JaxRuntimeError; jax is not imported here)
-        if "RESOURCE_EXHAUSTED" not in str(e) or "memory" not in str(e).lower():
+        if not is_out_of_memory(e):
             raise
         _err(f"out of memory at --batch-size {getattr(args, 'batch_size', '?')} "
              f"({' '.join(str(e).split())[:160]}); lower --batch-size")

@@ -36,3 +36,12 @@ def first_line(e: BaseException, *, sentence: bool = False) -> str:
     if sentence and len(line) > 120 and ". " in line:
         line = line.split(". ")[0]
     return line
+
+
+def is_out_of_memory(e: BaseException) -> bool:
+    """XLA's out of memory (a ``jax.errors.JaxRuntimeError`` saying ``RESOURCE_EXHAUSTED: Out of
+    memory ...``), told by its text so that callers need not import jax; tensorstore's
+    RESOURCE_EXHAUSTED for a full disk does not speak of memory."""
+    text = str(e)
+    return "RESOURCE_EXHAUSTED" in text and "memory" in text.lower()
+

@@ -1,6 +1,7 @@
 """File-system helpers shared by the writers and readers: why a path is unusable, our own
 temporary directories (named so that a later writer can tell a dead writer's leftovers from a
-live one's), SHA-256 of files, output folders, directory locks, and one-line messages for OSErrors (full disk, read-only).
+live one's), directory replacement, output folders, directory locks, SHA-256 of files, and
+one-line messages for OSErrors (full disk, read-only).
 """
 
 from __future__ import annotations

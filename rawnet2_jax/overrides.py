@@ -52,6 +52,14 @@ def apply_overrides(config: Any, items: Iterable[str]) -> Any:
         raise ConfigError(f"override {' '.join(items)}: {msg}") from None
 
 
+def override_text(value: Any) -> str:
+    """``value`` written as an override's VALUE (what :func:`parse_override` reads back):
+    ``none``, comma-separated tuples, ``str`` of the rest."""
+    if value is None:
+        return "none"
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def parse_override(cls: type, item: str) -> tuple[tuple[str, ...], Any]:
     """``"model.fms_mode=mul"`` -> ``(("model", "fms_mode"), "mul")``, the value typed and checked."""
     if "=" not in item:

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from rawnet2_jax.errors import UserError, first_line
+from rawnet2_jax.errors import UserError, first_line, is_out_of_memory
 
 #: Extensions picked up when a directory is given (files given explicitly are always tried).
 AUDIO_EXTENSIONS = frozenset(
@@ -253,7 +253,7 @@ class _RowBatcher:
             err = None
         except Exception as e:  # mark these files, keep scoring the others
             lo, err = None, f"model failed ({type(e).__name__}: {first_line(e)})"
-            if "RESOURCE_EXHAUSTED" in str(e) and "memory" in str(e).lower():
+            if is_out_of_memory(e):
                 err += f"; out of memory at --batch-size {self.batch_size}: lower --batch-size"
         i = 0
         for fs, k in owners:

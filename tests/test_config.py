@@ -189,3 +189,13 @@ def test_lengths_and_rates_must_be_positive():
         for bad in (0, -16000):
             with pytest.raises(ValueError, match=rf"{field} must be positive, got {bad}"):
                 base.replace(**{field: bad})
+
+
+def test_override_text_reads_back_as_the_value():
+    from rawnet2_jax.overrides import override_text, parse_override
+
+    cfg = MODEL_PRESETS["caa_rawnet2"]
+    for field in ("gru_hidden", "fms_mode", "stored_class_weights", "sinc_learnable", "leaky_relu_slope"):
+        value = getattr(cfg, field)
+        assert parse_override(ModelConfig, f"{field}={override_text(value)}") == ((field,), value), field
+    assert parse_override(TrainConfig, f"grad_clip_norm={override_text(None)}") == (("grad_clip_norm",), None)

@@ -133,24 +133,22 @@ def test_disk_full_during_save_is_one_line_and_resumable(tmp_path, sources, monk
 
 @pytest.mark.slow
 def test_disk_full_writing_a_manifest_keeps_the_checkpoint_and_says_so(tmp_path, sources, monkeypatch, reference):
-    import train.checkpointing as ckpt
+    real = Path.write_text
 
-    real = ckpt.write_manifest
-
-    def full_disk(directory):
-        if Path(directory).name == "4":
-            (Path(directory) / ".manifest.json.tmp").write_text('{"algo')  # torn, as a full disk leaves it
+    def full_disk(self, text, *a, **k):
+        if self.name == ".manifest.json.tmp" and self.parent.name == "4":
+            real(self, text[:6], *a, **k)  # torn, as a full disk leaves it
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real(directory)
+        return real(self, text, *a, **k)
 
-    monkeypatch.setattr(ckpt, "write_manifest", full_disk)
+    monkeypatch.setattr(Path, "write_text", full_disk)
     with pytest.raises(CheckpointError) as e:
         train(CFG, tmp_path, sources=sources, final_eval=False, quiet=True)
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("checkpoint 4 in ") and "(No space left on device)" in msg, msg
     four = tmp_path / "checkpoints" / "4"
     assert not (four / "manifest.json").exists() and not (four / ".manifest.json.tmp").exists()
-    monkeypatch.setattr(ckpt, "write_manifest", real)
+    monkeypatch.setattr(Path, "write_text", real)
     resumed = train(CFG, tmp_path, sources=sources, final_eval=False, quiet=True)  # from 4, unchecked
     _same_params(resumed, reference[1])
 

@@ -241,6 +241,7 @@ def _use_run_cache(workdir: str, quiet: bool) -> None:
 
 def _init_variables(args, cfg):
     from rawnet2_jax.checkpoint import load_pretrained
+    from rawnet2_jax.overrides import override_text
 
     pre = load_pretrained(args.init_from)
     # name and how things are computed (sinc_conv_impl, remat) do not change the model
@@ -248,15 +249,11 @@ def _init_variables(args, cfg):
     if theirs != ours:
         diff = [k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k)]
         shown = ", ".join(f"{k} {theirs.get(k)!r} there, {ours.get(k)!r} here" for k in diff[:4])
-        sets = " ".join(f"--set model.{k}={_set_value(theirs.get(k))}" for k in diff[:4])
+        sets = " ".join(f"--set model.{k}={override_text(theirs.get(k))}" for k in diff[:4])
         raise UserError(f"{args.init_from} holds another network than this run's model {cfg.model.name!r} ({shown}"
                         f"{', ...' if len(diff) > 4 else ''}); match it with {sets}, or start without --init-from")
     return pre.variables
 
-
-def _set_value(v) -> str:
-    """``v`` as a ``--set`` value (a tuple as comma-separated items)."""
-    return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import jax
 
-from rawnet2_jax.checkpoint import MANIFEST_FILE, verify_manifest, write_manifest
+from rawnet2_jax.checkpoint import verify_manifest, write_manifest
 from rawnet2_jax.errors import TrainingError, UserError
 from train.state import HostState, TrainState
 
@@ -127,7 +127,6 @@ def _write_manifest_of(directory: Path, step: int) -> None:
     try:
         write_manifest(directory)
     except OSError as e:
-        (directory / f".{MANIFEST_FILE}.tmp").unlink(missing_ok=True)
         raise CheckpointError(
             f"checkpoint {step} in {directory.parent} is written but its manifest (the SHA-256 of its files) "
             f"could not be ({_reason(e)}); the checkpoint restores without that check: fix that (free disk "
