@@ -22,8 +22,10 @@ No torch here: this module is what users import to *run* a model.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import logging
 import os
 import shutil
 import time
@@ -244,29 +246,38 @@ def _local_checkpointer():
     )
 
 
-def _save_variables(vdir: Path, variables: Mapping[str, Any], directory: Path) -> None:
-    import logging
-
-    ckptr = _local_checkpointer()
+@contextlib.contextmanager
+def quiet_orbax_logs():
+    """absl (orbax's logger) silenced while active: orbax logs a failed write with tracebacks,
+    hundreds of lines on a full disk, and the caller says it in one line."""
     absl = logging.getLogger("absl")
     level = absl.level
-    absl.setLevel(logging.CRITICAL)  # orbax logs a failed write with tracebacks; the caller says it once
+    absl.setLevel(logging.CRITICAL)
     try:
-        ckptr.save(vdir, variables)
-        ckptr.wait_until_finished()
-    except OSError:
-        raise
-    except Exception as e:  # tensorstore reports a full disk or a read-only dir in its own types
-        text = str(e)
-        for code, words in ((28, ("No space left", "ENOSPC")), (30, ("Read-only file system", "EROFS")),
-                            (13, ("Permission denied", "EACCES"))):
-            if any(w in text for w in words):
-                raise OSError(code, os.strerror(code), str(vdir)) from None
-        first = (text.strip().splitlines() or [type(e).__name__])[0][:200]
-        raise CheckpointError(f"writing model {directory} failed ({type(e).__name__}: {first}); nothing was replaced") from None
+        yield
     finally:
-        ckptr.close()
         absl.setLevel(level)
+
+
+def _save_variables(vdir: Path, variables: Mapping[str, Any], directory: Path) -> None:
+    ckptr = _local_checkpointer()
+    with quiet_orbax_logs():  # closing after a failed write logs too
+        try:
+            ckptr.save(vdir, variables)
+            ckptr.wait_until_finished()
+        except OSError:
+            raise
+        except Exception as e:  # tensorstore reports a full disk or a read-only dir in its own types
+            text = str(e)
+            for code, words in ((28, ("No space left", "ENOSPC")), (30, ("Read-only file system", "EROFS")),
+                                (13, ("Permission denied", "EACCES"))):
+                if any(w in text for w in words):
+                    raise OSError(code, os.strerror(code), str(vdir)) from None
+            first = (text.strip().splitlines() or [type(e).__name__])[0][:200]
+            raise CheckpointError(f"writing model {directory} failed ({type(e).__name__}: {first}); "
+                                  "nothing was replaced") from None
+        finally:
+            ckptr.close()
 
 
 def recover_moved_aside(directory: str | os.PathLike) -> bool:

@@ -13,7 +13,6 @@ falls back to the next older one with a warning.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import shutil
 import time
@@ -22,7 +21,7 @@ from typing import Any, Callable
 
 import jax
 
-from rawnet2_jax.checkpoint import verify_manifest, write_manifest
+from rawnet2_jax.checkpoint import quiet_orbax_logs, verify_manifest, write_manifest
 from rawnet2_jax.errors import TrainingError, UserError
 from train.state import HostState, TrainState
 
@@ -94,20 +93,18 @@ def save_checkpoint(mngr, state: TrainState, host: HostState, step: int) -> int:
     import orbax.checkpoint as ocp
 
     best_step = host.early_stop.best_step
-    absl = logging.getLogger("absl")
-    level = absl.level
-    absl.setLevel(logging.CRITICAL)  # orbax logs a failed write with tracebacks; it is said below, once
     try:
-        mngr.save(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(state.arrays()),
-                host=ocp.args.JsonSave(host.to_json()),
-            ),
-            metrics={"best_step": -1 if best_step is None else int(best_step)},
-            force=True,
-        )
-        mngr.wait_until_finished()
+        with quiet_orbax_logs():  # a failed write is said below, once
+            mngr.save(
+                step,
+                args=ocp.args.Composite(
+                    state=ocp.args.StandardSave(state.arrays()),
+                    host=ocp.args.JsonSave(host.to_json()),
+                ),
+                metrics={"best_step": -1 if best_step is None else int(best_step)},
+                force=True,
+            )
+            mngr.wait_until_finished()
     except Exception as e:  # orbax wraps OS errors in assorted types
         previous = [s for s in mngr.all_steps() if s != step]
         kept = f"checkpoint {max(previous)} is kept" if previous else "no earlier checkpoint exists"
@@ -115,8 +112,6 @@ def save_checkpoint(mngr, state: TrainState, host: HostState, step: int) -> int:
             f"could not write checkpoint {step} in {mngr.directory} ({_reason(e)}); {kept}: fix that "
             "(free disk space, permissions) and re-run the same command to resume"
         ) from None
-    finally:
-        absl.setLevel(level)
     if jax.process_index() == 0:  # after the commit: a kill before it leaves no manifest, not a wrong one
         _write_manifest_of(Path(mngr.directory) / str(step), step)
     return step
